@@ -1,0 +1,1 @@
+"""casfarm: a simulated Exchange Client Access farm for labs, demos and tests."""

@@ -1,0 +1,13 @@
+"""The `caslb` command line: the composition root.
+
+Each command lives in its own module and registers itself on `app` when imported.
+"""
+
+from lb.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
