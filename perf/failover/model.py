@@ -1,0 +1,93 @@
+"""What one scenario records: client requests and samples of the balancer's choice.
+
+Times are seconds since the scenario's load started, on the harness's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One client request (or mail transaction) and how it ended.
+
+    Attributes:
+        protocol: catalog name of the protocol (owa, ews, imap, ...).
+        started: when the client began the request (or its connection).
+        finished: when the client saw the answer or gave up.
+        server: the CAS server that answered (X-FEServer or mail banner), or None.
+        error: None on success, else a short kind ("reset", "timeout", "http 503").
+    """
+
+    protocol: str
+    started: float
+    finished: float
+    server: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the client got the answer it wanted."""
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ChoiceSample:
+    """One reading of the balancer: is the faulty server still chosen, per protocol.
+
+    Attributes:
+        at: when the reading was taken.
+        chosen: protocol name -> True while the balancer may pick the faulty server.
+    """
+
+    at: float
+    chosen: Mapping[str, bool]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The fixed phases of a scenario.
+
+    Attributes:
+        fault_at: when the fault was injected.
+        clear_at: when the fault was cleared.
+        end_at: when the load stopped.
+    """
+
+    fault_at: float
+    clear_at: float
+    end_at: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fault_at < self.clear_at < self.end_at:
+            raise ValueError(f"bad timeline {self.fault_at}/{self.clear_at}/{self.end_at}")
+
+
+@dataclass(frozen=True)
+class ScenarioRecord:
+    """Everything raw one scenario produced, before any figure is computed.
+
+    Attributes:
+        design: design name (dns-rr, haproxy-tcp, caslb-l7, ...).
+        fault: fault name (crash, blackhole, ...).
+        faulty: the server the fault was injected into.
+        servers: every server of the farm.
+        timeline: when the fault began and ended.
+        requests: every finished client request.
+        samples: readings of the balancer's choice (empty without a balancer).
+        farm_counts: per server request counts read from the farm at fault,
+            clear and end (keys "fault", "clear", "end").
+        notes: free-text remarks about how this scenario was run.
+    """
+
+    design: str
+    fault: str
+    faulty: str
+    servers: tuple[str, ...]
+    timeline: Timeline
+    requests: tuple[RequestRecord, ...]
+    samples: tuple[ChoiceSample, ...]
+    farm_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()

@@ -1,0 +1,89 @@
+"""The failover harness's measures and report, on hand-made records."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from perf.failover.measures import per_second, scenario_figures
+from perf.failover.model import ChoiceSample, RequestRecord, ScenarioRecord, Timeline
+from perf.failover.report import markdown, write_run
+
+SERVERS = ("CAS1", "CAS2", "CAS3")
+
+
+def _record() -> ScenarioRecord:
+    reqs = [
+        RequestRecord("owa", 1.0, 1.1, "CAS1"),
+        RequestRecord("owa", 2.0, 2.1, "CAS2"),
+        # fault at 5: one reset, one answer from the faulty server before detection
+        RequestRecord("owa", 5.1, 5.2, None, "reset"),
+        RequestRecord("owa", 5.3, 5.4, "CAS1"),
+        RequestRecord("owa", 6.5, 6.6, "CAS1"),  # after detection at 6.0
+        RequestRecord("owa", 7.0, 7.5, None, "timeout"),
+        # cleared at 10; back in choice at 11; traffic from 11.2
+        RequestRecord("owa", 11.2, 11.3, "CAS1"),
+        RequestRecord("owa", 11.4, 11.5, "CAS2"),
+        RequestRecord("owa", 11.6, 11.7, "CAS3"),
+        RequestRecord("ews", 3.0, 3.1, "CAS3"),
+    ]
+    samples = [
+        ChoiceSample(4.0, {"owa": True, "ews": True}),
+        ChoiceSample(6.0, {"owa": False, "ews": True}),
+        ChoiceSample(11.0, {"owa": True, "ews": True}),
+    ]
+    return ScenarioRecord(
+        design="d",
+        fault="crash",
+        faulty="CAS1",
+        servers=SERVERS,
+        timeline=Timeline(5.0, 10.0, 12.0),
+        requests=tuple(reqs),
+        samples=tuple(samples),
+        farm_counts={"fault": {"CAS1": 10}, "clear": {"CAS1": 13}},
+    )
+
+
+def test_figures_follow_the_definitions() -> None:
+    figures = scenario_figures(_record())
+    owa = next(p for p in figures.protocols if p.protocol == "owa")
+    assert owa.detection == 1.0
+    assert owa.failover == 2.5
+    assert owa.errors == 2
+    assert owa.error_kinds == {"reset": 1, "timeout": 1}
+    assert owa.faulty_responses == 2
+    assert owa.faulty_after_detection == 1
+    assert owa.recovery_detect == 1.0
+    assert owa.recovery_traffic == pytest.approx(1.2)
+    assert owa.spread == {"CAS1": 1, "CAS2": 1, "CAS3": 1}
+    ews = next(p for p in figures.protocols if p.protocol == "ews")
+    assert ews.detection is None and ews.errors == 0 and ews.failover == 0.0
+    assert figures.faulty_farm_requests == 3
+    assert figures.errors == 2 and figures.detection == 1.0
+
+
+def test_per_second_buckets_by_server_and_failure() -> None:
+    ok, failed = per_second(_record().requests, 12.0)
+    assert ok["CAS1"][5] == 1 and ok["CAS1"][11] == 1
+    assert failed[5] == 1 and failed[7] == 1 and sum(failed) == 2
+
+
+def test_timeline_rejects_disordered_phases() -> None:
+    with pytest.raises(ValueError, match="bad timeline"):
+        Timeline(5.0, 4.0, 12.0)
+
+
+def test_write_run_produces_json_markdown_and_svg(tmp_path: Path) -> None:
+    figures = write_run(tmp_path, [_record()], {"quick": True}, "# run")
+    doc = json.loads((tmp_path / "results.json").read_text())
+    scenario = doc["scenarios"][0]
+    assert scenario["figures"]["protocols"]["owa"]["errors"] == 2
+    assert len(scenario["requests"]) == 10
+    md = (tmp_path / "results.md").read_text()
+    assert "### crash" in md and "| d |" in md
+    svg = ET.parse(tmp_path / "timeline-d-crash.svg").getroot()
+    assert svg.tag.endswith("svg")
+    assert "never" in markdown(figures).split("| ews |")[1]
