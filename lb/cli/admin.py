@@ -1,0 +1,212 @@
+"""`caslb status`, `caslb drain`, `caslb enable`, `caslb maint`: a running balancer's admin API.
+
+These commands are thin HTTP clients (stdlib urllib) of `lb.admin`: they read
+`GET /status` or send `POST /servers/<name>/<action>`, print the answer, and
+exit 1 with a clear message when the balancer cannot be reached or refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import typer
+
+from lb.cli._app import app
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8404"
+TIMEOUT_SECONDS = 5.0
+
+AdminUrl = Annotated[
+    str,
+    typer.Option(
+        "--admin", envvar="CASLB_ADMIN", help="Base URL of the balancer's admin API."
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="CASLB_ADMIN_TOKEN", help="Bearer token, if the admin API has one."
+    ),
+]
+Pool = Annotated[str | None, typer.Option("--pool", help="Act on this pool only.")]
+Protocol = Annotated[
+    str | None, typer.Option("--protocol", help="Act on the pool(s) of this protocol only.")
+]
+Server = Annotated[str, typer.Argument(help="Server name, as in the config.")]
+
+
+class AdminApiError(Exception):
+    """The admin API could not be reached or refused the request."""
+
+
+def call_admin(
+    base_url: str, method: str, path: str, *, token: str | None = None
+) -> dict[str, Any]:
+    """One request to the admin API; returns the decoded JSON answer.
+
+    Raises:
+        AdminApiError: the API is unreachable, answered an error, or not JSON.
+    """
+    url = base_url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise AdminApiError(f"bad admin URL {base_url!r}: want http://host:port")
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise AdminApiError(f"{exc.code} {_error_text(exc.read())}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminApiError(f"cannot reach the admin API at {base_url}: {reason}") from None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise AdminApiError(f"the admin API at {base_url} did not answer JSON") from None
+    if not isinstance(data, dict):
+        raise AdminApiError(f"the admin API at {base_url} answered {type(data).__name__}")
+    return data
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip() or "(no detail)"
+
+
+def action_path(server: str, action: str, pool: str | None, protocol: str | None) -> str:
+    """The admin API path of an action, e.g. `/servers/cas1/drain?pool=owa`."""
+    if pool and protocol:
+        raise typer.BadParameter("give --pool or --protocol, not both")
+    query = {k: v for k, v in (("pool", pool), ("protocol", protocol)) if v}
+    suffix = f"?{urlencode(query)}" if query else ""
+    return f"/servers/{quote(server, safe='')}/{action}{suffix}"
+
+
+STATUS_COLUMNS = ("pool", "server", "state", "admin", "active", "total", "last check")
+
+
+def status_rows(document: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """One row per (pool, server) of a `GET /status` document."""
+    rows: list[tuple[str, ...]] = []
+    for pool_name, pool in document.get("pools", {}).items():
+        pool_cell = f"{pool_name} (PANIC)" if pool.get("panic") else str(pool_name)
+        rows.extend(server_row(pool_cell, s) for s in pool.get("servers", []))
+    return rows
+
+
+def server_row(pool: str, server: Mapping[str, Any]) -> tuple[str, ...]:
+    """One table row for a server document of the admin API."""
+    return (
+        pool, str(server["name"]), str(server["state"]), str(server["admin"]),
+        str(server["active"]), str(server["total"]), _last_check(server.get("last_check")),
+    )
+
+
+def _last_check(check: Mapping[str, Any] | None) -> str:
+    if not check:
+        return "-"
+    text = f"{check['reason']} {check['duration'] * 1000:.1f}ms"
+    return f"{text} {check['detail']}" if check.get("detail") else text
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"caslb: {message}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def status(
+    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+) -> None:
+    """Show every pool's servers: state, admin state, connections, last check.
+
+    Example: caslb status --admin http://127.0.0.1:8404
+    """
+    try:
+        document = call_admin(admin, "GET", "/status")
+    except AdminApiError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(document, indent=1))
+        return
+    typer.echo(format_table(STATUS_COLUMNS, status_rows(document)))
+    for name, fe in document.get("frontends", {}).items():
+        typer.echo(f"frontend {name}: {fe['current_connections']} current connections")
+
+
+def _act(action: str, server: str, pool: str | None, protocol: str | None,
+         admin: str, token: str | None) -> None:
+    try:
+        result = call_admin(admin, "POST", action_path(server, action, pool, protocol),
+                            token=token)
+    except AdminApiError as exc:
+        raise _fail(str(exc)) from None
+    pools = result.get("pools", {})
+    rows = [server_row(name, s) for name, s in pools.items()]
+    typer.echo(f"{result.get('server', server)}: admin {result.get('admin', '?')}"
+               f" in {len(pools)} pool(s)")
+    typer.echo(format_table(STATUS_COLUMNS, rows))
+
+
+@app.command()
+def drain(
+    server: Server,
+    pool: Pool = None,
+    protocol: Protocol = None,
+    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    token: Token = None,
+) -> None:
+    """Stop sending new traffic to SERVER; existing connections get the drain grace.
+
+    Example: caslb drain cas1 --protocol ews
+    """
+    _act("drain", server, pool, protocol, admin, token)
+
+
+@app.command()
+def enable(
+    server: Server,
+    pool: Pool = None,
+    protocol: Protocol = None,
+    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    token: Token = None,
+) -> None:
+    """Put SERVER back in service (admin READY; health checks still decide).
+
+    Example: caslb enable cas1
+    """
+    _act("enable", server, pool, protocol, admin, token)
+
+
+@app.command()
+def maint(
+    server: Server,
+    pool: Pool = None,
+    protocol: Protocol = None,
+    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    token: Token = None,
+) -> None:
+    """Take SERVER out of service for maintenance.
+
+    Example: caslb maint cas1 --pool owa
+    """
+    _act("maint", server, pool, protocol, admin, token)
