@@ -351,11 +351,16 @@ def _safe_respond(request: Request, ctx: AdminContext) -> Reply:
 
 async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> Request | None:
     head: h11.Request | None = None
-    body = 0
+    received = body = 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(MAX_HEAD_BYTES)
+            received += len(data)
+            # h11's own limit only bounds what stays unparsed, so a head that
+            # arrives whole in two reads could exceed it; bound it here too.
+            if head is None and received > MAX_HEAD_BYTES:
+                raise h11.RemoteProtocolError("request head too large", 431)
             conn.receive_data(bytes(data))  # b"" is EOF, which h11 turns into an event
         elif isinstance(event, h11.Request):
             head = event

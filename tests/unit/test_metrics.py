@@ -1,0 +1,129 @@
+"""Metrics: event counters, histograms and label values, read back from a private registry."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lb.metrics import Metrics, check_labels, code_class
+from probes.state import CheckState, Transition
+
+
+def _metrics(now: float = 0.0) -> tuple[Metrics, CollectorRegistry]:
+    clock = {"now": now}
+    registry = CollectorRegistry()
+    return Metrics(registry, now=lambda: clock["now"]), registry
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(100, "1xx"), (200, "2xx"), (302, "3xx"), (404, "4xx"), (503, "5xx"), (599, "5xx"),
+     (99, "other"), (600, "other"), (0, "other")],
+)
+def test_code_class_follows_haproxy(status: int, cls: str) -> None:
+    assert code_class(status) == cls
+
+
+def test_check_labels_accepts_pairs_and_objects() -> None:
+    class Key:
+        server = "cas1"
+        protocol = "ews"
+
+    assert check_labels(("cas2", "owa")) == ("cas2", "owa")
+    assert check_labels(Key()) == ("cas1", "ews")
+    with pytest.raises(ValueError, match="unrecognised probe key 42"):
+        check_labels(42)
+
+
+def test_frontend_connections_count_up_and_down() -> None:
+    m, r = _metrics()
+    m.frontend_connection_opened("https")
+    m.frontend_connection_opened("https")
+    m.frontend_connection_opened("imap")
+    m.frontend_connection_closed("https")
+    assert value(r, "caslb_frontend_current_connections", frontend="https") == 1
+    assert value(r, "caslb_frontend_connections_total", frontend="https") == 2
+    assert m.frontend_connections() == {"https": 1, "imap": 1}
+    # A close without an open (a bug elsewhere) must not drive the gauge negative.
+    m.frontend_connection_closed("smtp")
+    assert m.frontend_connections()["smtp"] == 0
+
+
+def test_http_responses_by_code_class_and_duration_histogram() -> None:
+    m, r = _metrics()
+    m.http_response("https", "owa", "cas1", "owa", 200, 0.02)
+    m.http_response("https", "owa", "cas1", "owa", 503, 0.5)
+    m.http_response("https", "owa", "", "owa", 503, 0.001)  # no server: a local 503
+    assert value(r, "caslb_frontend_http_responses_total",
+                 frontend="https", protocol="owa", code="5xx") == 2
+    assert value(r, "caslb_server_http_responses_total", pool="owa", server="cas1",
+                 code="5xx") == 1
+    assert value(r, "caslb_http_request_duration_seconds_count",
+                 frontend="https", protocol="owa") == 3
+    assert value(r, "caslb_http_request_duration_seconds_bucket",
+                 frontend="https", protocol="owa", le="0.025") == 2
+
+
+def test_bytes_count_at_both_levels() -> None:
+    m, r = _metrics()
+    m.bytes_relayed("imaps", "imap", "cas1", to_server=100, to_client=4000)
+    m.bytes_relayed("imaps", "imap", "cas2", to_server=10, to_client=0)
+    assert value(r, "caslb_frontend_bytes_in_total", frontend="imaps") == 110
+    assert value(r, "caslb_frontend_bytes_out_total", frontend="imaps") == 4000
+    assert value(r, "caslb_server_bytes_out_total", pool="imap", server="cas1") == 4000
+    assert value(r, "caslb_server_bytes_out_total", pool="imap", server="cas2") is None
+
+
+def test_server_event_counters() -> None:
+    m, r = _metrics()
+    m.server_connected("owa", "cas1", 0.003)
+    m.connect_failed("owa", "cas2")
+    m.retried("owa", "cas2")
+    m.redispatched("owa", "cas2")
+    m.first_response_timeout("owa", "cas2")
+    m.replayed("owa", "cas3")
+    m.ejected("owa", "cas2")
+    m.tls_handshake_failed("https")
+    m.refused("https", "owa", "no_server")
+    srv = {"pool": "owa", "server": "cas2"}
+    assert value(r, "caslb_server_connect_time_seconds_count", pool="owa", server="cas1") == 1
+    for name in ("connection_errors", "retries", "redispatches", "first_response_timeouts",
+                 "ejections"):
+        assert value(r, f"caslb_server_{name}_total", **srv) == 1, name
+    assert value(r, "caslb_server_replays_total", pool="owa", server="cas3") == 1
+    assert value(r, "caslb_frontend_tls_handshake_failures_total", frontend="https") == 1
+    assert value(r, "caslb_frontend_refused_connections_total",
+                 frontend="https", pool="owa", reason="no_server") == 1
+
+
+def test_every_name_is_prefixed_and_counters_end_in_total() -> None:
+    m, r = _metrics()
+    m.frontend_connection_opened("https")
+    m.retried("owa", "cas1")
+    families = list(text_string_to_metric_families(generate_latest(r).decode()))
+    assert families
+    for family in families:
+        assert family.name.startswith("caslb_"), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+
+
+def test_two_metrics_objects_never_share_series() -> None:
+    a, ra = _metrics()
+    _, rb = _metrics()
+    a.retried("owa", "cas1")
+    assert value(ra, "caslb_server_retries_total", pool="owa", server="cas1") == 1
+    assert value(rb, "caslb_server_retries_total", pool="owa", server="cas1") is None
+
+
+def test_up_down_transitions_count_only_up_to_down() -> None:
+    m, r = _metrics()
+    m.on_probe(("cas1", "owa"), None, Transition(CheckState.UP, CheckState.DOWN, 5.0, "reset"))
+    m.on_probe(("cas1", "owa"), None, Transition(CheckState.DOWN, CheckState.UP, 9.0, "ok"))
+    m.on_probe(("cas1", "owa"), None, Transition(CheckState.UP, CheckState.DOWN, 12.0, "reset"))
+    assert value(r, "caslb_server_check_up_down_total", server="cas1", protocol="owa") == 2
