@@ -18,7 +18,7 @@ import typer
 
 from lb.cli._app import app
 
-DEFAULT_ADMIN_URL = "http://127.0.0.1:8404"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
 TIMEOUT_SECONDS = 5.0
 
 AdminUrl = Annotated[
@@ -139,7 +139,7 @@ def status(
 ) -> None:
     """Show every pool's servers: state, admin state, connections, last check.
 
-    Example: caslb status --admin http://127.0.0.1:8404
+    Example: caslb status --admin http://127.0.0.1:9090
     """
     try:
         document = call_admin(admin, "GET", "/status")
