@@ -7,7 +7,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lb.metrics import Metrics, check_labels, code_class
+from probes.checks import CheckResult
 from probes.state import CheckState, Transition
+from probes.wire import Reason
 
 
 def _metrics(now: float = 0.0) -> tuple[Metrics, CollectorRegistry]:
@@ -127,3 +129,51 @@ def test_up_down_transitions_count_only_up_to_down() -> None:
     m.on_probe(("cas1", "owa"), None, Transition(CheckState.DOWN, CheckState.UP, 9.0, "ok"))
     m.on_probe(("cas1", "owa"), None, Transition(CheckState.UP, CheckState.DOWN, 12.0, "reset"))
     assert value(r, "caslb_server_check_up_down_total", server="cas1", protocol="owa") == 2
+
+
+def _result(ok: bool, reason: Reason, duration: float) -> CheckResult:
+    return CheckResult(ok=ok, reason=reason, detail="", duration=duration)
+
+
+def test_detection_latency_runs_from_first_failed_check_start_to_down() -> None:
+    clock = {"now": 0.0}
+    r = CollectorRegistry()
+    m = Metrics(r, now=lambda: clock["now"])
+    key = ("cas1", "ews")
+    clock["now"] = 10.0
+    m.on_probe(key, _result(True, Reason.OK, 0.01), None)
+    # A black hole: two timed-out checks of 1 s each; the first started at 19.0.
+    clock["now"] = 20.0
+    m.on_probe(key, _result(False, Reason.TIMEOUT, 1.0), None)
+    clock["now"] = 21.25
+    down = Transition(CheckState.UP, CheckState.DOWN, 21.25, "timeout")
+    m.on_probe(key, _result(False, Reason.TIMEOUT, 1.0), down)
+    assert value(r, "caslb_server_detection_latency_seconds_sum",
+                 server="cas1", protocol="ews") == pytest.approx(2.25)
+    assert value(r, "caslb_server_detection_latency_seconds_bucket",
+                 server="cas1", protocol="ews", le="2.0") == 0
+    assert value(r, "caslb_server_detection_latency_seconds_bucket",
+                 server="cas1", protocol="ews", le="3.0") == 1
+    assert value(r, "caslb_server_check_results_total",
+                 server="cas1", protocol="ews", reason="TIMEOUT") == 2
+    assert value(r, "caslb_server_check_duration_seconds_count",
+                 server="cas1", protocol="ews") == 3
+    assert m.last_result("cas1", "ews").reason is Reason.TIMEOUT
+
+
+def test_a_success_between_failures_restarts_the_detection_clock() -> None:
+    clock = {"now": 0.0}
+    r = CollectorRegistry()
+    m = Metrics(r, now=lambda: clock["now"])
+    key = ("cas1", "owa")
+    clock["now"] = 5.0
+    m.on_probe(key, _result(False, Reason.RESET, 0.0), None)
+    clock["now"] = 6.0
+    m.on_probe(key, _result(True, Reason.OK, 0.0), None)  # flap: back to good
+    clock["now"] = 30.0
+    m.on_probe(key, _result(False, Reason.RESET, 0.0), None)
+    clock["now"] = 30.5
+    m.on_probe(key, _result(False, Reason.RESET, 0.0),
+               Transition(CheckState.UP, CheckState.DOWN, 30.5, "reset"))
+    assert value(r, "caslb_server_detection_latency_seconds_sum",
+                 server="cas1", protocol="owa") == pytest.approx(0.5)
