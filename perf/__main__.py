@@ -1,0 +1,137 @@
+"""`python -m perf`: the harnesses, run from the repository root.
+
+    python -m perf                      list what is there
+    python -m perf failover [--quick] [--designs a,b] [--faults x,y] [--out DIR]
+    python -m perf idle [--connections N] [--designs a,b]
+"""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+app = typer.Typer(
+    name="perf",
+    help="caslb harnesses: failover matrix and idle memory, driven like a user would.",
+    add_completion=False,
+    invoke_without_command=True,
+)
+
+
+def _split(value: str | None, known: dict[str, object], what: str) -> list[str]:
+    if not value:
+        return []
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise typer.BadParameter(f"unknown {what} {', '.join(bad)} (known: {', '.join(known)})")
+    return names
+
+
+def listing() -> str:
+    """What `python -m perf` prints: harnesses, designs and faults."""
+    from perf.failover.designs import DESIGNS
+    from perf.failover.faults import fault_plans
+    from perf.failover.settings import FULL
+
+    lines = ["harnesses:", "  failover   the failover matrix: designs × faults, JSON/Markdown/SVG"]
+    lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)", ""]
+    lines.append("designs:")
+    for d in DESIGNS.values():
+        reason = d.unavailable()
+        suffix = f"  [unavailable: {reason}]" if reason else ""
+        lines.append(f"  {d.name:<13} {d.summary}{suffix}")
+    lines += ["", "faults:"]
+    for f in fault_plans(FULL.slow_seconds).values():
+        lines.append(f"  {f.name:<13} {f.summary}")
+    return "\n".join(lines)
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    """List the harnesses, designs and faults when no command is given."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(listing())
+
+
+QUICK_DESIGNS = ("dns-rr", "caslb-l7", "haproxy-http")
+QUICK_FAULTS = ("crash", "ews_inactive")
+
+
+@app.command()
+def failover(
+    quick: Annotated[bool, typer.Option(help="CI smoke: short phases, few scenarios.")] = False,
+    designs: Annotated[str | None, typer.Option(help="Comma-separated design names.")] = None,
+    faults: Annotated[str | None, typer.Option(help="Comma-separated fault names.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default perf/results).")] = None,
+) -> None:
+    """Run the failover matrix and write results.json, results.md and SVG timelines.
+
+    Example: python -m perf failover --quick --designs dns-rr --faults crash --out /tmp/fo
+    """
+    from perf.failover.designs import DESIGNS
+    from perf.failover.faults import fault_plans
+    from perf.failover.report import write_run
+    from perf.failover.runner import run_matrix
+    from perf.failover.settings import FULL, QUICK
+
+    settings = QUICK if quick else FULL
+    plans = fault_plans(settings.slow_seconds)
+    design_names = _split(designs, dict(DESIGNS), "design") or (
+        [d for d in QUICK_DESIGNS if d in DESIGNS] if quick else list(DESIGNS)
+    )
+    fault_names = _split(faults, dict(plans), "fault") or (
+        list(QUICK_FAULTS) if quick else list(plans)
+    )
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = out or Path("perf/results") / f"failover-{'quick-' if quick else ''}{stamp}"
+    with tempfile.TemporaryDirectory(prefix="caslb-failover-") as tmp:
+        records = trio.run(
+            run_matrix,
+            [DESIGNS[n] for n in design_names],
+            [plans[n] for n in fault_names],
+            settings,
+            Path(tmp),
+        )
+    preamble = _preamble(quick, settings.describe())
+    write_run(out_dir, records, settings.describe(), preamble)
+    typer.echo((out_dir / "results.md").read_text())
+    typer.echo(f"results in {out_dir}")
+
+
+def _preamble(quick: bool, settings: dict[str, object]) -> str:
+    probes = settings["probes"]
+    phases = settings["phases"]
+    timeouts = settings["timeouts"]
+    assert isinstance(probes, dict) and isinstance(phases, dict) and isinstance(timeouts, dict)
+    return (
+        f"## Failover matrix{' (--quick)' if quick else ''}\n\n"
+        f"Probes: inter {probes['inter']} s, fastinter {probes['fastinter']} s, "
+        f"rise {probes['rise']}, fall {probes['fall']}, check and connect timeouts "
+        f"{probes['timeout']} s, retries {probes['retries']}. Phases: {phases['before']} s "
+        f"before the fault, {phases['fault']} s of fault, {phases['after']} s after. Client "
+        f"connect timeout {timeouts['connect']} s (Windows: ~21 s), request timeout "
+        f"{timeouts['request']} s. The faulty server is cas1 of 3.\n"
+    )
+
+
+@app.command()
+def idle(
+    connections: Annotated[int, typer.Option(help="Idle connections per design.")] = 2000,
+    designs: Annotated[str | None, typer.Option(help="Comma-separated idle designs.")] = None,
+) -> None:
+    """Measure memory per idle proxied connection (RSS growth per connection)."""
+    from perf.idle import IDLE_DESIGNS, run_idle
+
+    names = _split(designs, dict(IDLE_DESIGNS), "design") or list(IDLE_DESIGNS)
+    for line in trio.run(run_idle, names, connections):
+        typer.echo(line)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,290 @@
+"""The client mix: one trio task per simulated client, each a bounded loop.
+
+Theory of operation. Each client behaves like its real counterpart where it
+matters for failover: it connects through `connect.open_stream` (so a DNS
+round-robin client pays its OS's connect timeout on a silent address and moves
+on at once after a reset), reuses its connection while it can (OWA and EWS keep
+alive, so a server that stays reachable keeps getting their requests), holds
+long polls open (MAPI NotificationWait, ActiveSync Ping, the Outlook Anywhere
+channel pair) under its own timeouts, and reconnects after any error. Every
+request, session or long poll ends as one RequestRecord: success, or the kind
+of error the user would have seen.
+
+HTTP success is any status below 500: an unauthenticated OWA GET earns a 401 or
+302 from real Exchange, and that is the server answering.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
+from perf.failover.http import HttpConnection, exchange, header
+from perf.failover.mail import imap_session, pop_session, smtp_session
+from perf.failover.recorder import Recorder
+
+
+@dataclass(frozen=True)
+class ClientTimeouts:
+    """The clients' own timeouts, in seconds.
+
+    Attributes:
+        connect: per address; Windows gives up on a silent host after ~21 s.
+        request: for a short request (OWA, EWS, Autodiscover, mail dialogues).
+        long_poll: extra patience beyond a long poll's expected duration.
+        think: pause between a client's requests, and before reconnecting.
+    """
+
+    connect: float = 21.0
+    request: float = 10.0
+    long_poll: float = 5.0
+    think: float = 0.25
+
+
+@dataclass(frozen=True)
+class LoadMix:
+    """How many clients of each protocol run at once.
+
+    Attributes:
+        clients: protocol -> number of concurrent clients.
+        per_connection: requests a keep-alive client sends on one connection.
+        long_poll: how long the farm holds a Ping / NotificationWait (its heartbeat).
+        channel_life: how long an Outlook Anywhere channel pair is kept open.
+    """
+
+    clients: Mapping[str, int]
+    per_connection: int = 8
+    long_poll: float = 2.0
+    channel_life: float = 4.0
+
+
+SOAP = (
+    b'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap='
+    b'"http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetFolder/></soap:Body>'
+    b"</soap:Envelope>"
+)
+POX = (
+    b'<?xml version="1.0"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/'
+    b'autodiscover/outlook/requestschema/2006"><Request><EMailAddress>user1@lab.local'
+    b"</EMailAddress></Request></Autodiscover>"
+)
+ONE_GB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ShortRequest:
+    """A short HTTP request some protocol's clients repeat."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+SHORT: dict[str, ShortRequest] = {
+    "owa": ShortRequest("GET", "/owa/"),
+    "ews": ShortRequest(
+        "POST", "/EWS/Exchange.asmx", (("Content-Type", "text/xml; charset=utf-8"),), SOAP
+    ),
+    "autodiscover": ShortRequest(
+        "POST", "/Autodiscover/Autodiscover.xml", (("Content-Type", "text/xml"),), POX
+    ),
+    "mapi": ShortRequest(
+        "POST",
+        "/mapi/emsmdb/?MailboxId=user1@lab.local",
+        (("Content-Type", "application/mapi-http"), ("X-RequestType", "Execute")),
+        b"\x00" * 64,
+    ),
+}
+KEEP_ALIVE = frozenset({"owa", "ews", "mapi"})
+
+
+class Client:
+    """One simulated client of one protocol."""
+
+    def __init__(
+        self,
+        protocol: str,
+        endpoint: Endpoint,
+        recorder: Recorder,
+        timeouts: ClientTimeouts,
+        mix: LoadMix,
+        index: int,
+    ) -> None:
+        self.protocol = protocol
+        self.endpoint = endpoint
+        self.recorder = recorder
+        self.timeouts = timeouts
+        self.mix = mix
+        self._rotation = itertools.count(index)
+
+    async def _open(self) -> trio.abc.Stream:
+        stream, _ = await open_stream(
+            self.endpoint, self.timeouts.connect, next(self._rotation)
+        )
+        return stream
+
+    async def _http(self) -> HttpConnection:
+        return HttpConnection(await self._open(), self.endpoint.server_name)
+
+    async def _attempt(self, body: Callable[[], Awaitable[str | None]]) -> bool:
+        """Run one request; record it; True when it succeeded."""
+        started = self.recorder.now()
+        try:
+            server = await body()
+        except ClientError as exc:
+            self.recorder.add(self.protocol, started, None, exc.kind)
+            return False
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.recorder.add(self.protocol, started, None, map_os_error(exc).kind)
+            return False
+        self.recorder.add(self.protocol, started, server, None)
+        return True
+
+    async def run(self) -> None:
+        """Loop until cancelled."""
+        if self.protocol in SHORT:
+            await self._short_loop(SHORT[self.protocol])
+        elif self.protocol == "eas":
+            await self._simple_loop(self._ping)
+        elif self.protocol == "rpc":
+            await self._simple_loop(self._channel_pair)
+        elif self.protocol in ("imap", "pop", "smtp"):
+            session = {"imap": imap_session, "pop": pop_session, "smtp": smtp_session}
+            await self._simple_loop(lambda: self._mail(session[self.protocol]))
+        else:
+            raise ValueError(f"no client for protocol {self.protocol!r}")
+
+    async def _simple_loop(self, body: Callable[[], Awaitable[str | None]]) -> None:
+        while True:
+            await self._attempt(body)
+            await trio.sleep(self.timeouts.think)
+
+    async def _short_loop(self, req: ShortRequest) -> None:
+        per_conn = self.mix.per_connection if self.protocol in KEEP_ALIVE else 1
+        while True:
+            conn: HttpConnection | None = None
+            try:
+                for _ in range(per_conn):
+
+                    async def one() -> str | None:
+                        nonlocal conn
+                        if conn is None:
+                            conn = await self._http()
+                        return await self._request(conn, req)
+
+                    if not await self._attempt(one) or conn is None or not conn.reusable():
+                        break
+                    await trio.sleep(self.timeouts.think)
+            finally:
+                if conn is not None:
+                    await conn.aclose()
+            await trio.sleep(self.timeouts.think)
+
+    async def _request(self, conn: HttpConnection, req: ShortRequest) -> str | None:
+        head, _ = await exchange(
+            conn, req.method, req.target, req.headers, req.body, self.timeouts.request
+        )
+        if head.status_code >= 500:
+            raise ClientError(f"http {head.status_code}")
+        return self.recorder.server_named(header(head, "X-FEServer"))
+
+    async def _ping(self) -> str | None:
+        conn = await self._http()
+        try:
+            target = (
+                "/Microsoft-Server-ActiveSync?Cmd=Ping&User=user1&DeviceId=perf1&DeviceType=Perf"
+            )
+            head, _ = await exchange(
+                conn,
+                "POST",
+                target,
+                (("Content-Type", "application/vnd.ms-sync.wbxml"),),
+                b"\x03\x01\x6a\x00",
+                self.mix.long_poll + self.timeouts.long_poll,
+            )
+        finally:
+            await conn.aclose()
+        if head.status_code >= 500:
+            raise ClientError(f"http {head.status_code}")
+        return self.recorder.server_named(header(head, "X-FEServer"))
+
+    async def _channel_pair(self) -> str | None:
+        """Open RPC_OUT_DATA then RPC_IN_DATA, keep both alive for a while."""
+        target = "/rpc/rpcproxy.dll?cas1.lab.local:6001"
+        out = await self._http()
+        inn: HttpConnection | None = None
+        try:
+            await out.send_head("RPC_OUT_DATA", target, [("Content-Length", "76")])
+            await out.send_body(b"\x05" * 76)
+            await out.end_body()
+            head = await out.read_head(self.timeouts.request)
+            if head.status_code >= 500:
+                raise ClientError(f"http {head.status_code}")
+            server = self.recorder.server_named(header(head, "X-FEServer"))
+            inn = await self._http()
+            await inn.send_head("RPC_IN_DATA", target, [("Content-Length", str(ONE_GB))])
+            await self._keep_channels(out, inn)
+            return server
+        finally:
+            for conn in (out, inn):
+                if conn is not None:
+                    await conn.aclose()
+
+    async def _keep_channels(self, out: HttpConnection, inn: HttpConnection) -> None:
+        """Send IN keep-alives and read OUT data until the channel's life ends."""
+        idle = self.timeouts.request
+
+        async def send_in() -> None:
+            while True:
+                await inn.send_body(b"\x05\x00\x14\x03" + b"\x00" * 24)
+                await trio.sleep(0.5)
+
+        try:
+            with trio.move_on_after(self.mix.channel_life):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send_in)
+                    async for _ in out.body_chunks(idle):
+                        pass
+                    raise ClientError("eof", "out channel ended")
+        except* (ClientError, OSError, trio.BrokenResourceError) as group:
+            # either channel failing ends the pair; report the first failure
+            raise map_os_error(group.exceptions[0]) from None
+
+    async def _mail(
+        self, session: Callable[[trio.abc.Stream, Recorder, float], Awaitable[str | None]]
+    ) -> str | None:
+        stream = await self._open()
+        try:
+            with trio.fail_after(self.timeouts.request):
+                return await session(stream, self.recorder, self.timeouts.request)
+        except trio.TooSlowError:
+            raise ClientError("timeout", f"{self.protocol} dialogue") from None
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def run_clients(
+    endpoints: Mapping[str, Endpoint],
+    recorder: Recorder,
+    timeouts: ClientTimeouts,
+    mix: LoadMix,
+    duration: float,
+) -> None:
+    """Run the whole mix for `duration` seconds, then cancel every client."""
+    with trio.move_on_after(duration):
+        async with trio.open_nursery() as nursery:
+            index = 0
+            for protocol, count in mix.clients.items():
+                if protocol not in endpoints:
+                    continue
+                for _ in range(count):
+                    client = Client(
+                        protocol, endpoints[protocol], recorder, timeouts, mix, index
+                    )
+                    nursery.start_soon(client.run)
+                    index += 1

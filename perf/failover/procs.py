@@ -1,0 +1,114 @@
+"""Child processes of the harness: start, read lines, stop for sure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def python() -> str:
+    """The interpreter running the harness (the project's venv)."""
+    return sys.executable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Processes configured by file (HAProxy, caslb) need a number up front; the
+    tiny race with other programs is acceptable on a test machine.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LineProcess:
+    """A child process whose stdout is read line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffer = b""
+
+    async def readline(self, timeout: float) -> str:
+        """The next stdout line.
+
+        Raises:
+            RuntimeError: naming the process when it exits or stays silent.
+        """
+        assert self.process.stdout is not None
+        with trio.move_on_after(timeout):
+            while b"\n" not in self._buffer:
+                data = await self.process.stdout.receive_some(65536)
+                if not data:
+                    raise RuntimeError(f"process {self.process.args!r} exited")
+                self._buffer += data
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            return line.decode()
+        raise RuntimeError(f"process {self.process.args!r} said nothing for {timeout} s")
+
+    async def send_line(self, text: str) -> None:
+        """Write one line to the child's stdin."""
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(text.encode() + b"\n")
+
+
+@asynccontextmanager
+async def child(
+    argv: Sequence[str],
+    *,
+    stdin: bool = False,
+    log: Path | None = None,
+    grace: float = 3.0,
+) -> AsyncIterator[LineProcess]:
+    """Run `argv` from the repository root; terminate it (then kill) on exit.
+
+    Args:
+        argv: the command.
+        stdin: give the child a pipe on stdin.
+        log: file for the child's stderr (default: discarded).
+        grace: seconds between SIGTERM and SIGKILL.
+    """
+    err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=str(REPO_ROOT),
+            env=env,
+        )
+        try:
+            yield LineProcess(process)
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process, grace)
+    finally:
+        if log:
+            err.close()  # type: ignore[union-attr]
+
+
+async def _stop(process: trio.Process, grace: float) -> None:
+    if process.stdin is not None:
+        await process.stdin.aclose()
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()

@@ -1,0 +1,136 @@
+"""Run scenarios: one farm process, one design, the client mix, one fault.
+
+Theory of operation. For each (design, fault) the runner starts a fresh farm
+process and the design against it, waits until the design reports every server
+chosen, then starts the clients and a sampler that reads the design's choice of
+the faulty server every `sample_every` seconds. After `before` seconds it reads
+the farm's request counts and injects the fault; after `fault` more seconds it
+reads them again and clears it; after `after` more seconds the clients are
+cancelled. Each scenario gets fresh processes so none inherits another's state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from perf.failover.clients import run_clients
+from perf.failover.designs.base import Design, Running
+from perf.failover.farm import running_farm
+from perf.failover.faults import FaultPlan
+from perf.failover.model import ChoiceSample, ScenarioRecord, Timeline
+from perf.failover.recorder import Recorder
+from perf.failover.settings import RunSettings
+
+FAULTY = "cas1"
+
+
+async def _sample(
+    running: Running, server: str, recorder: Recorder, every: float, out: list[ChoiceSample]
+) -> None:
+    while True:
+        at = recorder.now()
+        try:
+            chosen = await running.chosen(server)
+        except OSError:
+            chosen = {}  # a missed reading is skipped, never guessed
+        if chosen is None:
+            return
+        if chosen:
+            out.append(ChoiceSample(at, chosen))
+        await trio.sleep(every)
+
+
+async def _until(recorder: Recorder, moment: float) -> None:
+    await trio.sleep(max(0.0, moment - recorder.now()))
+
+
+def _notes(design: Design, settings: RunSettings) -> tuple[str, ...]:
+    notes = [design.summary]
+    if design.name == "dns-rr":
+        notes.append(
+            f"clients model Windows: a silent address costs {settings.timeouts.connect:g} s "
+            "(the connect timeout), a reset moves to the next address at once"
+        )
+    return tuple(notes)
+
+
+async def run_scenario(
+    design: Design, fault: FaultPlan, settings: RunSettings, workdir: Path
+) -> ScenarioRecord:
+    """Run one (design, fault) scenario and return everything it recorded."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    phases = settings.phases
+    samples: list[ChoiceSample] = []
+    counts: dict[str, dict[str, int]] = {}
+    async with (
+        running_farm(workdir, heartbeat=settings.mix.long_poll) as farm,
+        design.start(farm.info, settings.probes, workdir) as running,
+    ):
+        recorder = Recorder(farm.info.names)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                run_clients,
+                running.endpoints,
+                recorder,
+                settings.timeouts,
+                settings.mix,
+                phases.total,
+            )
+            nursery.start_soon(_sample, running, FAULTY, recorder, settings.sample_every, samples)
+            await _until(recorder, phases.before)
+            counts["fault"] = await farm.counts()
+            fault_at = recorder.now()
+            await fault.apply(farm, FAULTY)
+            await _until(recorder, phases.before + phases.fault)
+            counts["clear"] = await farm.counts()
+            clear_at = recorder.now()
+            await fault.undo(farm, FAULTY)
+            await _until(recorder, phases.total)
+            nursery.cancel_scope.cancel()
+        counts["end"] = await farm.counts()
+    return ScenarioRecord(
+        design=design.name,
+        fault=fault.name,
+        faulty=FAULTY,
+        servers=farm.info.names,
+        timeline=Timeline(fault_at, clear_at, max(recorder.now(), clear_at + 1e-3)),
+        requests=tuple(sorted(recorder.records, key=lambda r: r.finished)),
+        samples=tuple(samples),
+        farm_counts=counts,
+        notes=_notes(design, settings),
+    )
+
+
+async def run_matrix(
+    designs: Sequence[Design],
+    faults: Sequence[FaultPlan],
+    settings: RunSettings,
+    workdir: Path,
+    progress: Callable[[str], None] = print,
+) -> list[ScenarioRecord]:
+    """Run every (design, fault), in order; skip designs that cannot run here."""
+    records = []
+    runnable = []
+    for design in designs:
+        reason = design.unavailable()
+        if reason:
+            progress(f"skip {design.name}: {reason}")
+        else:
+            runnable.append(design)
+    total = len(runnable) * len(faults)
+    eta = math.ceil(total * (settings.phases.total + 3) / 60)
+    progress(f"{total} scenarios, about {eta} min")
+    for design in runnable:
+        for fault in faults:
+            progress(f"{design.name} × {fault.name} …")
+            record = await run_scenario(
+                design, fault, settings, workdir / f"{design.name}-{fault.name}"
+            )
+            errors = sum(1 for r in record.requests if not r.ok)
+            progress(f"  {len(record.requests)} requests, {errors} errors")
+            records.append(record)
+    return records
