@@ -1,0 +1,162 @@
+"""IMAP, POP and SMTP check dialogues over a :class:`~probes.wire.Session`.
+
+Each dialogue reads the banner, asks for capabilities, optionally upgrades to
+TLS (STARTTLS / STLS, certificate checked against the server's FQDN) and says
+goodbye. The SMTP one goes on to ``MAIL FROM:<>`` and ``RSET`` because a server
+in maintenance (ServerWideOffline Inactive) still accepts TCP and sends its
+banner, and only refuses mail with ``4.3.2 Service not active`` (EXCHANGE.md
+§0 fact 10): a check that stops at the banner is blind to it.
+
+Every loop over server lines is bounded, and a line is at most a few KiB
+(``Session.readline``), so a chatty or malformed server cannot hold a check
+beyond its timeout or its memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Awaitable
+
+import trio
+
+from probes.wire import CheckFailed, Reason, Session
+
+_MAX_LINES = 100  # capability lists are ~20 lines; more is a broken or hostile peer
+_EHLO_NAME = "caslb-probe"
+_GOODBYE_TIMEOUT = 1.0
+
+
+async def _goodbye(farewell: Awaitable[object]) -> None:
+    # the verdict is in before the goodbye; a server that hangs up rudely is still healthy
+    with contextlib.suppress(CheckFailed), trio.move_on_after(_GOODBYE_TIMEOUT):
+        await farewell
+
+
+# --- IMAP ---------------------------------------------------------------------------
+
+
+async def _imap_command(session: Session, tag: str, command: str) -> list[str]:
+    """Send a tagged command; return its untagged lines, fail unless tagged OK."""
+    session.phase = f"waiting for the {command} reply"
+    await session.send(f"{tag} {command}\r\n".encode())
+    untagged = []
+    for _ in range(_MAX_LINES):
+        line = await session.readline()
+        if not line.startswith(f"{tag} "):
+            untagged.append(line)
+            continue
+        if line[len(tag) + 1 :].upper().startswith("OK"):
+            return untagged
+        raise CheckFailed(Reason.BAD_REPLY, f"{command}: {line[:120]}")
+    raise CheckFailed(Reason.PROTOCOL_ERROR, f"{command}: over {_MAX_LINES} lines")
+
+
+async def imap(session: Session, starttls: ssl.SSLContext | None) -> str:
+    """Banner, CAPABILITY, optional STARTTLS (then CAPABILITY again), LOGOUT."""
+    session.phase = "waiting for the banner"
+    banner = await session.readline()
+    if banner.upper().startswith("* BYE"):
+        raise CheckFailed(Reason.NOT_ACTIVE, banner[:120])
+    if not banner.upper().startswith(("* OK", "* PREAUTH")):
+        raise CheckFailed(Reason.BAD_BANNER, banner[:120])
+    capabilities = " ".join(await _imap_command(session, "p1", "CAPABILITY")).upper()
+    if starttls is not None:
+        if "STARTTLS" not in capabilities.split():
+            raise CheckFailed(Reason.BAD_REPLY, "STARTTLS not offered")
+        await _imap_command(session, "p2", "STARTTLS")
+        await session.start_tls(starttls)
+        await _imap_command(session, "p3", "CAPABILITY")
+    await _goodbye(_imap_command(session, "p4", "LOGOUT"))
+    return banner[:80]
+
+
+# --- POP3 ---------------------------------------------------------------------------
+
+
+async def _pop_command(session: Session, command: str, *, multiline: bool) -> list[str]:
+    session.phase = f"waiting for the {command} reply"
+    await session.send(f"{command}\r\n".encode())
+    status = await session.readline()
+    if not status.startswith("+OK"):
+        raise CheckFailed(Reason.BAD_REPLY, f"{command}: {status[:120]}")
+    if not multiline:
+        return []
+    lines: list[str] = []
+    for _ in range(_MAX_LINES):
+        line = await session.readline()
+        if line == ".":
+            return lines
+        lines.append(line)
+    raise CheckFailed(Reason.PROTOCOL_ERROR, f"{command}: over {_MAX_LINES} lines")
+
+
+async def pop(session: Session, starttls: ssl.SSLContext | None) -> str:
+    """Banner, CAPA, optional STLS (then CAPA again), QUIT."""
+    session.phase = "waiting for the banner"
+    banner = await session.readline()
+    if banner.startswith("-ERR"):
+        raise CheckFailed(Reason.NOT_ACTIVE, banner[:120])
+    if not banner.startswith("+OK"):
+        raise CheckFailed(Reason.BAD_BANNER, banner[:120])
+    capabilities = [c.upper() for c in await _pop_command(session, "CAPA", multiline=True)]
+    if starttls is not None:
+        if "STLS" not in capabilities:
+            raise CheckFailed(Reason.BAD_REPLY, "STLS not offered")
+        await _pop_command(session, "STLS", multiline=False)
+        await session.start_tls(starttls)
+        await _pop_command(session, "CAPA", multiline=True)
+    await _goodbye(_pop_command(session, "QUIT", multiline=False))
+    return banner[:80]
+
+
+# --- SMTP ---------------------------------------------------------------------------
+
+
+def _not_active(code: int, text: str) -> bool:
+    return code == 421 or "4.3.2" in text
+
+
+async def _smtp_reply(session: Session, what: str) -> tuple[int, str]:
+    """Read one (possibly multi-line) reply: its code and its joined text."""
+    session.phase = f"waiting for the {what} reply"
+    texts = []
+    for _ in range(_MAX_LINES):
+        line = await session.readline()
+        code, more, text = line[:3], line[3:4], line[4:]
+        if not code.isdigit() or more not in ("-", " ", ""):
+            raise CheckFailed(Reason.PROTOCOL_ERROR, f"{what}: malformed reply {line[:120]!r}")
+        texts.append(text)
+        if more != "-":
+            return int(code), "\n".join(texts)
+    raise CheckFailed(Reason.PROTOCOL_ERROR, f"{what}: over {_MAX_LINES} lines")
+
+
+async def _smtp_command(session: Session, command: str, expect: int) -> str:
+    await session.send(f"{command}\r\n".encode())
+    verb = command.split(":")[0].split()[0] if ":" in command else command.split()[0]
+    code, text = await _smtp_reply(session, verb)
+    if code == expect:
+        return text
+    detail = f"{verb}: {code} {text.splitlines()[0] if text else ''}".rstrip()
+    raise CheckFailed(Reason.NOT_ACTIVE if _not_active(code, text) else Reason.BAD_REPLY, detail)
+
+
+async def smtp(session: Session, starttls: ssl.SSLContext | None) -> str:
+    """Banner, EHLO, optional STARTTLS (then EHLO again), MAIL FROM:<>, RSET, QUIT."""
+    code, banner = await _smtp_reply(session, "banner")
+    if code != 220:
+        refused = _not_active(code, banner) or code == 554
+        reason = Reason.NOT_ACTIVE if refused else Reason.BAD_BANNER
+        raise CheckFailed(reason, f"{code} {banner.splitlines()[0] if banner else ''}".rstrip())
+    extensions = (await _smtp_command(session, f"EHLO {_EHLO_NAME}", 250)).upper().splitlines()
+    if starttls is not None:
+        if "STARTTLS" not in (e.split(" ")[0] for e in extensions):
+            raise CheckFailed(Reason.BAD_REPLY, "STARTTLS not offered")
+        await _smtp_command(session, "STARTTLS", 220)
+        await session.start_tls(starttls)
+        await _smtp_command(session, f"EHLO {_EHLO_NAME}", 250)
+    await _smtp_command(session, "MAIL FROM:<>", 250)
+    await _smtp_command(session, "RSET", 250)
+    await _goodbye(_smtp_command(session, "QUIT", 221))
+    return f"220 {banner.splitlines()[0] if banner else ''}"[:80]

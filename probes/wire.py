@@ -1,0 +1,226 @@
+"""The network side of a check: connect, TLS, read lines, and name what went wrong.
+
+Theory of operation
+-------------------
+A check is a short dialogue over one connection. :class:`Session` owns that
+connection and is the single place where trio and ssl exceptions are turned
+into a :class:`CheckFailed` carrying a :class:`Reason`, in the spirit of
+HAProxy's check status codes (L4CON, L4TOUT, L6RSP, L7STS...): the dialogues
+in ``httpcheck`` and ``mailchecks`` never see a raw socket error.
+
+A session also records the *phase* it is in ("connecting", "TLS handshake",
+"waiting for the banner"...), so when the caller's deadline cancels the check
+the timeout can say where it struck: a timeout while connecting is
+``CONNECT_TIMEOUT``, anywhere later it is ``TIMEOUT`` with the phase as detail.
+
+TLS always runs with ``https_compatible=True``: a server that drops the
+connection without a close_notify (as Exchange's health responder does) reads
+as a plain end of stream, reported as ``CLOSED``, not as a TLS failure.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import functools
+import socket
+import ssl
+
+import trio
+
+_MAX_LINE = 4096
+
+
+class Reason(enum.Enum):
+    """Why a check passed or failed; the value is the human wording."""
+
+    OK = "ok"
+    REFUSED = "connection refused"
+    CONNECT_TIMEOUT = "connect timeout"
+    CONNECT_ERROR = "connect error"
+    RESET = "connection reset"
+    CLOSED = "connection closed"
+    TLS_ERROR = "tls error"
+    CERT_ERROR = "certificate error"
+    TIMEOUT = "timeout"
+    PROTOCOL_ERROR = "protocol error"
+    BAD_STATUS = "unexpected status"
+    BAD_BODY = "unexpected body"
+    WRONG_SERVER = "wrong server"
+    BAD_BANNER = "bad banner"
+    BAD_REPLY = "unexpected reply"
+    NOT_ACTIVE = "service not active"
+
+    @property
+    def haproxy_status(self) -> str:
+        """The nearest HAProxy ``check_status`` code, for dashboards built on HAProxy's."""
+        return _HAPROXY_STATUS[self]
+
+
+_HAPROXY_STATUS = {
+    Reason.OK: "L7OK",
+    Reason.REFUSED: "L4CON",
+    Reason.CONNECT_TIMEOUT: "L4TOUT",
+    Reason.CONNECT_ERROR: "L4CON",
+    Reason.RESET: "L7RSP",
+    Reason.CLOSED: "L7RSP",
+    Reason.TLS_ERROR: "L6RSP",
+    Reason.CERT_ERROR: "L6RSP",
+    Reason.TIMEOUT: "L7TOUT",
+    Reason.PROTOCOL_ERROR: "L7RSP",
+    Reason.BAD_STATUS: "L7STS",
+    Reason.BAD_BODY: "L7RSP",
+    Reason.WRONG_SERVER: "L7RSP",
+    Reason.BAD_BANNER: "L7RSP",
+    Reason.BAD_REPLY: "L7STS",
+    Reason.NOT_ACTIVE: "L7STS",
+}
+
+
+class CheckFailed(Exception):
+    """A check failed for a known reason; raised inside a check, caught by run_check."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@functools.cache
+def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context: verified against ``ca_file`` (or the system CAs), or not at all.
+
+    Contexts are cached: loading a CA file on every check would cost more than the check.
+
+    Raises:
+        ValueError: the CA file cannot be loaded, naming it.
+    """
+    if not verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load ca file {ca_file!r}: {exc}") from None
+
+
+def _connect_failure(exc: OSError, where: str) -> CheckFailed:
+    # open_tcp_stream wraps per-address errors in a group under a generic OSError
+    cause = exc.__cause__
+    errors = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [exc]
+    first = errors[0]
+    if isinstance(first, socket.gaierror):
+        return CheckFailed(Reason.CONNECT_ERROR, f"cannot resolve {where}: {first}")
+    if isinstance(first, ConnectionRefusedError):
+        return CheckFailed(Reason.REFUSED, f"{where} refused the connection")
+    if isinstance(first, ConnectionResetError):
+        return CheckFailed(Reason.RESET, f"{where} reset the connection")
+    if isinstance(first, OSError) and first.errno == errno.ETIMEDOUT:
+        return CheckFailed(Reason.CONNECT_TIMEOUT, f"connecting to {where} timed out")
+    text = first.strerror if isinstance(first, OSError) and first.strerror else str(first)
+    return CheckFailed(Reason.CONNECT_ERROR, f"{where}: {text}")
+
+
+def _broken(exc: BaseException, phase: str) -> CheckFailed:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return CheckFailed(Reason.CERT_ERROR, cause.verify_message or str(cause))
+    if isinstance(cause, ssl.SSLError):
+        return CheckFailed(Reason.TLS_ERROR, f"{cause.reason or cause} {phase}")
+    if isinstance(cause, ConnectionResetError):
+        return CheckFailed(Reason.RESET, f"reset {phase}")
+    return CheckFailed(Reason.RESET, f"connection broken {phase}: {cause}")
+
+
+class Session:
+    """One check's connection to one server.
+
+    Args:
+        fqdn: the server's name: TLS SNI and certificate name.
+        host: the address to dial.
+        port: the port to dial.
+    """
+
+    def __init__(self, fqdn: str, host: str, port: int) -> None:
+        self.fqdn = fqdn
+        self.host = host
+        self.port = port
+        self.phase = "connecting"
+        self._stream: trio.abc.Stream | None = None
+        self._buffer = bytearray()
+
+    @property
+    def where(self) -> str:
+        """The dialled endpoint, for messages."""
+        return f"{self.host}:{self.port}"
+
+    async def connect(self) -> None:
+        """Open the TCP connection."""
+        self.phase = "connecting"
+        try:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+        except OSError as exc:
+            raise _connect_failure(exc, self.where) from None
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Run a TLS handshake over the open connection (implicit TLS or after STARTTLS)."""
+        if self._buffer:
+            # bytes sent before the handshake would be trusted as if encrypted
+            raise CheckFailed(Reason.PROTOCOL_ERROR, "server sent data ahead of the TLS handshake")
+        self.phase = "during the TLS handshake"
+        tls = trio.SSLStream(
+            self._opened(), context, server_hostname=self.fqdn, https_compatible=True
+        )
+        self._stream = tls
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            raise _broken(exc, self.phase) from None
+
+    async def send(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        try:
+            await self._opened().send_all(data)
+        except trio.BrokenResourceError as exc:
+            raise _broken(exc, f"sending, {self.phase}") from None
+
+    async def receive_some(self) -> bytes:
+        """Receive the next bytes, or b"" at end of stream (buffered bytes first)."""
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        try:
+            return bytes(await self._opened().receive_some(65536))
+        except trio.BrokenResourceError as exc:
+            raise _broken(exc, self.phase) from None
+
+    async def readline(self) -> str:
+        """One CRLF-terminated line, decoded leniently, without its line ending.
+
+        Raises:
+            CheckFailed: CLOSED at end of stream, PROTOCOL_ERROR on an overlong line.
+        """
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > _MAX_LINE:
+                raise CheckFailed(Reason.PROTOCOL_ERROR, f"line over {_MAX_LINE} bytes")
+            data = await self.receive_some()
+            if not data:
+                raise CheckFailed(Reason.CLOSED, f"server closed the connection {self.phase}")
+            self._buffer += data
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer[:] = rest
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    async def aclose(self) -> None:
+        """Close at once: a probe owes a broken server no graceful goodbye."""
+        if self._stream is not None:
+            await trio.aclose_forcefully(self._stream)
+            self._stream = None
+
+    def _opened(self) -> trio.abc.Stream:
+        if self._stream is None:
+            raise RuntimeError("session is not connected")
+        return self._stream
