@@ -20,6 +20,7 @@ app = typer.Typer(
     help="caslb harnesses: failover matrix and idle memory, driven like a user would.",
     add_completion=False,
     invoke_without_command=True,
+    pretty_exceptions_enable=False,
 )
 
 

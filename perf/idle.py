@@ -1,0 +1,126 @@
+"""`python -m perf idle`: memory per idle proxied connection.
+
+Theory of operation. The harness runs a sink (a TCP server that greets each
+connection with one byte, then holds it idle) and a balancer process in front of
+it. It opens a warm-up batch of connections through the balancer, reads the
+balancer's RSS from /proc, opens N more, waits until every one has received the
+sink's greeting (so each is proxied end to end, both upstream and downstream
+sockets open), reads RSS again and reports the growth per connection. File
+descriptor limits are raised to the hard limit first; the balancer inherits them.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import trio
+
+from perf.failover.designs.haproxy import haproxy_binary
+from perf.failover.procs import LineProcess, child, free_port
+
+WARMUP = 200
+GREETING = b"*"
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward `wanted` (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(soft, target)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def _sink(listeners: list[trio.SocketListener], held: list[trio.SocketStream]) -> None:
+    async def greet(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        await stream.send_all(GREETING)
+        await trio.sleep_forever()
+
+    await trio.serve_listeners(greet, listeners)
+
+
+Balancer = Callable[[int, int, int, Path], AbstractAsyncContextManager[LineProcess]]
+
+
+@asynccontextmanager
+async def _haproxy(front: int, back: int, count: int, workdir: Path) -> AsyncIterator[LineProcess]:
+    cfg = workdir / "idle-haproxy.cfg"
+    cfg.write_text(
+        f"global\n    maxconn {count + WARMUP + 100}\n"
+        "defaults\n    mode tcp\n    timeout connect 2s\n"
+        "    timeout client 15m\n    timeout server 15m\n"
+        f"frontend idle\n    bind 127.0.0.1:{front}\n    default_backend sink\n"
+        f"backend sink\n    server sink 127.0.0.1:{back}\n"
+    )
+    argv = [haproxy_binary() or "haproxy", "-db", "-f", str(cfg)]
+    async with child(argv, log=workdir / "haproxy.log") as proc:
+        yield proc
+
+
+IDLE_DESIGNS: dict[str, Balancer] = {"haproxy-tcp": _haproxy}
+
+
+async def _open_many(port: int, count: int, clients: list[trio.SocketStream]) -> None:
+    for _ in range(count):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        clients.append(stream)
+        with trio.fail_after(10):
+            if await stream.receive_some(1) != GREETING:
+                raise RuntimeError("connection through the balancer got no greeting")
+
+
+async def measure(name: str, count: int) -> str:
+    """Open `count` idle connections through one design and report RSS per connection."""
+    raise_nofile(2 * (count + WARMUP) + 1000)
+    clients: list[trio.SocketStream] = []
+    held: list[trio.SocketStream] = []
+    back_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    back = back_listeners[0].socket.getsockname()[1]
+    front = free_port()
+    with TemporaryDirectory(prefix="caslb-idle-") as tmp:
+        async with IDLE_DESIGNS[name](front, back, count, Path(tmp)) as proc:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_sink, back_listeners, held)
+                    await _wait_listening(front)
+                    await _open_many(front, WARMUP, clients)
+                    before = rss_kib(proc.process.pid)
+                    await _open_many(front, count, clients)
+                    await trio.sleep(0.5)
+                    after = rss_kib(proc.process.pid)
+                    nursery.cancel_scope.cancel()
+            finally:
+                for s in (*clients, *held):
+                    await trio.aclose_forcefully(s)
+    per = (after - before) / count
+    return f"{name}: {count} idle connections, RSS {before} -> {after} KiB, {per:.2f} KiB each"
+
+
+async def _wait_listening(port: int) -> None:
+    with trio.fail_after(10):
+        while True:
+            try:
+                probe = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await trio.aclose_forcefully(probe)
+            return
+
+
+async def run_idle(names: list[str], count: int) -> list[str]:
+    """Measure each named design in turn."""
+    return [await measure(name, count) for name in names]
