@@ -33,6 +33,8 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from probes.catalog import protocol_for_path
+
 PREFIX = "caslb_"
 
 SERVER_STATES: tuple[str, ...] = ("UP", "DOWN", "DRAIN", "MAINT")
@@ -313,8 +315,8 @@ class Metrics:
         self._frontend_current[frontend] = left
         self._fe_current.labels(frontend).set(left)
 
-    def tls_handshake_failed(self, frontend: str) -> None:
-        """A client's TLS handshake on `frontend` failed."""
+    def tls_handshake_failed(self, frontend: str, reason: str = "") -> None:
+        """A client's TLS handshake on `frontend` failed or stalled (`reason` is for logs)."""
         self._fe_tls_failures.labels(frontend).inc()
 
     def refused(self, frontend: str, pool: str, reason: str) -> None:
@@ -332,21 +334,32 @@ class Metrics:
             self._fe_bytes_out.labels(frontend).inc(to_client)
             self._srv_bytes_out.labels(pool, server).inc(to_client)
 
-    def http_response(
-        self,
-        frontend: str,
-        pool: str,
-        server: str,
-        protocol: str,
-        status: int,
-        duration: float,
-    ) -> None:
-        """An HTTP response went to the client; `server` is empty if none answered."""
-        code = code_class(status)
-        self._fe_responses.labels(frontend, protocol, code).inc()
+    def request_finished(self, record: Any) -> None:
+        """An HTTP request ended (`lb.l7.events.RequestRecord`): count it everywhere.
+
+        The `protocol` label comes from the request path through the Exchange
+        catalog (`/EWS/...` → `ews`), `other` when no virtual directory matches.
+        """
+        frontend, pool, server = record.frontend, record.pool or "", record.server or ""
+        found = protocol_for_path(record.path)
+        protocol = found.name if found else "other"
+        code = code_class(record.status) if record.status is not None else "other"
+        termination = state_name(record.termination).lower()
+        self._fe_requests.labels(frontend, protocol, termination).inc()
+        if record.status is not None:
+            self._fe_responses.labels(frontend, protocol, code).inc()
+            if server:
+                self._srv_responses.labels(pool, server, code).inc()
+        self._request_duration.labels(frontend, protocol).observe(record.duration)
+        if termination == "no_server":
+            self.refused(frontend, pool, "no_server")
         if server:
-            self._srv_responses.labels(pool, server, code).inc()
-        self._request_duration.labels(frontend, protocol).observe(duration)
+            self.bytes_relayed(
+                frontend, pool, server, to_server=record.bytes_in, to_client=record.bytes_out
+            )
+        else:
+            self._fe_bytes_in.labels(frontend).inc(record.bytes_in)
+            self._fe_bytes_out.labels(frontend).inc(record.bytes_out)
 
     # -- server events --------------------------------------------------------
 
@@ -358,8 +371,8 @@ class Metrics:
         """An upstream connect to `server` failed (refused, reset, timeout, TLS)."""
         self._srv_connect_errors.labels(pool, server).inc()
 
-    def retried(self, pool: str, server: str) -> None:
-        """A failed attempt on `server` is being retried."""
+    def retried(self, pool: str, server: str, reason: str = "") -> None:
+        """An attempt on `server` failed (`reason`: connect, upstream_error, ...) and is retried."""
         self._srv_retries.labels(pool, server).inc()
 
     def redispatched(self, pool: str, server: str) -> None:
@@ -374,9 +387,9 @@ class Metrics:
         """The client's first flight was replayed onto `server` (L4)."""
         self._srv_replays.labels(pool, server).inc()
 
-    def ejected(self, pool: str, server: str) -> None:
-        """Passive outlier detection ejected `server` from `pool`."""
-        self._srv_ejections.labels(pool, server).inc()
+    def ejected(self, pool: str, ejection: Any) -> None:
+        """Outlier detection ejected a server from `pool` (`probes.outlier.Ejection`)."""
+        self._srv_ejections.labels(pool, ejection.server, ejection.reason).inc()
 
     # -- probe events ---------------------------------------------------------
 
@@ -438,6 +451,11 @@ class Metrics:
             "Clients turned away (reason: no_server, limit).",
             [*fe, "pool", "reason"], registry=r,
         )
+        self._fe_requests = Counter(
+            PREFIX + "frontend_http_requests",
+            "HTTP requests by how they ended (complete, client_abort, no_server, ...).",
+            [*fe, "protocol", "termination"], registry=r,
+        )
         self._fe_responses = Counter(
             PREFIX + "frontend_http_responses",
             "HTTP responses sent to clients by status class.",
@@ -464,7 +482,10 @@ class Metrics:
             "first_response_timeouts", "Attempts abandoned for silence (L4)."
         )
         self._srv_replays = counter("replays", "First flights replayed onto this server (L4).")
-        self._srv_ejections = counter("ejections", "Ejections by outlier detection.")
+        self._srv_ejections = Counter(
+            PREFIX + "server_ejections", "Ejections by outlier detection, by rule.",
+            [*srv, "reason"], registry=r,
+        )
         self._srv_responses = Counter(
             PREFIX + "server_http_responses",
             "HTTP responses from the server by status class.",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb.l7.events import L7Events, RequestRecord, Termination
 from lb.metrics import Metrics, check_labels, code_class
 from probes.checks import CheckResult
+from probes.outlier import Ejection
 from probes.state import CheckState, Transition
 from probes.wire import Reason
 
@@ -56,19 +60,54 @@ def test_frontend_connections_count_up_and_down() -> None:
     assert m.frontend_connections()["smtp"] == 0
 
 
-def test_http_responses_by_code_class_and_duration_histogram() -> None:
+def _record(status: int | None, duration: float, *, server: str | None = "cas1",
+            path: str = "/EWS/Exchange.asmx",
+            termination: Termination = Termination.COMPLETE) -> RequestRecord:
+    return RequestRecord(
+        frontend="https", client="127.0.0.1:5000", method="POST", path=path, pool="ews",
+        server=server, status=status, bytes_in=300, bytes_out=2000, duration=duration,
+        termination=termination,
+    )
+
+
+def test_requests_count_by_code_class_protocol_and_duration() -> None:
     m, r = _metrics()
-    m.http_response("https", "owa", "cas1", "owa", 200, 0.02)
-    m.http_response("https", "owa", "cas1", "owa", 503, 0.5)
-    m.http_response("https", "owa", "", "owa", 503, 0.001)  # no server: a local 503
-    assert value(r, "caslb_frontend_http_responses_total",
-                 frontend="https", protocol="owa", code="5xx") == 2
-    assert value(r, "caslb_server_http_responses_total", pool="owa", server="cas1",
+    m.request_finished(_record(200, 0.02))
+    m.request_finished(_record(503, 0.5))
+    m.request_finished(_record(503, 0.001, server=None, termination=Termination.NO_SERVER))
+    m.request_finished(_record(None, 0.3, termination=Termination.CLIENT_ABORT))
+    m.request_finished(_record(200, 0.01, path="/owa/", server="cas2"))
+    fe = {"frontend": "https"}
+    assert value(r, "caslb_frontend_http_responses_total", **fe, protocol="ews", code="5xx") == 2
+    assert value(r, "caslb_frontend_http_responses_total", **fe, protocol="ews", code="2xx") == 1
+    assert value(r, "caslb_frontend_http_responses_total", **fe, protocol="owa", code="2xx") == 1
+    assert value(r, "caslb_server_http_responses_total", pool="ews", server="cas1",
                  code="5xx") == 1
-    assert value(r, "caslb_http_request_duration_seconds_count",
-                 frontend="https", protocol="owa") == 3
-    assert value(r, "caslb_http_request_duration_seconds_bucket",
-                 frontend="https", protocol="owa", le="0.025") == 2
+    assert value(r, "caslb_frontend_http_requests_total", **fe, protocol="ews",
+                 termination="client_abort") == 1
+    assert value(r, "caslb_frontend_refused_connections_total", **fe, pool="ews",
+                 reason="no_server") == 1
+    assert value(r, "caslb_http_request_duration_seconds_count", **fe, protocol="ews") == 4
+    assert value(r, "caslb_http_request_duration_seconds_bucket", **fe, protocol="ews",
+                 le="0.025") == 2
+    assert value(r, "caslb_frontend_bytes_out_total", **fe) == 5 * 2000
+    assert value(r, "caslb_server_bytes_in_total", pool="ews", server="cas1") == 3 * 300
+
+
+def test_unknown_paths_count_as_protocol_other() -> None:
+    m, r = _metrics()
+    m.request_finished(_record(404, 0.001, path="/nowhere", server=None))
+    assert value(r, "caslb_frontend_http_responses_total", frontend="https",
+                 protocol="other", code="4xx") == 1
+
+
+def test_metrics_has_every_l7_event_with_the_same_parameters() -> None:
+    for name, member in vars(L7Events).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        want = list(inspect.signature(member).parameters)
+        got = list(inspect.signature(getattr(Metrics, name)).parameters)
+        assert got[: len(want)] == want, name
 
 
 def test_bytes_count_at_both_levels() -> None:
@@ -85,18 +124,18 @@ def test_server_event_counters() -> None:
     m, r = _metrics()
     m.server_connected("owa", "cas1", 0.003)
     m.connect_failed("owa", "cas2")
-    m.retried("owa", "cas2")
+    m.retried("owa", "cas2", "connect")
     m.redispatched("owa", "cas2")
     m.first_response_timeout("owa", "cas2")
     m.replayed("owa", "cas3")
-    m.ejected("owa", "cas2")
-    m.tls_handshake_failed("https")
+    m.ejected("owa", Ejection("cas2", until=40.0, times_ejected=1, reason="consecutive_errors"))
+    m.tls_handshake_failed("https", "timeout")
     m.refused("https", "owa", "no_server")
     srv = {"pool": "owa", "server": "cas2"}
     assert value(r, "caslb_server_connect_time_seconds_count", pool="owa", server="cas1") == 1
-    for name in ("connection_errors", "retries", "redispatches", "first_response_timeouts",
-                 "ejections"):
+    for name in ("connection_errors", "retries", "redispatches", "first_response_timeouts"):
         assert value(r, f"caslb_server_{name}_total", **srv) == 1, name
+    assert value(r, "caslb_server_ejections_total", **srv, reason="consecutive_errors") == 1
     assert value(r, "caslb_server_replays_total", pool="owa", server="cas3") == 1
     assert value(r, "caslb_frontend_tls_handshake_failures_total", frontend="https") == 1
     assert value(r, "caslb_frontend_refused_connections_total",
@@ -106,6 +145,7 @@ def test_server_event_counters() -> None:
 def test_every_name_is_prefixed_and_counters_end_in_total() -> None:
     m, r = _metrics()
     m.frontend_connection_opened("https")
+    m.request_finished(_record(200, 0.01))
     m.retried("owa", "cas1")
     families = list(text_string_to_metric_families(generate_latest(r).decode()))
     assert families
@@ -177,3 +217,8 @@ def test_a_success_between_failures_restarts_the_detection_clock() -> None:
                Transition(CheckState.UP, CheckState.DOWN, 30.5, "reset"))
     assert value(r, "caslb_server_detection_latency_seconds_sum",
                  server="cas1", protocol="owa") == pytest.approx(0.5)
+
+
+def as_l7_events(metrics: Metrics) -> L7Events:
+    """Type-checks (mypy) that Metrics satisfies the L7 frontend's Protocol structurally."""
+    return metrics
