@@ -117,7 +117,9 @@ def _not_active(code: int, text: str) -> bool:
     return code == 421 or "4.3.2" in text
 
 
-async def _smtp_reply(session: Session, what: str) -> tuple[int, str]:
+async def _smtp_reply(
+    session: Session, what: str, malformed: Reason = Reason.PROTOCOL_ERROR
+) -> tuple[int, str]:
     """Read one (possibly multi-line) reply: its code and its joined text."""
     session.phase = f"waiting for the {what} reply"
     texts = []
@@ -125,7 +127,7 @@ async def _smtp_reply(session: Session, what: str) -> tuple[int, str]:
         line = await session.readline()
         code, more, text = line[:3], line[3:4], line[4:]
         if not code.isdigit() or more not in ("-", " ", ""):
-            raise CheckFailed(Reason.PROTOCOL_ERROR, f"{what}: malformed reply {line[:120]!r}")
+            raise CheckFailed(malformed, f"{what}: malformed reply {line[:120]!r}")
         texts.append(text)
         if more != "-":
             return int(code), "\n".join(texts)
@@ -144,7 +146,7 @@ async def _smtp_command(session: Session, command: str, expect: int) -> str:
 
 async def smtp(session: Session, starttls: ssl.SSLContext | None) -> str:
     """Banner, EHLO, optional STARTTLS (then EHLO again), MAIL FROM:<>, RSET, QUIT."""
-    code, banner = await _smtp_reply(session, "banner")
+    code, banner = await _smtp_reply(session, "banner", Reason.BAD_BANNER)
     if code != 220:
         refused = _not_active(code, banner) or code == 554
         reason = Reason.NOT_ACTIVE if refused else Reason.BAD_BANNER

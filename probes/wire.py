@@ -211,6 +211,8 @@ class Session:
                 raise CheckFailed(Reason.CLOSED, f"server closed the connection {self.phase}")
             self._buffer += data
         line, _, rest = bytes(self._buffer).partition(b"\n")
+        if len(line) > _MAX_LINE:
+            raise CheckFailed(Reason.PROTOCOL_ERROR, f"line over {_MAX_LINE} bytes")
         self._buffer[:] = rest
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
