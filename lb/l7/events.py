@@ -1,0 +1,156 @@
+"""What the L7 proxy tells the outside world: metrics events, passive reports, access log.
+
+The proxy depends only on the `L7Events` protocol; `lb.metrics` (or a test's
+`RecordingEvents`) implements it. Passive health reports go through a plain
+callback `report(pool, server, ok, reason)` so the probe side can feed its own
+state machine without the proxy knowing about it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from probes.outlier import Ejection
+
+access_log = logging.getLogger("caslb.access")
+
+Report = Callable[[str, str, bool, str], None]
+"""report(pool, server, ok, reason): one passive observation of a server."""
+
+
+class Termination(enum.Enum):
+    """How a request ended, for the access log and metrics (HAProxy's termination state)."""
+
+    COMPLETE = "complete"
+    CLIENT_ABORT = "client_abort"  # the client went away or broke the protocol mid-exchange
+    UPSTREAM_ERROR = "upstream_error"  # reset, EOF or protocol error from the server
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # no response head within the response timeout
+    IDLE_TIMEOUT = "idle_timeout"  # a body stalled past the protocol's idle timeout
+    SERVER_RESET = "server_reset"  # the pool reset the lease (server DOWN or drain deadline)
+    NO_SERVER = "no_server"
+    NO_ROUTE = "no_route"
+    BAD_REQUEST = "bad_request"
+    HEADER_TIMEOUT = "header_timeout"
+    HEADERS_TOO_LARGE = "headers_too_large"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One finished request, as logged and counted.
+
+    Attributes:
+        frontend: the frontend's name.
+        client: the client's address.
+        method: the request method.
+        path: the request path without its query string.
+        pool: the pool it was routed to, if any.
+        server: the server that answered, if any.
+        status: the status sent to the client, or None if none was.
+        bytes_in: request body bytes received from the client.
+        bytes_out: response body bytes sent to the client.
+        duration: seconds from the request head to the end of the exchange.
+        termination: how it ended.
+        retries: how many times another server was tried.
+    """
+
+    frontend: str
+    client: str
+    method: str
+    path: str
+    pool: str | None
+    server: str | None
+    status: int | None
+    bytes_in: int
+    bytes_out: int
+    duration: float
+    termination: Termination
+    retries: int = 0
+
+    @property
+    def status_class(self) -> str:
+        """`1xx`..`5xx`, or `other` (HAProxy's `code` label)."""
+        if self.status is None or not 100 <= self.status <= 599:
+            return "other"
+        return f"{self.status // 100}xx"
+
+
+class L7Events(Protocol):
+    """The events the L7 proxy emits; metrics implement this."""
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """A request ended (any way); count it by pool, server and status class."""
+
+    def retried(self, pool: str, server: str, reason: str) -> None:
+        """A request left `server` for another one because of `reason`."""
+
+    def ejected(self, pool: str, ejection: Ejection) -> None:
+        """Outlier detection ejected a server from `pool`."""
+
+    def tls_handshake_failed(self, frontend: str, reason: str) -> None:
+        """A client's TLS handshake failed or stalled."""
+
+
+class NullEvents:
+    """An `L7Events` that drops everything."""
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """Ignore."""
+
+    def retried(self, pool: str, server: str, reason: str) -> None:
+        """Ignore."""
+
+    def ejected(self, pool: str, ejection: Ejection) -> None:
+        """Ignore."""
+
+    def tls_handshake_failed(self, frontend: str, reason: str) -> None:
+        """Ignore."""
+
+
+@dataclass
+class RecordingEvents:
+    """An `L7Events` that keeps everything, for tests and debugging."""
+
+    requests: list[RequestRecord] = field(default_factory=list)
+    retries: list[tuple[str, str, str]] = field(default_factory=list)
+    ejections: list[tuple[str, Ejection]] = field(default_factory=list)
+    handshake_failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """Keep the record."""
+        self.requests.append(record)
+
+    def retried(self, pool: str, server: str, reason: str) -> None:
+        """Keep the retry."""
+        self.retries.append((pool, server, reason))
+
+    def ejected(self, pool: str, ejection: Ejection) -> None:
+        """Keep the ejection."""
+        self.ejections.append((pool, ejection))
+
+    def tls_handshake_failed(self, frontend: str, reason: str) -> None:
+        """Keep the failure."""
+        self.handshake_failures.append((frontend, reason))
+
+
+def log_access(record: RequestRecord) -> None:
+    """Write the access log line for `record` (logger `caslb.access`)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "%s %s %s pool=%s server=%s status=%s in=%d out=%d ms=%.1f term=%s retries=%d",
+        record.client,
+        record.method,
+        record.path,
+        record.pool or "-",
+        record.server or "-",
+        record.status if record.status is not None else "-",
+        record.bytes_in,
+        record.bytes_out,
+        record.duration * 1000,
+        record.termination.value,
+        record.retries,
+    )

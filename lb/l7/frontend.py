@@ -1,0 +1,208 @@
+"""The L7 frontend: accept connections, terminate TLS, run a proxy session on each.
+
+Accepting is bounded by `max_connections` (a token is taken before accept, so
+excess clients wait in the kernel's backlog, not in memory). Each connection's
+handler contains its own failures: a TLS handshake that fails or stalls past
+`handshake_timeout` costs that connection and a counter; any other error is
+logged and closes that connection only. The listener never dies from a peer.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+
+import trio
+
+from lb.l7.events import L7Events, NullEvents, Report
+from lb.l7.proxy import Backend, ClientSession, ProxyContext
+from lb.l7.settings import HttpFrontendSettings
+from lb.l7.upstream import Connector, Pool, UpstreamSettings, describe_error, tcp_connector
+from probes.outlier import OutlierDetector, OutlierSettings
+
+log = logging.getLogger("caslb.l7")
+
+# Errors from accept() that mean "out of resources now", not "listener broken".
+_ACCEPT_BACKOFF_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.ECONNABORTED}
+)
+
+
+def _ignore_report(pool: str, server: str, ok: bool, reason: str) -> None:
+    return None
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """The client address of `stream` ("-" when it has none, e.g. in memory)."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            addr = inner.socket.getpeername()
+        except OSError:
+            return "-"
+        return str(addr[0]) if isinstance(addr, tuple) else str(addr)
+    return "-"
+
+
+class HttpFrontend:
+    """One L7 frontend: settings, pools and the proxy sessions over them.
+
+    Args:
+        settings: the frontend's settings (routes, TLS, limits, timeouts).
+        pools: pool name → pool, for every pool a route names.
+        upstream: how to talk to the servers: one UpstreamSettings for all
+            pools, or one per pool name (pools not named get the defaults).
+        connector: opens upstream streams; by default TCP, TLS-wrapped with the
+            pool's `UpstreamSettings.tls` context.
+        report: passive health callback report(pool, server, ok, reason).
+        events: metrics sink.
+        outlier: outlier detection settings, or None to turn detection off.
+
+    Raises:
+        ValueError: when a route names a pool that is not in `pools`.
+    """
+
+    def __init__(
+        self,
+        settings: HttpFrontendSettings,
+        pools: Mapping[str, Pool],
+        *,
+        upstream: UpstreamSettings | Mapping[str, UpstreamSettings] | None = None,
+        connector: Connector | None = None,
+        report: Report | None = None,
+        events: L7Events | None = None,
+        outlier: OutlierSettings | None = None,
+    ) -> None:
+        missing = sorted(settings.routes.pools() - set(pools))
+        if missing:
+            raise ValueError(f"frontend {settings.name!r}: routes name unknown pools {missing}")
+        self.settings = settings
+        self.events: L7Events = events or NullEvents()
+        backends = {
+            name: self._backend(pool, _settings_for(upstream, name), connector, outlier)
+            for name, pool in pools.items()
+        }
+        self.context = ProxyContext(settings, backends, report or _ignore_report, self.events)
+        self.limiter = trio.CapacityLimiter(settings.max_connections)
+
+    @staticmethod
+    def _backend(
+        pool: Pool,
+        settings: UpstreamSettings,
+        connector: Connector | None,
+        outlier: OutlierSettings | None,
+    ) -> Backend:
+        return Backend(
+            pool=pool,
+            settings=settings,
+            connector=connector or tcp_connector(settings.tls),
+            outliers=None if outlier is None else OutlierDetector(outlier),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<HttpFrontend {self.settings.name} pools={sorted(self.context.backends)} "
+            f"connections={self.limiter.borrowed_tokens}>"
+        )
+
+    def ejected(self, pool: str, now: float) -> frozenset[str]:
+        """The servers outlier detection keeps out of `pool` at time `now`."""
+        backend = self.context.backends[pool]
+        return frozenset() if backend.outliers is None else backend.outliers.ejected(now)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on every listener until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started()
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        async with listener:
+            while True:
+                await self.limiter.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    self.limiter.release()
+                    if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
+                        raise
+                    log.error("frontend %s: accept failed (%s), pausing", self.settings.name, exc)
+                    await trio.sleep(0.1)
+                    continue
+                except BaseException:
+                    self.limiter.release()
+                    raise
+                nursery.start_soon(self._handle_accepted, stream)
+
+    async def _handle_accepted(self, stream: trio.abc.Stream) -> None:
+        try:
+            await self.handle(stream, peer_name(stream))
+        finally:
+            self.limiter.release()
+
+    async def handle(self, stream: trio.abc.Stream, client: str) -> None:
+        """Serve one client connection to its end; never raises for a peer's fault.
+
+        Args:
+            stream: the accepted stream (TLS is terminated here when configured).
+            client: the client's address.
+        """
+        try:
+            await self._serve_connection(stream, client)
+        except Exception:
+            log.exception("frontend %s: connection from %s failed", self.settings.name, client)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(self, stream: trio.abc.Stream, client: str) -> None:
+        if self.settings.tls is not None:
+            tls = await self._handshake(stream, self.settings.tls)
+            if tls is None:
+                return
+            stream = tls
+        async with trio.open_nursery() as nursery:
+            try:
+                await ClientSession(self.context, stream, client, nursery).run()
+            finally:
+                nursery.cancel_scope.cancel()
+        with trio.move_on_after(1.0):
+            await stream.aclose()  # a clean TLS close_notify when the client is still there
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, ctx: ssl.SSLContext
+    ) -> trio.SSLStream[trio.abc.Stream] | None:
+        tls = trio.SSLStream(stream, ctx, server_side=True, https_compatible=True)
+        reason = ""
+        with trio.move_on_after(self.settings.handshake_timeout) as scope:
+            try:
+                await tls.do_handshake()
+                return tls
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                reason = describe_error(exc)
+        if scope.cancelled_caught:
+            reason = f"handshake timeout after {self.settings.handshake_timeout:g}s"
+        self.events.tls_handshake_failed(self.settings.name, reason)
+        log.info("frontend %s: TLS handshake failed: %s", self.settings.name, reason)
+        return None
+
+
+def _settings_for(
+    upstream: UpstreamSettings | Mapping[str, UpstreamSettings] | None, pool: str
+) -> UpstreamSettings:
+    if upstream is None:
+        return UpstreamSettings()
+    if isinstance(upstream, UpstreamSettings):
+        return upstream
+    return upstream.get(pool, UpstreamSettings())

@@ -1,0 +1,240 @@
+"""Upstream connections: the pool interface the proxy needs, the connector, leases.
+
+Theory of operation. A client connection owns at most one upstream connection
+per pool (NTLM authenticates a connection, so an upstream connection is never
+shared between clients, and a client that switches pools gets a second one).
+Each upstream connection holds a lease on its server for its whole life: the
+pool counts it as active and may cancel the lease's scope to reset it (server
+DOWN, end of a drain grace).
+
+A lease's cancel scope can be entered only once and scopes must nest, yet an
+upstream connection outlives each request and several can be open at once. So
+each one gets a small holder task in the client connection's nursery: it
+enters the lease and its scope, then sleeps until the connection is closed.
+When the pool cancels the scope, the holder wakes and closes the stream under
+the proxy's feet; the proxy's pending read or write fails and it answers as
+for any upstream failure (502 before a response byte, else an abort).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+import trio
+
+from lb.l7.adapter import H11Stream
+
+
+class Member(Protocol):
+    """A server as a pool shows it (lb.pool.Member satisfies this)."""
+
+    @property
+    def name(self) -> str:
+        """Server name."""
+
+    @property
+    def host(self) -> str:
+        """Address to connect to."""
+
+    @property
+    def port(self) -> int:
+        """Port to connect to."""
+
+    @property
+    def fqdn(self) -> str:
+        """FQDN: SNI and certificate name when re-encrypting."""
+
+    @property
+    def eligible(self) -> bool:
+        """Whether new traffic may go to it."""
+
+
+class Lease(Protocol):
+    """A claim on a member for the life of one upstream connection."""
+
+    @property
+    def member(self) -> Member:
+        """The leased member."""
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        """Cancelled by the pool to reset the connection."""
+
+
+class Pool(Protocol):
+    """The part of lb.pool.Pool the proxy uses."""
+
+    @property
+    def name(self) -> str:
+        """Pool name."""
+
+    def pick(
+        self, now: float, *, client: str | None = None, exclude: Collection[str] = ()
+    ) -> Member | None:
+        """An eligible member not named in `exclude`, or None."""
+
+    def lease(self, member: Member) -> contextlib.AbstractContextManager[Lease]:
+        """Hold `member` as active for the duration of the context."""
+
+
+Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
+"""connector(member, timeout) → a connected (TLS if needed) stream to the member."""
+
+
+class ConnectFailed(Exception):
+    """Opening an upstream connection failed; the message names the server and why."""
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """How the proxy talks to one pool's servers.
+
+    Attributes:
+        connect_timeout: seconds for TCP connect plus TLS handshake.
+        tls: client context for re-encryption, or None for plain HTTP.
+        response_timeout: seconds a short request may wait for the response head.
+        retries: how many other servers to try after a connect failure.
+    """
+
+    connect_timeout: float = 3.0
+    tls: ssl.SSLContext | None = None
+    response_timeout: float = 60.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
+        if not self.response_timeout > 0:
+            raise ValueError(f"response_timeout must be positive, not {self.response_timeout!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must not be negative, not {self.retries!r}")
+
+
+def tcp_connector(tls: ssl.SSLContext | None) -> Connector:
+    """A connector over TCP (TCP_NODELAY, as trio sets by default), TLS-wrapped if `tls`.
+
+    With TLS, SNI and the verified name are the member's FQDN.
+    """
+
+    async def connect(member: Member, timeout: float) -> trio.abc.Stream:
+        with trio.move_on_after(timeout) as scope:
+            tcp = await trio.open_tcp_stream(member.host, member.port)
+            if tls is None:
+                return tcp
+            stream = trio.SSLStream(tcp, tls, server_hostname=member.fqdn, https_compatible=True)
+            try:
+                await stream.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            return stream
+        assert scope.cancelled_caught
+        raise TimeoutError(f"connect timeout after {timeout:g}s")
+
+    return connect
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, lowercase description of a connect or I/O failure for logs."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
+        exc = cause
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    text = str(exc) or type(exc).__name__
+    return text[:200]
+
+
+class UpstreamConnection:
+    """One upstream connection of one client connection, with its lease holder.
+
+    Attributes:
+        pool: the pool name.
+        member: the server.
+        io: the h11 client side of the connection.
+        reset_by_pool: True once the pool cancelled the lease.
+    """
+
+    def __init__(
+        self, pool: str, member: Member, stream: trio.abc.Stream, receive_size: int
+    ) -> None:
+        self.pool = pool
+        self.member = member
+        self.io = H11Stream(stream, h11.Connection(h11.CLIENT), receive_size=receive_size)
+        self.reset_by_pool = False
+        self._done = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.pool}/{self.member.name} {self.io!r}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed (by the proxy or the pool)."""
+        return self._done.is_set()
+
+    def reusable(self) -> bool:
+        """Whether the next request of the same client may go over this connection."""
+        c = self.io.conn
+        return (
+            not self.closed
+            and c.our_state is h11.IDLE
+            and c.their_state is h11.IDLE
+            and self.member.eligible
+        )
+
+    def finish_cycle(self) -> bool:
+        """Ready the connection for another request if the last one ended cleanly."""
+        c = self.io.conn
+        if not self.closed and c.our_state is h11.DONE and c.their_state is h11.DONE:
+            c.start_next_cycle()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Close the connection; the holder task closes the stream and ends the lease."""
+        self._done.set()
+
+    async def hold(self, pool: Pool, task_status: trio.TaskStatus[None]) -> None:
+        """Hold the lease until `close`, or until the pool resets it (run in a nursery)."""
+        try:
+            with pool.lease(self.member) as lease:
+                with lease.scope:
+                    task_status.started()
+                    await self._done.wait()
+                if lease.scope.cancelled_caught:
+                    self.reset_by_pool = True
+        finally:
+            self._done.set()
+            await trio.aclose_forcefully(self.io.stream)
+
+
+async def open_upstream(
+    nursery: trio.Nursery,
+    pool: Pool,
+    member: Member,
+    connector: Connector,
+    timeout: float,
+    receive_size: int,
+) -> UpstreamConnection:
+    """Connect to `member` and start the holder of its lease in `nursery`.
+
+    Raises:
+        ConnectFailed: naming the server and the cause.
+    """
+    try:
+        with trio.fail_after(timeout):
+            stream = await connector(member, timeout)
+    except (OSError, trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError) as exc:
+        raise ConnectFailed(f"{member.name}: {describe_error(exc)}") from exc
+    upstream = UpstreamConnection(pool.name, member, stream, receive_size)
+    try:
+        await nursery.start(upstream.hold, pool)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return upstream

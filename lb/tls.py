@@ -1,0 +1,167 @@
+"""TLS contexts: termination with certificates chosen by SNI, and re-encryption to servers.
+
+Server side: one context per certificate, all built the same way (TLS 1.2 or
+newer, ALPN `http/1.1`). The context given to the listener carries the
+default certificate and an `sni_callback` that swaps in the context whose
+names match the ClientHello's server name (exact name first, then a
+`*.domain` wildcard one label deep). A client that sends no SNI, or an unknown
+name, gets the default certificate.
+
+Client side (SSL bridging): the connector wraps each upstream connection with
+the server's FQDN as SNI and, with verification on, checks the chain against a
+CA file and the FQDN against the certificate. Verification can be turned off
+for lab farms with self-signed certificates; that is logged as a warning,
+since it lets anyone on the path impersonate the servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("caslb.tls")
+
+ALPN_HTTP1 = ("http/1.1",)
+
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def tls_version(name: str) -> ssl.TLSVersion:
+    """The `ssl.TLSVersion` for "1.2" or "1.3".
+
+    Raises:
+        ValueError: naming the bad version; older versions are refused.
+    """
+    try:
+        return _VERSIONS[name.strip()]
+    except KeyError:
+        raise ValueError(f"unsupported minimum TLS version {name!r} (use 1.2 or 1.3)") from None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate chain and its key, with the names it serves by SNI.
+
+    Attributes:
+        cert_file: PEM file with the leaf certificate first, then its chain.
+        key_file: PEM file with the private key (None when inside cert_file).
+        names: host names (or `*.domain` wildcards) this certificate answers for.
+    """
+
+    cert_file: Path
+    key_file: Path | None = None
+    names: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _base_server_context(
+    cert: Certificate, minimum: ssl.TLSVersion, alpn: Sequence[str]
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = minimum
+    try:
+        ctx.load_cert_chain(
+            str(cert.cert_file), None if cert.key_file is None else str(cert.key_file)
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load certificate {str(cert.cert_file)!r}: {exc}") from exc
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def _name_table(certs: Iterable[tuple[Certificate, ssl.SSLContext]]) -> dict[str, ssl.SSLContext]:
+    table: dict[str, ssl.SSLContext] = {}
+    for cert, ctx in certs:
+        for name in cert.names:
+            key = name.strip().lower().rstrip(".")
+            if not key:
+                raise ValueError(f"empty SNI name for certificate {str(cert.cert_file)!r}")
+            table.setdefault(key, ctx)
+    return table
+
+
+def select_context(table: Mapping[str, ssl.SSLContext], server_name: str) -> ssl.SSLContext | None:
+    """The context serving `server_name`: an exact name first, then a wildcard."""
+    name = server_name.lower().rstrip(".")
+    if (ctx := table.get(name)) is not None:
+        return ctx
+    _, dot, parent = name.partition(".")
+    return table.get("*." + parent) if dot else None
+
+
+def server_context(
+    default: Certificate,
+    by_sni: Sequence[Certificate] = (),
+    *,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    alpn: Sequence[str] = ALPN_HTTP1,
+) -> ssl.SSLContext:
+    """A server context for TLS termination, choosing the certificate by SNI.
+
+    Args:
+        default: the certificate for clients without SNI or with an unknown name.
+        by_sni: further certificates, each chosen by the names it lists.
+        minimum_version: the oldest TLS version accepted (1.2 unless raised).
+        alpn: protocols offered by ALPN (HTTP/1.1 only: the proxy speaks h11).
+
+    Raises:
+        ValueError: when a certificate cannot be loaded or the version is too old.
+    """
+    if minimum_version < ssl.TLSVersion.TLSv1_2:
+        raise ValueError(f"minimum TLS version {minimum_version.name} is below TLS 1.2")
+    main = _base_server_context(default, minimum_version, alpn)
+    pairs = [(default, main)] + [
+        (c, _base_server_context(c, minimum_version, alpn)) for c in by_sni
+    ]
+    table = _name_table(pairs)
+    if len(pairs) > 1 or table:
+
+        def choose(
+            sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext
+        ) -> None:
+            if name is not None and (ctx := select_context(table, name)) is not None:
+                sock.context = ctx
+            return None
+
+        main.sni_callback = choose
+    return main
+
+
+def client_context(
+    ca_file: Path | None = None,
+    *,
+    verify: bool = True,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> ssl.SSLContext:
+    """A client context for re-encryption to the servers (SSL bridging).
+
+    Args:
+        ca_file: PEM bundle to verify the servers against; None uses the
+            system store.
+        verify: False turns verification off (logged as a warning).
+        minimum_version: the oldest TLS version offered.
+
+    Raises:
+        ValueError: when the CA file cannot be loaded.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = minimum_version
+    ctx.set_alpn_protocols(list(ALPN_HTTP1))
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        log.warning(
+            "TLS verification of upstream servers is OFF: anyone on the path can impersonate them"
+        )
+        return ctx
+    try:
+        if ca_file is None:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        else:
+            ctx.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
+    return ctx
