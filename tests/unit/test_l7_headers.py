@@ -65,7 +65,10 @@ def test_several_x_forwarded_for_headers_join_into_one_chain() -> None:
 
 def test_response_headers_lose_hop_by_hop_only() -> None:
     headers = [(b"connection", b"close"), (b"set-cookie", b"x=y"), (b"x-feserver", b"CAS1")]
-    assert forwarded_response_headers(headers) == [(b"set-cookie", b"x=y"), (b"x-feserver", b"CAS1")]
+    assert forwarded_response_headers(headers) == [
+        (b"set-cookie", b"x=y"),
+        (b"x-feserver", b"CAS1"),
+    ]
 
 
 def test_declares_body() -> None:

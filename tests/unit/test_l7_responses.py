@@ -41,7 +41,9 @@ def test_no_server_names_the_pool() -> None:
         (responses.gateway_timeout("owa"), 504),
     ],
 )
-def test_errors_that_end_the_connection_say_close(events: responses.ErrorEvents, status: int) -> None:
+def test_errors_that_end_the_connection_say_close(
+    events: responses.ErrorEvents, status: int
+) -> None:
     head, _ = serialise(events)
     assert head.status_code == status
     assert (b"connection", b"close") in list(head.headers)

@@ -84,15 +84,21 @@ def test_request_path_strips_scheme_query_and_fragment(target: bytes, path: str)
 
 @pytest.mark.parametrize(
     ("raw", "name"),
-    [(b"Mail.Contoso.com", "mail.contoso.com"), (b"[::1]:8443", "[::1]"), (None, None), (b"", None)],
+    [
+        (b"Mail.Contoso.com", "mail.contoso.com"),
+        (b"[::1]:8443", "[::1]"),
+        (None, None),
+        (b"", None),
+    ],
 )
 def test_host_name(raw: bytes | None, name: str | None) -> None:
     assert host_name(raw) == name
 
 
 def test_short_protocols_get_a_response_timeout_and_long_lived_ones_none() -> None:
-    short = timeout_profile(b"POST", "/Autodiscover/Autodiscover.xml", response_timeout=7,
-                            default_idle_timeout=99)
+    short = timeout_profile(
+        b"POST", "/Autodiscover/Autodiscover.xml", response_timeout=7, default_idle_timeout=99
+    )
     assert short.protocol == "autodiscover"
     assert short.response_timeout == 7
     assert short.idle_timeout == PROTOCOLS["autodiscover"].idle_timeout
@@ -108,13 +114,18 @@ def test_short_protocols_get_a_response_timeout_and_long_lived_ones_none() -> No
 
 
 def test_activesync_idle_timeout_is_at_least_30_minutes() -> None:
-    eas = timeout_profile(b"POST", "/Microsoft-Server-ActiveSync", response_timeout=7,
-                          default_idle_timeout=99)
+    eas = timeout_profile(
+        b"POST", "/Microsoft-Server-ActiveSync", response_timeout=7, default_idle_timeout=99
+    )
     assert eas.idle_timeout >= 30 * 60
 
 
 def test_rpc_methods_are_long_lived_outside_the_catalog_too() -> None:
     profile = timeout_profile(b"RPC_IN_DATA", "/other", response_timeout=7, default_idle_timeout=99)
     assert profile == type(profile)(None, None, 99)
-    assert timeout_profile(b"GET", "/other", response_timeout=7,
-                           default_idle_timeout=99).response_timeout == 7
+    assert (
+        timeout_profile(
+            b"GET", "/other", response_timeout=7, default_idle_timeout=99
+        ).response_timeout
+        == 7
+    )
