@@ -16,6 +16,7 @@ HTTP success is any status below 500: an unauthenticated OWA GET earns a 401 or
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -83,22 +84,34 @@ class ShortRequest:
     target: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    long_poll: bool = False
 
 
-SHORT: dict[str, ShortRequest] = {
-    "owa": ShortRequest("GET", "/owa/"),
-    "ews": ShortRequest(
-        "POST", "/EWS/Exchange.asmx", (("Content-Type", "text/xml; charset=utf-8"),), SOAP
-    ),
-    "autodiscover": ShortRequest(
-        "POST", "/Autodiscover/Autodiscover.xml", (("Content-Type", "text/xml"),), POX
-    ),
-    "mapi": ShortRequest(
+def _mapi(request_type: str) -> ShortRequest:
+    return ShortRequest(
         "POST",
         "/mapi/emsmdb/?MailboxId=user1@lab.local",
-        (("Content-Type", "application/mapi-http"), ("X-RequestType", "Execute")),
+        (("Content-Type", "application/mapi-http"), ("X-RequestType", request_type)),
         b"\x00" * 64,
+        long_poll=request_type == "NotificationWait",
+    )
+
+
+# Each keep-alive client cycles through its protocol's requests; MAPI clients
+# alternate an Execute with a NotificationWait long poll, as Outlook does.
+SHORT: dict[str, tuple[ShortRequest, ...]] = {
+    "owa": (ShortRequest("GET", "/owa/"),),
+    "ews": (
+        ShortRequest(
+            "POST", "/EWS/Exchange.asmx", (("Content-Type", "text/xml; charset=utf-8"),), SOAP
+        ),
     ),
+    "autodiscover": (
+        ShortRequest(
+            "POST", "/Autodiscover/Autodiscover.xml", (("Content-Type", "text/xml"),), POX
+        ),
+    ),
+    "mapi": (_mapi("Execute"), _mapi("NotificationWait")),
 }
 KEEP_ALIVE = frozenset({"owa", "ews", "mapi"})
 
@@ -164,31 +177,32 @@ class Client:
             await self._attempt(body)
             await trio.sleep(self.timeouts.think)
 
-    async def _short_loop(self, req: ShortRequest) -> None:
+    async def _short_loop(self, requests: tuple[ShortRequest, ...]) -> None:
         per_conn = self.mix.per_connection if self.protocol in KEEP_ALIVE else 1
+        cycle = itertools.cycle(requests)
         while True:
-            conn: HttpConnection | None = None
+            held: list[HttpConnection] = []  # the connection, once opened
             try:
                 for _ in range(per_conn):
-
-                    async def one() -> str | None:
-                        nonlocal conn
-                        if conn is None:
-                            conn = await self._http()
-                        return await self._request(conn, req)
-
-                    if not await self._attempt(one) or conn is None or not conn.reusable():
+                    ok = await self._attempt(functools.partial(self._on, held, next(cycle)))
+                    if not ok or not held or not held[0].reusable():
                         break
                     await trio.sleep(self.timeouts.think)
             finally:
-                if conn is not None:
+                for conn in held:
                     await conn.aclose()
             await trio.sleep(self.timeouts.think)
 
+    async def _on(self, held: list[HttpConnection], req: ShortRequest) -> str | None:
+        if not held:
+            held.append(await self._http())
+        return await self._request(held[0], req)
+
     async def _request(self, conn: HttpConnection, req: ShortRequest) -> str | None:
-        head, _ = await exchange(
-            conn, req.method, req.target, req.headers, req.body, self.timeouts.request
-        )
+        timeout = self.timeouts.request
+        if req.long_poll:
+            timeout += self.mix.long_poll + self.timeouts.long_poll
+        head, _ = await exchange(conn, req.method, req.target, req.headers, req.body, timeout)
         if head.status_code >= 500:
             raise ClientError(f"http {head.status_code}")
         return self.recorder.server_named(header(head, "X-FEServer"))
