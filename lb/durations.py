@@ -49,11 +49,10 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     millis = round(seconds * 1000)
-    if abs(seconds * 1000 - millis) > 1e-6:
-        return f"{seconds:g}s"
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if millis % size == 0:
-            return f"{millis // size}{unit}"
-    if millis < 1000:
-        return f"{millis}ms"
-    return f"{seconds:g}s"
+    if abs(seconds * 1000 - millis) < 1e-6:
+        for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+            if millis % size == 0:
+                return f"{millis // size}{unit}"
+        if millis < 1000:
+            return f"{millis}ms"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"

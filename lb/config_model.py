@@ -1,0 +1,303 @@
+"""The generic config model: frozen dataclasses, and how each is read from TOML.
+
+lb/config.py is the entry point and documents the TOML keys; this module holds
+the tree the rest of caslb reads, plus the small value parsers the table
+readers (lb/config_pools.py, lb/config_frontends.py) share.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from lb.balancer import Balance
+from lb.config_reader import Table, show
+from probes.checks import CheckSpec
+from probes.state import OnError, Timing
+
+DEFAULT_ADMIN_PORT = 9090
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class Mode(enum.Enum):
+    """How a frontend handles a connection."""
+
+    TCP = "tcp"  # pass TLS through to one pool
+    SNI = "sni"  # pass TLS through, pool chosen by the ClientHello's server name
+    HTTP = "http"  # terminate TLS (or plain HTTP), route by virtual directory
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One CAS server as a pool sees it.
+
+    Attributes:
+        name: unique in its pool; the label in metrics and the admin API.
+        host: address to connect to.
+        port: port to connect to.
+        fqdn: the server's own name, sent as SNI and Host in checks.
+        weight: relative share of new connections (≥ 1).
+    """
+
+    name: str
+    host: str
+    port: int
+    fqdn: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """A pool's active health check.
+
+    Attributes:
+        spec: what one check does (probes.checks).
+        timing: when checks run and how many flip the state (probes.state).
+        port: port to check instead of the server's own, None for the same.
+    """
+
+    spec: CheckSpec
+    timing: Timing
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTlsConfig:
+    """Re-encryption towards the servers of an http frontend's pool.
+
+    Attributes:
+        verify: check the server certificate (against ca_file or the system store).
+        ca_file: CA bundle for verification, None for the system store.
+        sni: send the server's fqdn as SNI (Exchange picks its certificate by it).
+    """
+
+    verify: bool = True
+    ca_file: str | None = None
+    sni: bool = True
+
+
+@dataclass(frozen=True)
+class ObserveConfig:
+    """Passive layer-4 observation of live traffic (HAProxy `observe layer4`).
+
+    Attributes:
+        error_limit: consecutive connection errors that trigger `on_error`.
+        on_error: what they do to the server's health.
+    """
+
+    error_limit: int = 10
+    on_error: OnError = OnError.FAIL_CHECK
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """A set of servers one frontend route sends to, and how.
+
+    Attributes:
+        name: unique pool name (a metrics label).
+        servers: the members, in config order.
+        balance: the selection strategy (lb/balancer.py).
+        check: the active health check, None for none (passive only).
+        protocol: the Exchange protocol it serves (probes.catalog), if any.
+        slowstart: seconds over which a recovered or new server ramps up; 0 off.
+        panic_threshold: healthy share below which it routes to all; 0 off.
+        connect_timeout: bound on opening one upstream connection, seconds.
+        retries: further servers to try after a failed connect.
+        first_response_timeout: bound on a server's silence after the first
+            flight (L4), None for no bound.
+        idle_timeout: idle timeout of its connections, None for the frontend's.
+        reset_on_down: reset its connections to a server marked DOWN at once.
+        drain_grace: how long existing connections may last after a drain.
+        proxy_protocol: PROXY protocol version sent upstream, 0 for none.
+        upstream_tls: re-encryption settings (http frontends), None for plain.
+        observe: passive observation, None for off.
+    """
+
+    name: str
+    servers: tuple[ServerConfig, ...]
+    balance: Balance = Balance.ROUNDROBIN
+    check: CheckConfig | None = None
+    protocol: str | None = None
+    slowstart: float = 0.0
+    panic_threshold: float = 0.0
+    connect_timeout: float = 2.0
+    retries: int = 3
+    first_response_timeout: float | None = None
+    idle_timeout: float | None = None
+    reset_on_down: bool = False
+    drain_grace: float = 30.0
+    proxy_protocol: int = 0
+    upstream_tls: UpstreamTlsConfig | None = None
+    observe: ObserveConfig | None = None
+
+
+@dataclass(frozen=True)
+class CertConfig:
+    """A certificate an http frontend presents.
+
+    Attributes:
+        cert_file: PEM certificate chain.
+        key_file: PEM private key.
+        names: SNI names it is chosen for; the first certificate is the default.
+    """
+
+    cert_file: str
+    key_file: str
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """One listener.
+
+    Attributes:
+        name: unique frontend name (a metrics label).
+        mode: tcp, sni or http.
+        host: address to bind.
+        port: port to bind.
+        pool: the pool of a tcp frontend.
+        sni_map: server name (lowercase) → pool, for sni frontends.
+        default_pool: pool for unmatched names (sni) or paths (http); None refuses.
+        routes: virtual directory ("/owa") → pool, for http frontends.
+        hosts: Host names an http frontend answers; empty for any.
+        tls: certificates of an http frontend; empty for plain HTTP.
+        idle_timeout: seconds a connection may stay idle.
+        max_connections: concurrent client connections before refusing.
+        sni_timeout: bound on waiting for the ClientHello (sni).
+        header_timeout: bound on receiving request headers (http).
+    """
+
+    name: str
+    mode: Mode
+    host: str
+    port: int
+    pool: str | None = None
+    sni_map: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    default_pool: str | None = None
+    routes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    hosts: tuple[str, ...] = ()
+    tls: tuple[CertConfig, ...] = ()
+    idle_timeout: float = 1800.0
+    max_connections: int = 10_000
+    sni_timeout: float = 5.0
+    header_timeout: float = 10.0
+
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        """Every pool this frontend can send to, each once, in config order."""
+        names = [self.pool, *self.sni_map.values(), *self.routes.values(), self.default_pool]
+        return tuple(dict.fromkeys(n for n in names if n is not None))
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin API listener.
+
+    Attributes:
+        host: address to bind (loopback unless a token is set).
+        port: port to bind.
+        token: bearer token required for POST actions, None for none.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_ADMIN_PORT
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration.
+
+    Attributes:
+        frontends: listeners, in config order.
+        pools: pool name → pool, in config order.
+        admin: the admin API.
+        grace: seconds connections may drain on shutdown.
+        notes: explanations from the [exchange] expansion (e.g. a blind spot).
+    """
+
+    frontends: tuple[FrontendConfig, ...]
+    pools: Mapping[str, PoolConfig]
+    admin: AdminConfig = AdminConfig()
+    grace: float = 30.0
+    notes: tuple[str, ...] = ()
+
+
+def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int | None]:
+    """Split "host:port", "[v6]:port" or a bare host.
+
+    Raises:
+        ValueError: naming the text when the port is not 1..65535 or the host empty.
+    """
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"not a host[:port] address: {text!r}")
+        port_text = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"not a host[:port] address: {text!r}")
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1 to 65535 in {text!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind host is on loopback (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | None:
+    """A required-port "host:port" listen address."""
+    text = table.string(key, default, required=default is None)
+    if text is None:
+        return None
+    try:
+        host, port = parse_address(text)
+    except ValueError as exc:
+        table.error(key, str(exc))
+        return None
+    if port is None:
+        table.error(key, f"needs a port (host:port), got {show(text)}")
+        return None
+    return host, port
+
+
+def resolve_file(name: str, base_dir: Path | None) -> str:
+    """A file name from the config, relative ones against the config's directory."""
+    path = Path(name).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    return str(path)
+
+
+__all__ = [
+    "AdminConfig",
+    "CertConfig",
+    "CheckConfig",
+    "Config",
+    "FrontendConfig",
+    "Mode",
+    "ObserveConfig",
+    "PoolConfig",
+    "ServerConfig",
+    "UpstreamTlsConfig",
+    "is_loopback",
+    "parse_address",
+    "read_bind",
+    "resolve_file",
+]

@@ -1,0 +1,273 @@
+"""The `[exchange]` shorthand: a whole CAS farm in ten lines, expanded to the generic model.
+
+Theory of operation
+-------------------
+The shorthand is read and checked at its own key paths (`exchange.servers[1].fqdn`),
+then turned into ordinary `[frontends.*]` and `[pools.*]` tables, which the
+generic reader validates like hand-written ones. Everything Exchange-specific
+(vdirs, ports, check kinds, timeouts, which protocols are long-lived) comes
+from probes/catalog.py through each pool's `protocol`; this module only decides
+the shape of the farm for each mode:
+
+- `l7` (Microsoft's scenario B): one http frontend terminating TLS on the https
+  port, a route per virtual directory to a pool per protocol, each pool with
+  its own healthcheck.htm probe and re-encryption to the servers.
+- `l4` (scenario A): one tcp frontend on the https port passing TLS through to
+  ONE pool checked on a single vdir (`l4_check`, default owa). Its blind spot:
+  any other protocol can fail on a server and the server stays in (EXCHANGE.md
+  §3); `caslb check` prints this.
+- `l4-sni` (scenario D on one address): one sni frontend on the https port;
+  each protocol has its own name, `<protocol>.<namespace>` unless `hostnames`
+  says otherwise (e.g. `autodiscover = "autodiscover.contoso.com"`), routed to
+  a per-protocol pool with its own check; the namespace itself and unknown
+  names go to the owa pool. Clients must be configured with those names.
+
+In every mode the mail protocols get a tcp frontend each (imaps 993, pops 995,
+smtp 25, submission 587) with a pool checked by a banner dialogue. Pools are
+named after protocols (plus `https` in l4, `submission` for 587), frontends
+after ports. `[exchange.overrides.POOL]` changes one pool's settings.
+
+Keys: namespace, mode, bind (host only), servers = [{name, address, fqdn,
+weight, ports}], protocols, ports / listen (port maps by name: https, imaps,
+pops, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
+l4_check, hostnames, pool settings (balance, slowstart, panic_threshold,
+connect_timeout, retries, drain_grace, idle_timeout, first_response_timeout,
+reset_on_down, proxy_protocol) and check timing (inter, fastinter, downinter,
+rise, fall, timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lb.config_model import parse_address
+from lb.config_reader import Errors, Table, join, show
+from lb.shorthand_expand import (
+    CHECK_SETTINGS,
+    MAIL_PORT_NAMES,
+    POOL_SETTINGS,
+    PORT_NAMES,
+    SUBMISSION_PORT,
+    ExchangeMode,
+    expand_farm,
+    read_settings,
+)
+from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
+
+
+@dataclass(frozen=True)
+class FarmServer:
+    """One CAS server of the shorthand; ports by port name."""
+
+    name: str
+    host: str
+    fqdn: str
+    weight: int
+    ports: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Farm:
+    """The validated `[exchange]` table."""
+
+    namespace: str
+    mode: ExchangeMode
+    bind: str
+    servers: tuple[FarmServer, ...]
+    protocols: tuple[str, ...]
+    listen: Mapping[str, int]
+    tls: Mapping[str, Any] | None
+    verify: bool
+    ca_file: str | None
+    l4_check: str
+    hostnames: Mapping[str, tuple[str, ...]]
+    pool_settings: Mapping[str, Any]
+    check_settings: Mapping[str, Any]
+
+
+def _default_ports() -> dict[str, int]:
+    ports = {"https": PROTOCOLS["owa"].port, "submission": SUBMISSION_PORT}
+    ports.update({name: PROTOCOLS[p].port for p, name in MAIL_PORT_NAMES.items()})
+    return ports
+
+
+def _read_ports(table: Table, key: str, base: Mapping[str, int]) -> dict[str, int]:
+    ports = dict(base)
+    sub = table.table(key)
+    if sub is None:
+        return ports
+    for name in sub.data:
+        if name not in PORT_NAMES:
+            sub.error(name, f"unknown port name (known: {', '.join(PORT_NAMES)})")
+            sub.ignore(name)
+            continue
+        ports[name] = sub.integer(name, ports[name], low=1, high=65535)
+    return ports
+
+
+def _read_host(table: Table, key: str, *, required: bool) -> str | None:
+    text = table.string(key, required=required)
+    if text is None:
+        return None
+    try:
+        host, port = parse_address(text)
+    except ValueError as exc:
+        table.error(key, str(exc))
+        return None
+    if port is not None:
+        table.error(key, f"takes a host without a port, got {show(text)} "
+                    "(ports go in ports and listen)")
+        return None
+    return host
+
+
+def _read_servers(table: Table, ports: Mapping[str, int]) -> tuple[FarmServer, ...]:
+    items = table.array("servers", required=True) or []
+    if not items and table.has("servers"):
+        table.error("servers", "must list at least one server")
+    servers: list[FarmServer] = []
+    for i, item in enumerate(items):
+        path = join(join(table.path, "servers"), i)
+        if not isinstance(item, Mapping):
+            table.errors.append((path, f"must be a table with name, address and fqdn, got "
+                                 f"{show(item)}"))
+            continue
+        entry = Table(item, path, table.errors)
+        name = entry.string("name", required=True)
+        host = _read_host(entry, "address", required=True)
+        fqdn = entry.string("fqdn", required=True)
+        weight = entry.integer("weight", 1, low=1, high=1000)
+        own_ports = _read_ports(entry, "ports", ports)
+        entry.finish()
+        if name is not None and any(s.name == name for s in servers):
+            entry.error("name", f"server {show(name)} is listed twice")
+        elif name is not None and host is not None and fqdn is not None:
+            servers.append(FarmServer(name, host, fqdn, weight, own_ports))
+    return tuple(servers)
+
+
+def _read_protocols(table: Table) -> tuple[str, ...]:
+    names = table.strings("protocols")
+    if names is None:
+        return tuple(PROTOCOLS)
+    chosen: list[str] = []
+    for name in names:
+        if name.lower() not in PROTOCOLS:
+            table.error("protocols", f"unknown protocol {show(name)} "
+                        f"(known: {', '.join(PROTOCOLS)})")
+        elif name.lower() not in chosen:
+            chosen.append(name.lower())
+    if not names:
+        table.error("protocols", "must name at least one protocol")
+    return tuple(chosen)
+
+
+def _read_hostnames(table: Table, namespace: str, protocols: tuple[str, ...]
+                    ) -> dict[str, tuple[str, ...]]:
+    http = [p for p in protocols if p in HTTP_PROTOCOLS]
+    names: dict[str, tuple[str, ...]] = {p: (f"{p}.{namespace}",) for p in http}
+    sub = table.table("hostnames")
+    if sub is None:
+        return names
+    for proto in sub.data:
+        if proto not in names:
+            sub.error(proto, "not an https protocol of this farm "
+                      f"({', '.join(names) or 'none selected'})")
+            sub.ignore(proto)
+            continue
+        given = sub.strings(proto)
+        if given is not None:
+            names[proto] = tuple(n.lower() for n in given)
+    return names
+
+
+def _read_tls(table: Table, mode: ExchangeMode | None) -> Mapping[str, Any] | None:
+    sub = table.table("tls")
+    if sub is None:
+        if mode is ExchangeMode.L7 and not table.has("tls"):
+            table.error("tls", "l7 mode terminates TLS: give { cert = ..., key = ... } "
+                        "(the same certificate as Exchange under Extended Protection)")
+        return None
+    if mode is not ExchangeMode.L7:
+        table.error("tls", "only l7 mode terminates TLS; l4 and l4-sni pass it through")
+    tls = {"cert": sub.string("cert", required=True), "key": sub.string("key", required=True)}
+    if sub.has("names"):
+        tls["names"] = sub.strings("names")
+    sub.finish()
+    return tls if all(v is not None for v in tls.values()) else None
+
+
+def _read_farm(table: Table) -> Farm | None:
+    before = len(table.errors)
+    namespace = table.string("namespace", required=True)
+    mode = table.choice("mode", ExchangeMode, None)
+    if mode is None and not table.has("mode"):
+        table.error("mode", 'is required: "l7", "l4" or "l4-sni"')
+    bind = _read_host(table, "bind", required=True)
+    ports = _read_ports(table, "ports", _default_ports())
+    servers = _read_servers(table, ports)
+    protocols = _read_protocols(table)
+    http = [p for p in protocols if p in HTTP_PROTOCOLS]
+    l4_check = table.string("l4_check", "owa" if "owa" in http else (http or ["owa"])[0])
+    if table.has("l4_check") and (mode is not ExchangeMode.L4 or l4_check not in http):
+        table.error("l4_check", "names the https protocol an l4 farm is checked on "
+                    f"(one of {', '.join(http) or 'none selected'})")
+    farm = Farm(
+        namespace=(namespace or "").lower(),
+        mode=mode or ExchangeMode.L7,
+        bind=bind or "",
+        servers=servers,
+        protocols=protocols,
+        listen=_read_ports(table, "listen", _default_ports()),
+        tls=_read_tls(table, mode),
+        verify=table.boolean("verify", True),
+        ca_file=table.string("ca_file"),
+        l4_check=l4_check,
+        hostnames=_read_hostnames(table, (namespace or "").lower(), protocols),
+        pool_settings=read_settings(table, POOL_SETTINGS),
+        check_settings=read_settings(table, CHECK_SETTINGS),
+    )
+    if farm.ca_file is not None and not farm.verify:
+        table.error("ca_file", "is given but verify = false")
+    if farm.hostnames and mode is not ExchangeMode.L4_SNI and table.has("hostnames"):
+        table.error("hostnames", "only l4-sni mode routes by host name")
+    return farm if len(table.errors) == before else None
+
+
+def expand_exchange(
+    document: Mapping[str, Any], errors: Errors
+) -> tuple[Mapping[str, Any], tuple[str, ...]]:
+    """Replace an `[exchange]` table by the frontends and pools it stands for.
+
+    Args:
+        document: the TOML document.
+        errors: where problems are recorded, with `exchange.*` key paths.
+
+    Returns:
+        The document with generated `frontends` and `pools` merged in (hand-written
+        ones are kept; a name clash is an error), and notes about the design.
+    """
+    if "exchange" not in document:
+        return document, ()
+    root = Table(document, "", errors)
+    table = root.table("exchange")
+    farm = None if table is None else _read_farm(table)
+    overrides = None if table is None else table.table("overrides")
+    if table is not None:
+        table.finish()
+    merged = dict(document)
+    merged["frontends"] = dict(document.get("frontends") or {})
+    merged["pools"] = dict(document.get("pools") or {})
+    if farm is None:
+        return merged, ()
+    frontends, pools, notes = expand_farm(farm, overrides)
+    for section, generated in (("frontends", frontends), ("pools", pools)):
+        for name, value in generated.items():
+            if name in merged[section]:
+                errors.append((join(section, name), f"{section[:-1]} {show(name)} is already "
+                               f"defined by [exchange]; choose another name"))
+            else:
+                merged[section][name] = value
+    return merged, notes
