@@ -50,6 +50,7 @@ class Reason(enum.Enum):
     BAD_BANNER = "bad banner"
     BAD_REPLY = "unexpected reply"
     NOT_ACTIVE = "service not active"
+    CHECK_ERROR = "check error"  # the check itself broke: a bug, reported not raised
 
     @property
     def haproxy_status(self) -> str:
@@ -74,6 +75,7 @@ _HAPROXY_STATUS = {
     Reason.BAD_BANNER: "L7RSP",
     Reason.BAD_REPLY: "L7STS",
     Reason.NOT_ACTIVE: "L7STS",
+    Reason.CHECK_ERROR: "UNK",
 }
 
 

@@ -1,0 +1,293 @@
+"""Scheduling checks on trio and publishing what they find.
+
+Theory of operation
+-------------------
+Each registered (key, check) gets one task. The task sleeps until its check is
+due, takes a slot from a shared :class:`trio.CapacityLimiter` (so a farm-wide
+outage cannot start hundreds of TLS handshakes at once, haproxy #1902), runs
+the check under the timing's timeout, and feeds the verdict to its
+:class:`~probes.state.Health` with ``trio.current_time()``. Health decides the
+next due time (completion + inter / fastinter / downinter, as HAProxy does);
+the runner only adds jitter, a uniform ±``jitter`` fraction of that interval,
+so that checks started together drift apart. The very first check of each key
+starts within ``jitter × inter`` of the runner starting.
+
+Live-traffic outcomes come in through :meth:`ProbeRunner.report`, synchronously,
+from the data path. They go through the key's :class:`~probes.passive.Layer4Observer`
+into the same Health; a penalty may pull the next check forward, so the task
+is woken to re-read its due time.
+
+Subscribers are plain callables run synchronously after every check result and
+every transition; one that raises is logged and skipped, never allowed to stop
+health checking. Time is trio's clock throughout, so tests drive all of this on
+``autojump_clock`` and assert exact virtual times.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+
+import trio
+
+from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
+from probes.passive import Layer4Observer, PassivePolicy, observe
+from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
+
+__all__ = ["AdminSubscriber", "Check", "ProbeRunner", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[CheckSpec, Target], Awaitable[CheckResult]]
+Subscriber = Callable[[Hashable, CheckResult | None, Transition | None], None]
+AdminSubscriber = Callable[[Hashable, AdminTransition], None]
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: Hashable
+    spec: CheckSpec
+    target: Target
+    timing: Timing
+    check: Check
+    health: Health
+    observer: Layer4Observer
+    due: float | None = None  # jittered due time; None until the task first runs
+    wake: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    checks_run: int = 0
+
+
+class ProbeRunner:
+    """Runs health checks on schedule and publishes results and transitions.
+
+    Args:
+        max_concurrent: most checks in flight at once.
+        jitter: fraction of each interval added or taken at random, in [0, 1).
+        seed: seed for the jitter, for reproducible schedules.
+    """
+
+    def __init__(
+        self, *, max_concurrent: int = 32, jitter: float = 0.1, seed: int | None = None
+    ) -> None:
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+            raise ValueError(f"max_concurrent must be an integer, got {max_concurrent!r}")
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        if not (isinstance(jitter, int | float) and 0 <= jitter < 1):
+            raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+        self._limiter = trio.CapacityLimiter(max_concurrent)
+        self._jitter = float(jitter)
+        self._rng = random.Random(seed)
+        self._entries: dict[Hashable, _Entry] = {}
+        self._subscribers: list[Subscriber] = []
+        self._admin_subscribers: list[AdminSubscriber] = []
+        self._nursery: trio.Nursery | None = None
+
+    # --- registration -------------------------------------------------------------
+
+    def add(
+        self,
+        key: Hashable,
+        spec: CheckSpec,
+        target: Target,
+        timing: Timing,
+        *,
+        check: Check = run_check,
+        initial: CheckState = CheckState.UP,
+        passive: PassivePolicy | None = None,
+    ) -> Health:
+        """Register a check; it starts at once if the runner is running.
+
+        Args:
+            key: any hashable naming this (server, check), e.g. ("cas1", "owa").
+            spec: what to check.
+            target: where.
+            timing: rise/fall, intervals and the timeout the runner enforces.
+            check: the coroutine that checks (tests inject fakes).
+            initial: the starting check state (see :class:`~probes.state.Health`).
+            passive: how live-traffic errors count (default: HAProxy's 10, fail-check).
+
+        Returns:
+            The Health the runner feeds, to read state from.
+
+        Raises:
+            ValueError: the key is already registered, or the spec's CA file is bad.
+        """
+        if key in self._entries:
+            raise ValueError(f"check {key!r} is already registered")
+        if check is run_check:
+            spec.tls_context()  # a bad CA file fails here, at configuration time
+        entry = _Entry(
+            key,
+            spec,
+            target,
+            timing,
+            check,
+            Health(timing, initial=initial),
+            Layer4Observer(passive or PassivePolicy()),
+        )
+        self._entries[key] = entry
+        if self._nursery is not None:
+            self._nursery.start_soon(self._loop, entry)
+        return entry.health
+
+    def remove(self, key: Hashable) -> None:
+        """Stop and forget a check.
+
+        Raises:
+            KeyError: naming the unknown key.
+        """
+        self._entry(key).scope.cancel()
+        del self._entries[key]
+
+    def health(self, key: Hashable) -> Health:
+        """The Health of a registered check."""
+        return self._entry(key).health
+
+    def checks_run(self, key: Hashable) -> int:
+        """How many active checks have completed for a key."""
+        return self._entry(key).checks_run
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._entries))
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(key, result, transition)`` after every result and transition.
+
+        ``result`` is None for transitions made by passive observation.
+        """
+        self._subscribers.append(callback)
+
+    def subscribe_admin(self, callback: AdminSubscriber) -> None:
+        """Call ``callback(key, admin_transition)`` after every admin state change."""
+        self._admin_subscribers.append(callback)
+
+    # --- synchronous inputs ------------------------------------------------------
+
+    def report(self, key: Hashable, ok: bool, reason: str) -> Transition | None:
+        """Record a live-traffic outcome (layer 4: connect refused, reset, timeout).
+
+        Must be called from within trio (it reads ``trio.current_time()``).
+
+        Raises:
+            KeyError: naming the unknown key.
+        """
+        entry = self._entry(key)
+        before = entry.health.next_due
+        transition = observe(entry.observer, entry.health, ok, trio.current_time(), reason)
+        due = entry.health.next_due
+        if due is not None and due != before and (entry.due is None or due < entry.due):
+            entry.due = due
+            entry.wake.set()
+        if transition is not None:
+            self._publish(key, None, transition)
+        return transition
+
+    def set_admin(
+        self, key: Hashable, admin: AdminState, reason: str = ""
+    ) -> AdminTransition | None:
+        """Set a check's admin state (READY, DRAIN, MAINT); publishes the change.
+
+        Raises:
+            KeyError: naming the unknown key; ValueError: not an AdminState.
+        """
+        change = self._entry(key).health.set_admin(admin, trio.current_time(), reason)
+        if change is not None:
+            for callback in list(self._admin_subscribers):
+                self._call(callback, key, change)
+        return change
+
+    # --- the tasks ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every registered check, and those added later, until cancelled."""
+        if self._nursery is not None:
+            raise RuntimeError("this ProbeRunner is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for entry in self._entries.values():
+                    nursery.start_soon(self._loop, entry)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def _loop(self, entry: _Entry) -> None:
+        entry.scope = trio.CancelScope()  # fresh each run: a scope is entered only once
+        if self._entries.get(entry.key) is not entry:
+            return  # removed before its task began
+        with entry.scope:
+            if entry.due is None:
+                offset = self._rng.uniform(0, self._jitter) * entry.timing.inter
+                entry.due = trio.current_time() + offset
+            while True:
+                await self._sleep_until_due(entry)
+                async with self._limiter:
+                    result = await self._check_once(entry)
+                self._feed(entry, result)
+
+    async def _sleep_until_due(self, entry: _Entry) -> None:
+        assert entry.due is not None
+        while trio.current_time() < entry.due:
+            with trio.move_on_at(entry.due):
+                await entry.wake.wait()
+            if entry.wake.is_set():
+                entry.wake = trio.Event()
+
+    async def _check_once(self, entry: _Entry) -> CheckResult:
+        timeout = entry.timing.timeout
+        started = trio.current_time()
+        result: CheckResult | None = None
+        try:
+            with trio.move_on_after(timeout):
+                result = await entry.check(entry.spec, entry.target)
+        except Exception as exc:  # a broken check must not stop the others
+            log.exception("check %r raised", entry.key)
+            return CheckResult(False, Reason.CHECK_ERROR, repr(exc), trio.current_time() - started)
+        if result is None:
+            return CheckResult(False, Reason.TIMEOUT, f"no verdict within {timeout:g}s", timeout)
+        return result
+
+    def _feed(self, entry: _Entry, result: CheckResult) -> None:
+        health = entry.health
+        transition = health.record(result.ok, trio.current_time(), str(result))
+        entry.checks_run += 1
+        assert health.next_due is not None
+        spread = health.next_interval() * self._rng.uniform(-self._jitter, self._jitter)
+        entry.due = health.next_due + spread
+        self._publish(entry.key, result, transition)
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _publish(
+        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+    ) -> None:
+        for callback in list(self._subscribers):
+            self._call(callback, key, result, transition)
+
+    @staticmethod
+    def _call(callback: Callable[..., None], *args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("probe subscriber %r raised", callback)
+
+    def _entry(self, key: Hashable) -> _Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise KeyError(f"no check registered as {key!r}") from None
+
+    def __repr__(self) -> str:
+        states = [e.health.state for e in self._entries.values()]
+        up = sum(s is CheckState.UP for s in states)
+        running = "running" if self._nursery is not None else "idle"
+        return f"<ProbeRunner {running} {up}/{len(states)} UP>"
+
