@@ -289,6 +289,9 @@ class ClientSession:
     ) -> _Relay:
         relay = _Relay()
         relay.status = events[0].status_code
+        # Swallow the rest of the request if it is already here (a bodiless request's
+        # end always is), so that the connection can stay alive.
+        _take_ready(self.client, [])
         try:
             await self.client.send(*events)
             relay.response_done = True
@@ -617,6 +620,7 @@ class ClientSession:
         if relay.upstream_write_failed:
             relay.fail(Termination.UPSTREAM_ERROR, "server stopped reading the request")
         else:
+            wait = profile.response_timeout or profile.idle_timeout
             relay.fail(Termination.UPSTREAM_TIMEOUT, f"no response within {wait:g}s")
         return None
 
