@@ -46,6 +46,9 @@ class ExchangeProtocol:
             grace (long polls, endless channels, IDLE), so a server going DOWN
             should have its connections reset.
         server_speaks_first: True for banner protocols (IMAP, POP, SMTP in clear).
+        starttls_port: the port where a mail protocol is offered in clear with
+            an upgrade (IMAP STARTTLS 143, POP STLS 110, SMTP STARTTLS 25); None
+            for HTTP protocols.
     """
 
     name: str
@@ -59,6 +62,7 @@ class ExchangeProtocol:
     first_response_timeout: float
     long_lived: bool
     server_speaks_first: bool = False
+    starttls_port: int | None = None
 
     @property
     def healthcheck_path(self) -> str | None:
@@ -87,7 +91,13 @@ def _http(
 
 
 def _mail(
-    name: str, component: str, port: int, tls: bool, check: CheckKind, idle_minutes: float
+    name: str,
+    component: str,
+    port: int,
+    tls: bool,
+    check: CheckKind,
+    idle_minutes: float,
+    starttls_port: int,
 ) -> ExchangeProtocol:
     return ExchangeProtocol(
         name=name,
@@ -101,6 +111,7 @@ def _mail(
         first_response_timeout=1.0,
         long_lived=name == "imap",
         server_speaks_first=not tls,
+        starttls_port=starttls_port,
     )
 
 
@@ -115,9 +126,9 @@ PROTOCOLS: dict[str, ExchangeProtocol] = {
         _http("oab", "OabProxy", "/OAB", 15, long_lived=False),
         _http("rpc", "RpcProxy", "/rpc", 30, long_lived=True),
         _http("mapi", "MapiProxy", "/mapi", 30, long_lived=True),
-        _mail("imap", "ImapProxy", 993, True, CheckKind.IMAP, 30),
-        _mail("pop", "PopProxy", 995, True, CheckKind.POP, 10),
-        _mail("smtp", "FrontendTransport", 25, False, CheckKind.SMTP, 15),
+        _mail("imap", "ImapProxy", 993, True, CheckKind.IMAP, 30, starttls_port=143),
+        _mail("pop", "PopProxy", 995, True, CheckKind.POP, 10, starttls_port=110),
+        _mail("smtp", "FrontendTransport", 25, False, CheckKind.SMTP, 15, starttls_port=25),
     )
 }
 
