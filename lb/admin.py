@@ -39,7 +39,9 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lb.metrics import LastCheckLookup, Metrics
+from lb.pool import Member, Pool
 from lb.statuspage import member_document, render_html, status_document
+from probes.checks import CheckResult
 from probes.state import AdminState
 
 log = logging.getLogger("caslb.admin")
@@ -102,13 +104,13 @@ class AdminContext:
         now: the clock passed to `Pool.set_admin`.
     """
 
-    pools: Mapping[str, Any]
+    pools: Mapping[str, Pool]
     metrics: Metrics
     last_check: LastCheckLookup | None = None
     token: str | None = None
     now: Callable[[], float] = field(default=trio.current_time)
 
-    def lookup(self, pool: str, server: str) -> Any:
+    def lookup(self, pool: str, server: str) -> CheckResult | None:
         """The last check result for `server` in `pool`, or None."""
         if self.last_check is not None:
             return self.last_check(pool, server)
@@ -221,15 +223,15 @@ def _action(
         "server": server,
         "admin": state.name,
         "pools": {
-            pool.name: member_document(pool.name, _member(pool, server), ctx.lookup)
+            pool.name: member_document(pool.name, pool.member(server), ctx.lookup)
             for pool in selected
         },
     })
 
 
 def _select_pools(
-    server: str, query: Sequence[tuple[str, str]], pools: Mapping[str, Any]
-) -> list[Any] | Reply:
+    server: str, query: Sequence[tuple[str, str]], pools: Mapping[str, Pool]
+) -> list[Pool] | Reply:
     """The pools an action applies to, or the error reply explaining why none."""
     params = dict(query)
     unknown = sorted(set(params) - {"pool", "protocol"})
@@ -255,15 +257,13 @@ def _select_pools(
     return chosen
 
 
-def _serves(pool: Any, protocol: str) -> bool:
+def _serves(pool: Pool, protocol: str) -> bool:
     # Pools made by the Exchange shorthand carry their protocol; a generic pool
-    # is matched by name, which is what the shorthand names them anyway.
-    declared = getattr(pool, "protocol", None)
-    name = declared if isinstance(declared, str) else pool.name
-    return str(name).lower() == protocol.lower()
+    # without one is matched by name.
+    return (pool.config.protocol or pool.name).lower() == protocol.lower()
 
 
-def _member(pool: Any, server: str) -> Any:
+def _member(pool: Pool, server: str) -> Member | None:
     return next((m for m in pool.members if m.name == server), None)
 
 
@@ -273,7 +273,7 @@ def _member(pool: Any, server: str) -> Any:
 async def serve_admin(
     listen: Sequence[trio.abc.Listener[Any]] | tuple[str, int],
     *,
-    pools: Mapping[str, Any],
+    pools: Mapping[str, Pool],
     metrics: Metrics,
     last_check: LastCheckLookup | None = None,
     token: str | None = None,

@@ -26,14 +26,19 @@ never share a series, so tests build their own and nothing is global.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from lb.l7.events import RequestRecord
+from lb.pool import Member, Pool
 from probes.catalog import protocol_for_path
+from probes.checks import CheckResult
+from probes.outlier import Ejection
+from probes.state import Transition
 
 PREFIX = "caslb_"
 
@@ -53,51 +58,10 @@ REQUEST_DURATION_BUCKETS = (
 DETECTION_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
-class _MemberView(Protocol):
-    """What the collector reads from one pool member."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def weight(self) -> int: ...
-    @property
-    def check_state(self) -> enum.Enum: ...
-    @property
-    def admin(self) -> enum.Enum: ...
-    @property
-    def active(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def eligible(self) -> bool: ...
-
-
-class PoolView(Protocol):
-    """What metrics and the admin API read from a pool (`lb.pool.Pool` fits)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def members(self) -> tuple[Any, ...]: ...
-    @property
-    def panicking(self) -> bool: ...
-
-
-class CheckResultView(Protocol):
-    """What metrics read from a check result (`probes.checks.CheckResult` fits)."""
-
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def reason(self) -> enum.Enum: ...
-    @property
-    def duration(self) -> float: ...
-
-
-PoolSource = Callable[[], Mapping[str, Any]]
+PoolSource = Callable[[], Mapping[str, Pool]]
 """Returns the live pools by name; called at every scrape."""
 
-LastCheckLookup = Callable[[str, str], Any]
+LastCheckLookup = Callable[[str, str], CheckResult | None]
 """`(pool, server)` → the last `CheckResult` of the check that pool uses, or None."""
 
 
@@ -106,7 +70,7 @@ def code_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
-def server_state(member: Any) -> str:
+def server_state(member: Member) -> str:
     """The one `state` of `caslb_server_status` that is 1 for `member`.
 
     Admin state wins over health, as in HAProxy: a server in maintenance reads
@@ -123,7 +87,7 @@ def state_name(value: Any) -> str:
     return str(value.name) if isinstance(value, enum.Enum) else str(value).upper()
 
 
-def check_labels(key: Any) -> tuple[str, str]:
+def check_labels(key: Hashable) -> tuple[str, str]:
     """`(server, check)` label values for a probe key.
 
     Accepts the runner's key as an object with `server` and `protocol` (or
@@ -267,7 +231,7 @@ class Metrics:
         self._pools: PoolSource = dict
         self._last_check: LastCheckLookup | None = None
         self._first_failure: dict[tuple[str, str], float] = {}
-        self._last_results: dict[tuple[str, str], Any] = {}
+        self._last_results: dict[tuple[str, str], CheckResult] = {}
         self._frontend_current: dict[str, int] = {}
         registry.register(PoolCollector(lambda: self._pools(), self._lookup_last_check))
         self._build_frontend_series(registry)
@@ -288,7 +252,7 @@ class Metrics:
         self._pools = pools
         self._last_check = last_check
 
-    def last_result(self, server: str, check: str) -> Any:
+    def last_result(self, server: str, check: str) -> CheckResult | None:
         """The last check result seen by `on_probe` for `(server, check)`, or None."""
         return self._last_results.get((server, check))
 
@@ -296,7 +260,7 @@ class Metrics:
         """Current connections per frontend, for the status document."""
         return dict(self._frontend_current)
 
-    def _lookup_last_check(self, pool: str, server: str) -> Any:
+    def _lookup_last_check(self, pool: str, server: str) -> CheckResult | None:
         if self._last_check is not None:
             return self._last_check(pool, server)
         return self._last_results.get((server, pool))
@@ -334,7 +298,7 @@ class Metrics:
             self._fe_bytes_out.labels(frontend).inc(to_client)
             self._srv_bytes_out.labels(pool, server).inc(to_client)
 
-    def request_finished(self, record: Any) -> None:
+    def request_finished(self, record: RequestRecord) -> None:
         """An HTTP request ended (`lb.l7.events.RequestRecord`): count it everywhere.
 
         The `protocol` label comes from the request path through the Exchange
@@ -387,13 +351,15 @@ class Metrics:
         """The client's first flight was replayed onto `server` (L4)."""
         self._srv_replays.labels(pool, server).inc()
 
-    def ejected(self, pool: str, ejection: Any) -> None:
+    def ejected(self, pool: str, ejection: Ejection) -> None:
         """Outlier detection ejected a server from `pool` (`probes.outlier.Ejection`)."""
         self._srv_ejections.labels(pool, ejection.server, ejection.reason).inc()
 
     # -- probe events ---------------------------------------------------------
 
-    def on_probe(self, key: Any, result: Any, transition: Any) -> None:
+    def on_probe(
+        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+    ) -> None:
         """Subscriber for `ProbeRunner.subscribe`: a check result and/or a transition.
 
         Detection latency runs from the start of the first failed check after
@@ -406,7 +372,7 @@ class Metrics:
         if transition is not None:
             self._record_transition(server, check, transition)
 
-    def _record_result(self, server: str, check: str, result: Any) -> None:
+    def _record_result(self, server: str, check: str, result: CheckResult) -> None:
         self._last_results[(server, check)] = result
         self._check_duration.labels(server, check).observe(result.duration)
         self._check_results.labels(server, check, state_name(result.reason)).inc()
@@ -416,7 +382,7 @@ class Metrics:
             started = self._now() - result.duration
             self._first_failure.setdefault((server, check), started)
 
-    def _record_transition(self, server: str, check: str, transition: Any) -> None:
+    def _record_transition(self, server: str, check: str, transition: Transition) -> None:
         if state_name(transition.new) != "DOWN":
             return
         if state_name(transition.old) == "UP":

@@ -10,10 +10,12 @@ never disagree.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from lb.metrics import server_state, state_name
+from lb.metrics import LastCheckLookup, server_state, state_name
+from lb.pool import Member, Pool
+from probes.checks import CheckResult
 
 REFRESH_SECONDS = 5
 
@@ -21,10 +23,10 @@ Document = dict[str, Any]
 
 
 def status_document(
-    pools: Mapping[str, Any],
+    pools: Mapping[str, Pool],
     *,
     frontends: Mapping[str, int],
-    last_check: Callable[[str, str], Any] | None = None,
+    last_check: LastCheckLookup | None = None,
 ) -> Document:
     """Everything an operator asks about the balancer, as JSON-able data.
 
@@ -47,7 +49,7 @@ def status_document(
     }
 
 
-def pool_document(pool: Any, last_check: Callable[[str, str], Any] | None = None) -> Document:
+def pool_document(pool: Pool, last_check: LastCheckLookup | None = None) -> Document:
     """One pool: its panic flag, how many members are eligible, and each member."""
     servers = [member_document(pool.name, m, last_check) for m in pool.members]
     return {
@@ -58,7 +60,7 @@ def pool_document(pool: Any, last_check: Callable[[str, str], Any] | None = None
 
 
 def member_document(
-    pool: str, member: Any, last_check: Callable[[str, str], Any] | None = None
+    pool: str, member: Member, last_check: LastCheckLookup | None = None
 ) -> Document:
     """One member of `pool` as the status API shows it."""
     result = last_check(pool, member.name) if last_check else None
@@ -77,7 +79,7 @@ def member_document(
     }
 
 
-def check_document(result: Any) -> Document:
+def check_document(result: CheckResult) -> Document:
     """A check result: success, reason, detail and duration in seconds."""
     return {
         "ok": bool(result.ok),

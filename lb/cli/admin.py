@@ -17,8 +17,9 @@ from urllib.parse import quote, urlencode
 import typer
 
 from lb.cli._app import app
+from lb.config_model import DEFAULT_ADMIN_PORT
 
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
+DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 TIMEOUT_SECONDS = 5.0
 
 AdminUrl = Annotated[
