@@ -1,0 +1,284 @@
+"""The farm: N simulated CAS servers, their certificates and the control API.
+
+`running()` is the one way in. It makes the CA and certificates, binds every
+server's ports (each server on its own loopback address, or all on 127.0.0.1
+with their own ports), starts the control API, and yields a `Farm` whose
+methods set component states, inject and clear faults and read counters. All
+of them are plain calls from inside the trio run that owns the farm.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from casfarm.certs import FarmCA
+from casfarm.components import Component, ComponentState, Requester
+from casfarm.counters import ServerCounts
+from casfarm.faults import Fault, FaultKind
+from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
+from casfarm.traffic import TrafficProfile
+
+MAX_SERVERS = 200
+FIRST_HOST = 11  # cas1 at 127.0.0.11, cas2 at 127.0.0.12, ...
+DEMO_PORTS: Mapping[str, int] = {
+    "https": 8443,
+    "imap": 1143,
+    "imaps": 9933,
+    "pop": 1110,
+    "pops": 9955,
+    "smtp": 2525,
+    "submission": 5587,
+}
+DEMO_CONTROL_PORT = 8099
+
+
+class Farm:
+    """A running simulated farm. Made by `running()`; not constructed directly.
+
+    Attributes:
+        namespace: the shared client name, e.g. "mail.lab.local".
+        ca_path: the CA certificate (PEM) clients should trust.
+        control_url: base URL of the control API, or None when disabled.
+    """
+
+    def __init__(self, runtimes: list[ServerRuntime], namespace: str, ca_path: Path) -> None:
+        self._runtimes = {rt.name: rt for rt in runtimes}
+        self.namespace = namespace
+        self.ca_path = ca_path
+        self.control_url: str | None = None
+
+    @property
+    def servers(self) -> list[FarmServer]:
+        """Every server, in order (cas1, cas2, ...)."""
+        return [rt.info for rt in self._runtimes.values()]
+
+    def runtime(self, server: str) -> ServerRuntime:
+        """The live side of one server (for tests that need to look deeper).
+
+        Raises:
+            KeyError: naming the unknown server and the known ones.
+        """
+        try:
+            return self._runtimes[server.lower()]
+        except KeyError:
+            known = ", ".join(self._runtimes)
+            raise KeyError(f"unknown server {server!r} (known: {known})") from None
+
+    def server(self, name: str) -> FarmServer:
+        """One server by name, e.g. "cas1".
+
+        Raises:
+            KeyError: naming the unknown server and the known ones.
+        """
+        return self.runtime(name).info
+
+    def set_component(
+        self,
+        server: str,
+        component: str | Component,
+        state: str | ComponentState,
+        requester: str | Requester = Requester.MAINTENANCE,
+    ) -> None:
+        """Set-ServerComponentState: one requester's state for one component.
+
+        Raises:
+            KeyError: unknown server. ValueError: unknown component, state or requester.
+        """
+        runtime = self.runtime(server)
+        runtime.set_component(
+            Component.parse(component), ComponentState.parse(state), Requester.parse(requester)
+        )
+
+    def inject(
+        self,
+        server: str,
+        fault: str | FaultKind,
+        *,
+        vdir: str | None = None,
+        seconds: float | None = None,
+        mode: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Inject a fault (see `casfarm.faults.FaultKind`).
+
+        Args:
+            server: e.g. "cas1".
+            fault: e.g. "crash", "app_pool_stopped".
+            vdir: for app_pool_stopped (required) and errors (optional).
+            seconds: latency of slow (default 2), half-period of flap (default 1).
+            mode: bad_cert "wrong_name" (default) or "expired".
+            status: the 5xx of errors (default 500).
+
+        Raises:
+            KeyError: unknown server. ValueError: bad fault or parameter.
+            OSError: a port could not be bound again.
+        """
+        runtime = self.runtime(server)
+        kind = FaultKind.parse(fault)
+        if status is None:
+            spec = Fault(kind, vdir=vdir, seconds=seconds, mode=mode)
+        else:
+            spec = Fault(kind, vdir=vdir, seconds=seconds, mode=mode, status=status)
+        runtime.inject(spec)
+
+    def clear(
+        self, server: str, fault: str | FaultKind | None = None, *, vdir: str | None = None
+    ) -> None:
+        """Clear one fault kind (of one vdir if given), or every fault when None."""
+        kind = None if fault is None else FaultKind.parse(fault)
+        self.runtime(server).clear(kind, vdir)
+
+    def faults(self, server: str) -> list[dict[str, object]]:
+        """The faults in force on one server, JSON-ready."""
+        return self.runtime(server).faults.describe()
+
+    def component_state(self, server: str, component: str | Component) -> ComponentState:
+        """The effective state of one component as set (before the cache delay)."""
+        return self.runtime(server).states.effective(Component.parse(component))
+
+    def counts(self, server: str) -> ServerCounts:
+        """A snapshot of one server's request, health-check and connection counts."""
+        return self.runtime(server).counters.snapshot()
+
+    @property
+    def requests(self) -> dict[str, dict[str, int]]:
+        """Real requests (health checks excluded) per server and vdir/protocol."""
+        return {name: dict(rt.counters.snapshot().requests) for name, rt in self._runtimes.items()}
+
+    def reset_counts(self) -> None:
+        """Zero every server's counters."""
+        for rt in self._runtimes.values():
+            rt.counters.reset()
+
+    def describe_server(self, server: str) -> dict[str, object]:
+        """One server, JSON-ready: address, ports, states, faults and counts.
+
+        Raises:
+            KeyError: naming the unknown server.
+        """
+        rt = self.runtime(server)
+        info = rt.info
+        return {
+            "name": info.name,
+            "fqdn": info.fqdn,
+            "host": info.host,
+            "ports": info.ports,
+            "components": rt.states.describe(),
+            "faults": rt.faults.describe(),
+            "counts": rt.counters.snapshot().describe(),
+        }
+
+    def describe(self) -> dict[str, object]:
+        """The whole farm, JSON-ready: servers, ports, states, faults and counts."""
+        servers = [self.describe_server(name) for name in self._runtimes]
+        return {
+            "namespace": self.namespace,
+            "ca_path": str(self.ca_path),
+            "control_url": self.control_url,
+            "servers": servers,
+        }
+
+
+def _ports_for(base_ports: Mapping[str, int] | None, index: int, distinct: bool) -> dict[str, int]:
+    ports = {kind: 0 for kind in PORT_KINDS}
+    for kind, port in (base_ports or {}).items():
+        if kind not in ports:
+            raise ValueError(f"unknown port kind {kind!r} (known: {', '.join(PORT_KINDS)})")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port for {kind} out of range: {port!r}")
+        # Sharing 127.0.0.1, the servers take consecutive ports from the base.
+        ports[kind] = port if distinct or port == 0 else port + index
+    return ports
+
+
+@asynccontextmanager
+async def running(
+    servers: int = 3,
+    *,
+    distinct_addresses: bool = True,
+    base_ports: Mapping[str, int] | None = None,
+    health_cache_delay: float = 0.0,
+    heartbeat: float = 30.0,
+    pending_period: float = 5.0,
+    oab_size: int = 4 << 20,
+    rpc_out_interval: float = 1.0,
+    cert_dir: str | Path | None = None,
+    namespace: str = "mail.lab.local",
+    control: bool = True,
+    control_host: str = "127.0.0.1",
+    control_port: int = 0,
+) -> AsyncIterator[Farm]:
+    """Run a simulated CAS farm for the duration of the `async with` block.
+
+    Args:
+        servers: how many servers (cas1..casN).
+        distinct_addresses: each server on its own 127.0.0.(10+i); else all on 127.0.0.1.
+        base_ports: wanted port per kind (https, imap, imaps, pop, pops, smtp,
+            submission); missing or None → 0, an ephemeral port. Without distinct
+            addresses server i takes base + i - 1.
+        health_cache_delay: seconds before a component change shows (Exchange: up to 15).
+        heartbeat: seconds an ActiveSync Ping / MAPI NotificationWait is held.
+        pending_period: seconds between MAPI PENDING keep-alives.
+        oab_size: bytes of an OAB download.
+        rpc_out_interval: seconds between RTS PDUs on an RPC_OUT_DATA channel.
+        cert_dir: where to write ca.pem and the server certificates (None: a
+            temporary folder removed on exit).
+        namespace: the shared name in every certificate, e.g. "mail.lab.local".
+        control: start the JSON control API.
+        control_host: its loopback address.
+        control_port: its port (0: ephemeral).
+
+    Raises:
+        ValueError: a bad argument, named.
+    """
+    if not 1 <= servers <= MAX_SERVERS:
+        raise ValueError(f"servers must be between 1 and {MAX_SERVERS}, got {servers!r}")
+    if "." not in namespace:
+        raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
+    profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
+    domain = namespace.split(".", 1)[1]
+    temp = cert_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
+    try:
+        ca = FarmCA(folder)
+        async with trio.open_nursery() as nursery:
+            runtimes = []
+            for i in range(servers):
+                name = f"cas{i + 1}"
+                host = f"127.0.0.{FIRST_HOST + i}" if distinct_addresses else "127.0.0.1"
+                runtime = ServerRuntime(
+                    name=name,
+                    fqdn=f"{name}.{domain}",
+                    host=host,
+                    ports=_ports_for(base_ports, i, distinct_addresses),
+                    namespace=namespace,
+                    tls=ca.server_tls(name, f"{name}.{domain}", namespace, host),
+                    profile=profile,
+                    health_cache_delay=health_cache_delay,
+                    nursery=nursery,
+                )
+                runtimes.append(runtime)
+            farm = Farm(runtimes, namespace, ca.ca_path)
+            try:
+                for runtime in runtimes:
+                    runtime.start()
+                if control:
+                    from casfarm.control import serve_control
+
+                    farm.control_url = await nursery.start(
+                        serve_control, farm, control_host, control_port
+                    )
+                yield farm
+            finally:
+                for runtime in runtimes:
+                    runtime.stop()
+                nursery.cancel_scope.cancel()
+    finally:
+        if temp:
+            shutil.rmtree(folder, ignore_errors=True)
