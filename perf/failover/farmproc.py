@@ -23,8 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import casfarm
 import trio
+
+try:
+    from casfarm import running as farm_running  # type: ignore[attr-defined]
+except ImportError:  # until the package exports it
+    from casfarm.farm import running as farm_running
 
 
 def describe(farm: Any) -> dict[str, Any]:
@@ -66,7 +70,7 @@ def handle(farm: Any, command: dict[str, Any]) -> dict[str, Any]:
 
 async def serve(args: argparse.Namespace) -> None:
     """Run the farm until stdin closes."""
-    async with casfarm.running(
+    async with farm_running(
         servers=args.servers,
         heartbeat=args.heartbeat,
         pending_period=args.pending_period,

@@ -41,12 +41,14 @@ class Recorder:
             return lowered
         for blob in re.findall(r"\[([A-Za-z0-9+/=]{4,})\]", text):
             try:
-                decoded = base64.b64decode(blob, validate=True).decode("ascii", "replace")
+                raw = base64.b64decode(blob, validate=True)
             except (binascii.Error, ValueError):
                 continue
-            found = self._find(decoded.lower())
-            if found:
-                return found
+            # Exchange encodes the FQDN as UTF-16LE; accept plain ASCII too
+            for encoding in ("utf-16-le", "ascii"):
+                found = self._find(raw.decode(encoding, "replace").lower())
+                if found:
+                    return found
         return self._find(lowered)
 
     def _find(self, text: str) -> str | None:

@@ -87,3 +87,16 @@ def test_write_run_produces_json_markdown_and_svg(tmp_path: Path) -> None:
     svg = ET.parse(tmp_path / "timeline-d-crash.svg").getroot()
     assert svg.tag.endswith("svg")
     assert "never" in markdown(figures).split("| ews |")[1]
+
+
+async def test_recorder_names_servers_from_headers_and_banners() -> None:
+    import base64
+
+    from perf.failover.recorder import Recorder
+
+    rec = Recorder(["cas1", "cas2"])
+    tag = base64.b64encode("CAS2.LAB.LOCAL".encode("utf-16-le")).decode()
+    assert rec.server_named("CAS1") == "cas1"
+    assert rec.server_named(f"* OK The Microsoft Exchange IMAP4 service is ready. [{tag}]") == "cas2"
+    assert rec.server_named("220 cas1.lab.local Microsoft ESMTP MAIL Service ready") == "cas1"
+    assert rec.server_named("CAS9") is None and rec.server_named(None) is None

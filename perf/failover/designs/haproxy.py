@@ -103,7 +103,7 @@ def render_config(
         raise ValueError("haproxy http mode needs a certificate")
     out = [
         "global",
-        "    maxconn 20000",
+        "    maxconn 5000",
         f"    stats socket {stats_socket} mode 600 level admin",
         "defaults",
         "    mode tcp",
