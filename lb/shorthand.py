@@ -128,6 +128,7 @@ def _read_servers(table: Table, ports: Mapping[str, int]) -> tuple[FarmServer, .
     if not items and table.has("servers"):
         table.error("servers", "must list at least one server")
     servers: list[FarmServer] = []
+    seen: set[str | None] = set()
     for i, item in enumerate(items):
         path = join(join(table.path, "servers"), i)
         if not isinstance(item, Mapping):
@@ -141,10 +142,11 @@ def _read_servers(table: Table, ports: Mapping[str, int]) -> tuple[FarmServer, .
         weight = entry.integer("weight", 1, low=1, high=1000)
         own_ports = _read_ports(entry, "ports", ports)
         entry.finish()
-        if name is not None and any(s.name == name for s in servers):
+        if name is not None and name in seen:
             entry.error("name", f"server {show(name)} is listed twice")
         elif name is not None and host is not None and fqdn is not None:
             servers.append(FarmServer(name, host, fqdn, weight, own_ports))
+        seen.add(name)
     return tuple(servers)
 
 
@@ -258,16 +260,18 @@ def expand_exchange(
     if table is not None:
         table.finish()
     merged = dict(document)
-    merged["frontends"] = dict(document.get("frontends") or {})
-    merged["pools"] = dict(document.get("pools") or {})
     if farm is None:
+        merged.setdefault("frontends", {})  # the [exchange] errors say it all
         return merged, ()
     frontends, pools, notes = expand_farm(farm, overrides)
+    # Generated tables come first (the farm is the main thing), hand-written ones after.
     for section, generated in (("frontends", frontends), ("pools", pools)):
-        for name, value in generated.items():
-            if name in merged[section]:
+        written = document.get(section, {})
+        if not isinstance(written, Mapping):
+            continue  # the generic reader reports that it is not a table
+        for name in written:
+            if name in generated:
                 errors.append((join(section, name), f"{section[:-1]} {show(name)} is already "
                                f"defined by [exchange]; choose another name"))
-            else:
-                merged[section][name] = value
+        merged[section] = {**generated, **{k: v for k, v in written.items() if k not in generated}}
     return merged, notes
