@@ -67,6 +67,10 @@ TEXT = "text/plain; charset=utf-8"
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError)
 
 
+AdminHook = Callable[[str, str, AdminState], None]
+"""`(pool, server, state)`: told of every admin change made through the API."""
+
+
 class AdminBindError(ValueError):
     """The admin API was asked to listen beyond loopback without a token."""
 
@@ -101,6 +105,8 @@ class AdminContext:
         last_check: `(pool, server)` → last check result; defaults to what
             `metrics` saw from the probe runner.
         token: when set, POSTs need `Authorization: Bearer <token>`.
+        on_admin: called as `(pool, server, state)` after each admin change,
+            so the app can log it or keep it across reloads.
         now: the clock passed to `Pool.set_admin`.
     """
 
@@ -108,6 +114,7 @@ class AdminContext:
     metrics: Metrics
     last_check: LastCheckLookup | None = None
     token: str | None = None
+    on_admin: AdminHook | None = None
     now: Callable[[], float] = field(default=trio.current_time)
 
     def lookup(self, pool: str, server: str) -> CheckResult | None:
@@ -219,6 +226,9 @@ def _action(
     now = ctx.now()
     for pool in selected:
         pool.set_admin(server, state, now)
+        log.info("admin API: server %s in pool %s set to %s", server, pool.name, state.name)
+        if ctx.on_admin is not None:
+            ctx.on_admin(pool.name, server, state)
     return Reply.json(200, {
         "server": server,
         "admin": state.name,
@@ -277,6 +287,7 @@ async def serve_admin(
     metrics: Metrics,
     last_check: LastCheckLookup | None = None,
     token: str | None = None,
+    on_admin: AdminHook | None = None,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the admin API until cancelled.
@@ -288,6 +299,7 @@ async def serve_admin(
         metrics: the metrics to expose and read frontend counts from.
         last_check: `(pool, server)` → last check result (see `AdminContext`).
         token: bearer token POSTs must present; required to bind beyond loopback.
+        on_admin: `(pool, server, state)` hook run after each admin change.
         task_status: started with the list of listeners.
 
     Raises:
@@ -303,7 +315,9 @@ async def serve_admin(
         listeners = list(listen)
         for listener in listeners:
             _check_listener(listener, token)
-    ctx = AdminContext(pools=pools, metrics=metrics, last_check=last_check, token=token)
+    ctx = AdminContext(
+        pools=pools, metrics=metrics, last_check=last_check, token=token, on_admin=on_admin
+    )
 
     async def handler(stream: trio.abc.Stream) -> None:
         await serve_connection(stream, ctx)

@@ -40,8 +40,9 @@ def make_pools(panic_threshold: float = 0.0) -> dict[str, Pool]:
 class Balancer:
     """A running admin server on loopback over real pools."""
 
-    def __init__(self, pools: dict[str, Pool], metrics: Metrics, port: int) -> None:
-        self.pools, self.metrics, self.port = pools, metrics, port
+    def __init__(self, pools: dict[str, Pool], metrics: Metrics, port: int,
+                 changes: list[tuple[str, str, AdminState]]) -> None:
+        self.pools, self.metrics, self.port, self.changes = pools, metrics, port, changes
         self.url = f"http://127.0.0.1:{port}"
 
     async def samples(self, name: str) -> list[Sample]:
@@ -80,12 +81,14 @@ class Balancer:
 async def start(nursery: trio.Nursery, pools: dict[str, Pool]) -> Balancer:
     metrics = Metrics(CollectorRegistry())
     metrics.watch_pools(lambda: pools)
+    changes: list[tuple[str, str, AdminState]] = []
     listeners = await nursery.start(
         lambda task_status: serve_admin(
-            ("127.0.0.1", 0), pools=pools, metrics=metrics, task_status=task_status
+            ("127.0.0.1", 0), pools=pools, metrics=metrics, task_status=task_status,
+            on_admin=lambda *change: changes.append(change),
         )
     )
-    return Balancer(pools, metrics, listeners[0].socket.getsockname()[1])
+    return Balancer(pools, metrics, listeners[0].socket.getsockname()[1], changes)
 
 
 @pytest.fixture
@@ -184,6 +187,10 @@ async def test_drain_defaults_to_every_pool_of_the_server(lb: Balancer) -> None:
     assert await lb.one_hot("caslb_server_status", "ews-pool", "cas1") == hot("DRAIN")
     status, body = await lb.post("/servers/cas1/enable")
     assert status == 200 and body["admin"] == "READY"
+    assert lb.changes == [
+        ("owa", "cas1", AdminState.DRAIN), ("ews-pool", "cas1", AdminState.DRAIN),
+        ("owa", "cas1", AdminState.READY), ("ews-pool", "cas1", AdminState.READY),
+    ]
     assert all(p.member("cas1").admin is AdminState.READY for p in lb.pools.values())
 
 
