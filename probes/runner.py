@@ -290,4 +290,3 @@ class ProbeRunner:
         up = sum(s is CheckState.UP for s in states)
         running = "running" if self._nursery is not None else "idle"
         return f"<ProbeRunner {running} {up}/{len(states)} UP>"
-
