@@ -105,7 +105,9 @@ class ProbeRunner:
             key: any hashable naming this (server, check), e.g. ("cas1", "owa").
             spec: what to check.
             target: where.
-            timing: rise/fall, intervals and the timeout the runner enforces.
+            timing: rise/fall, intervals and the timeout the runner enforces
+                around ``check`` (keep ``spec.timeout`` at or below it, so the
+                check reports its own, more precise, timeout reason first).
             check: the coroutine that checks (tests inject fakes).
             initial: the starting check state (see :class:`~probes.state.Health`).
             passive: how live-traffic errors count (default: HAProxy's 10, fail-check).
