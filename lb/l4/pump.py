@@ -1,0 +1,283 @@
+"""Move bytes both ways between a client and a server until both are done.
+
+Theory of operation: `relay` runs one flow per direction in a nursery. When both
+ends are plain `trio.SocketStream`s each flow splices: socket → pipe → socket
+with `os.splice`, so payload never enters Python. Otherwise (TLS streams,
+memory streams in tests) each flow copies through `receive_some`/`send_all`.
+
+A splice flow always tries the syscall first and only waits on trio when the
+kernel says EAGAIN: readable on the source when the pipe is empty, writable on
+the destination when the pipe holds bytes it could not push. Since a flow only
+ever waits for readable on its source and writable on its destination, the two
+flows of a connection never wait on the same fd for the same event. The pipe is
+made on the first byte (an idle connection holds no pipes) and grown to 1 MiB
+the first time it fills, so only bulk flows pay for the big ring.
+
+End of stream is forwarded as a half-close (shutdown SHUT_WR, or send_eof), and
+the other direction keeps flowing: the relay ends when both directions have
+seen EOF. An error on either end (reset, broken pipe) ends the relay at once
+and the result names the side that failed, so the caller can reset the other
+side rather than fake a clean end. Every transfer touches the optional
+`IdleTimer`, which keeps a cancel scope's deadline `idle` seconds ahead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+import trio
+
+SPLICE_PIPE_SIZE = 1 << 20
+COPY_CHUNK = 1 << 16
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_CAN_SPLICE = hasattr(os, "splice")
+# Errors that mean "this end is gone", as opposed to a bug in the relay.
+_PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Side(enum.Enum):
+    """One end of a relayed connection."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Mode(enum.Enum):
+    """How the bytes were moved."""
+
+    SPLICE = "splice"
+    COPY = "copy"
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    """What a finished relay did.
+
+    Attributes:
+        mode: splice or copy.
+        upstream_bytes: bytes moved client → server.
+        downstream_bytes: bytes moved server → client.
+        splice_calls: successful splice(2) calls (0 in copy mode).
+        failed: the side whose error ended the relay, or None when both
+            directions ended with EOF.
+    """
+
+    mode: Mode
+    upstream_bytes: int
+    downstream_bytes: int
+    splice_calls: int
+    failed: Side | None
+
+
+class IdleTimer:
+    """Keeps a cancel scope's deadline `idle` seconds after the latest activity.
+
+    Moving a trio deadline on every transfer would churn the deadline heap, so
+    the deadline is pushed `idle + slack` ahead only once it is closer than
+    `idle`: the scope fires between `idle` and `idle + slack` after the last
+    byte, never early.
+    """
+
+    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
+        if idle <= 0:
+            raise ValueError(f"idle timeout {idle!r} must be positive")
+        self.scope = scope
+        self.idle = idle
+        self._slack = idle / 16
+        scope.deadline = trio.current_time() + idle + self._slack
+
+    def touch(self) -> None:
+        """Record activity now."""
+        now = trio.current_time()
+        if self.scope.deadline < now + self.idle:
+            self.scope.deadline = now + self.idle + self._slack
+
+
+class _Flow:
+    """Mutable tally of one direction, owned by the task that runs it."""
+
+    def __init__(self, src: Side, dst: Side) -> None:
+        self.src = src
+        self.dst = dst
+        self.at = src  # the side the flow is touching now, blamed if that fails
+        self.bytes = 0
+        self.splices = 0
+        self.failed: Side | None = None
+
+
+def can_splice(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
+    """True when both streams are plain sockets that splice(2) can serve."""
+    return _CAN_SPLICE and isinstance(a, trio.SocketStream) and isinstance(b, trio.SocketStream)
+
+
+async def relay(
+    client: trio.abc.Stream, server: trio.abc.Stream, *, idle: IdleTimer | None = None
+) -> RelayResult:
+    """Relay both directions until both end or either end fails.
+
+    Neither stream is closed here: the caller decides between a clean close and a
+    reset from the result.
+
+    Args:
+        client: the accepted client stream.
+        server: the connected upstream stream.
+        idle: touched on every transfer; its scope should enclose this call.
+    """
+    mode = Mode.SPLICE if can_splice(client, server) else Mode.COPY
+    up, down = _Flow(Side.CLIENT, Side.SERVER), _Flow(Side.SERVER, Side.CLIENT)
+    async with trio.open_nursery() as nursery:
+        for flow, src, dst in ((up, client, server), (down, server, client)):
+            nursery.start_soon(_run_flow, mode, flow, src, dst, idle, nursery.cancel_scope)
+    return RelayResult(
+        mode=mode,
+        upstream_bytes=up.bytes,
+        downstream_bytes=down.bytes,
+        splice_calls=up.splices + down.splices,
+        failed=up.failed or down.failed,
+    )
+
+
+async def _run_flow(
+    mode: Mode,
+    flow: _Flow,
+    src: trio.abc.Stream,
+    dst: trio.abc.Stream,
+    idle: IdleTimer | None,
+    relay_scope: trio.CancelScope,
+) -> None:
+    """Run one direction; on a peer error record which side failed and stop both."""
+    try:
+        if mode is Mode.SPLICE:
+            assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
+            await _splice_flow(flow, src, dst, idle)
+        else:
+            await _copy_flow(flow, src, dst, idle)
+    except _PEER_ERRORS:
+        flow.failed = flow.at
+        relay_scope.cancel()
+
+
+async def _copy_flow(
+    flow: _Flow, src: trio.abc.Stream, dst: trio.abc.Stream, idle: IdleTimer | None
+) -> None:
+    """receive_some → send_all until EOF, then half-close dst when it can."""
+    while data := await src.receive_some(COPY_CHUNK):
+        flow.at = flow.dst
+        await dst.send_all(data)
+        flow.at = flow.src
+        flow.bytes += len(data)
+        if idle is not None:
+            idle.touch()
+    flow.at = flow.dst
+    if isinstance(dst, trio.abc.HalfCloseableStream):
+        await dst.send_eof()
+
+
+class _Pipe:
+    """A non-blocking pipe used as the splice buffer of one flow."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.size = fcntl.fcntl(self.write_fd, _F_GETPIPE_SZ)
+        self.held = 0
+
+    def grow(self) -> None:
+        # Refused above /proc/sys/fs/pipe-max-size or the per-user page budget;
+        # the flow then keeps the smaller pipe, which is slower but correct.
+        with contextlib.suppress(OSError):
+            self.size = fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+async def _splice_flow(
+    flow: _Flow, src: trio.SocketStream, dst: trio.SocketStream, idle: IdleTimer | None
+) -> None:
+    """socket → pipe → socket with splice(2) until EOF, then shutdown(SHUT_WR) on dst."""
+    src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
+    await trio.lowlevel.wait_readable(src_fd)
+    pipe = _Pipe()
+    try:
+        await _splice_loop(flow, pipe, src_fd, dst_fd, idle)
+    finally:
+        pipe.close()
+    flow.at = flow.dst
+    dst.socket.shutdown(socket.SHUT_WR)
+
+
+async def _splice_loop(
+    flow: _Flow, pipe: _Pipe, src_fd: int, dst_fd: int, idle: IdleTimer | None
+) -> None:
+    eof = False
+    grow_after = 4 * pipe.size  # a flow that moved this much is bulk: give it the big pipe
+    while not (eof and pipe.held == 0):
+        moved = False
+        if not eof and pipe.held < pipe.size:
+            flow.at = flow.src
+            n = _try_splice(src_fd, pipe.write_fd, pipe.size - pipe.held)
+            if n == 0:
+                eof = True
+            elif n > 0:
+                pipe.held += n
+                moved = True
+        if pipe.held:
+            flow.at = flow.dst
+            n = _try_splice(pipe.read_fd, dst_fd, pipe.held)
+            if n > 0:
+                pipe.held -= n
+                flow.bytes += n
+                flow.splices += 1
+                moved = True
+        if moved:
+            if flow.bytes >= grow_after > 0:
+                pipe.grow()
+                grow_after = 0
+            if idle is not None:
+                idle.touch()
+            await trio.lowlevel.checkpoint()
+        elif pipe.held:
+            await trio.lowlevel.wait_writable(dst_fd)
+        elif not eof:
+            await trio.lowlevel.wait_readable(src_fd)
+
+
+def _try_splice(src_fd: int, dst_fd: int, count: int) -> int:
+    """Bytes spliced, 0 at EOF, -1 when the kernel would block."""
+    try:
+        return os.splice(src_fd, dst_fd, count, flags=_SPLICE_FLAGS)
+    except (BlockingIOError, InterruptedError):
+        return -1
+
+
+async def reset(stream: trio.abc.Stream) -> None:
+    """Close a stream abortively: an RST for sockets, so the peer sees a failure."""
+    if isinstance(stream, trio.SocketStream):
+        with contextlib.suppress(OSError):
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await trio.aclose_forcefully(stream)
+
+
+async def close_after(
+    result: RelayResult, client: trio.abc.Stream, server: trio.abc.Stream
+) -> None:
+    """Close both ends the way the relay ended: a failure on one side resets the other.
+
+    Passing a reset on (instead of a clean FIN) keeps a truncated transfer from
+    looking complete to the peer that is still there.
+    """
+    for side, stream in ((Side.CLIENT, client), (Side.SERVER, server)):
+        if result.failed is None or result.failed is side:
+            await trio.aclose_forcefully(stream)
+        else:
+            await reset(stream)
