@@ -106,9 +106,11 @@ def _pool(
         pool["protocol"] = protocol
     pool.update(extra or {})
     pool.update(farm.pool_settings)
-    check_table: dict[str, Any] = {**(check or {}), "verify": farm.verify}
-    if farm.ca_file is not None:
-        check_table["ca_file"] = farm.ca_file
+    check_table: dict[str, Any] = dict(check or {})
+    if protocol is None or PROTOCOLS[protocol].implicit_tls:  # SMTP's check speaks clear
+        check_table["verify"] = farm.verify
+        if farm.ca_file is not None:
+            check_table["ca_file"] = farm.ca_file
     check_table.update(farm.check_settings)
     pool["check"] = check_table
     return pool

@@ -4,6 +4,7 @@ Each command lives in its own module and registers itself on `app` when imported
 """
 
 from lb.cli import admin as _admin  # noqa: F401  (registers status/drain/enable/maint)
+from lb.cli import check as _check  # noqa: F401  (registers check)
 from lb.cli import probe as _probe  # noqa: F401  (registers probe)
 from lb.cli._app import app
 
