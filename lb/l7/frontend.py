@@ -131,26 +131,29 @@ class HttpFrontend:
     ) -> None:
         async with listener:
             while True:
-                await self.limiter.acquire()
+                # The token is the connection, not the accepting task: another
+                # task releases it when the connection ends.
+                token = object()
+                await self.limiter.acquire_on_behalf_of(token)
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
-                    self.limiter.release()
+                    self.limiter.release_on_behalf_of(token)
                     if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
                         raise
                     log.error("frontend %s: accept failed (%s), pausing", self.settings.name, exc)
                     await trio.sleep(0.1)
                     continue
                 except BaseException:
-                    self.limiter.release()
+                    self.limiter.release_on_behalf_of(token)
                     raise
-                nursery.start_soon(self._handle_accepted, stream)
+                nursery.start_soon(self._handle_accepted, stream, token)
 
-    async def _handle_accepted(self, stream: trio.abc.Stream) -> None:
+    async def _handle_accepted(self, stream: trio.abc.Stream, token: object) -> None:
         try:
             await self.handle(stream, peer_name(stream))
         finally:
-            self.limiter.release()
+            self.limiter.release_on_behalf_of(token)
 
     async def handle(self, stream: trio.abc.Stream, client: str) -> None:
         """Serve one client connection to its end; never raises for a peer's fault.

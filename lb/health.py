@@ -1,0 +1,117 @@
+"""Wiring between the probe runner and the pools.
+
+Each pool with a check gets one probe per member, keyed `ProbeKey(server, pool)`.
+Check transitions move the member's check state in that pool; live-traffic
+outcomes reported by the frontends go back into the same probe (HAProxy's
+`observe layer4`) when the pool asks for it. A reload re-registers a probe only
+when what it checks or how often changed, so health survives a SIGHUP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+from lb.config_model import PoolConfig, ServerConfig
+from lb.pool import Pool
+from probes.checks import CheckResult, Target
+from probes.passive import PassivePolicy
+from probes.runner import ProbeRunner
+from probes.state import Transition
+
+log = logging.getLogger("caslb.health")
+
+
+@dataclass(frozen=True)
+class ProbeKey:
+    """Names one probe: a server as checked for one pool (metrics labels server, check)."""
+
+    server: str
+    check: str
+
+
+@dataclass(frozen=True)
+class _Registration:
+    target: Target
+    pool: PoolConfig
+
+
+def _target(pool: PoolConfig, server: ServerConfig) -> Target:
+    assert pool.check is not None
+    return Target(server.fqdn, server.host, pool.check.port or server.port)
+
+
+def _same_probe(a: _Registration, b: _Registration) -> bool:
+    return (
+        a.target == b.target
+        and a.pool.check == b.pool.check
+        and a.pool.observe == b.pool.observe
+    )
+
+
+class HealthWiring:
+    """Keeps a runner's probes in step with the pools, and their results flowing back.
+
+    Args:
+        runner: the probe runner (not yet running, or running).
+        pools: the live pools by name; `sync` replaces them after a reload.
+    """
+
+    def __init__(self, runner: ProbeRunner, pools: Mapping[str, Pool]) -> None:
+        self.runner = runner
+        self._pools = pools
+        self._registered: dict[ProbeKey, _Registration] = {}
+        runner.subscribe(self._on_probe)
+
+    def sync(self, pools: Mapping[str, Pool]) -> None:
+        """Register, replace or remove probes to match these pools."""
+        self._pools = pools
+        wanted: dict[ProbeKey, _Registration] = {}
+        for pool in pools.values():
+            if pool.config.check is None:
+                continue
+            for server in pool.config.servers:
+                wanted[ProbeKey(server.name, pool.name)] = _Registration(
+                    _target(pool.config, server), pool.config
+                )
+        for key in list(self._registered):
+            if key not in wanted or not _same_probe(self._registered[key], wanted[key]):
+                self.runner.remove(key)
+                del self._registered[key]
+        for key, registration in wanted.items():
+            if key not in self._registered:
+                self._add(key, registration)
+
+    def _add(self, key: ProbeKey, registration: _Registration) -> None:
+        pool = registration.pool
+        assert pool.check is not None
+        observe = pool.observe
+        passive = None if observe is None else PassivePolicy(observe.error_limit, observe.on_error)
+        self.runner.add(key, pool.check.spec, registration.target, pool.check.timing,
+                        passive=passive)
+        self._registered[key] = registration
+
+    def report(self, pool: str, server: str, ok: bool, reason: str) -> None:
+        """A live-traffic outcome from a frontend; counts when the pool observes."""
+        key = ProbeKey(server, pool)
+        registration = self._registered.get(key)
+        if registration is not None and registration.pool.observe is not None:
+            self.runner.report(key, ok, reason)
+
+    def _on_probe(
+        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+    ) -> None:
+        if transition is None or not isinstance(key, ProbeKey):
+            return
+        pool = self._pools.get(key.check)
+        if pool is None:
+            return
+        log.warning(
+            "pool %s server %s is %s (was %s): %s",
+            key.check, key.server, transition.new.value, transition.old.value, transition.reason,
+        )
+        try:
+            pool.set_check_state(key.server, transition.new, transition.at)
+        except KeyError:
+            log.debug("transition for a server no longer in pool %s: %s", key.check, key.server)
