@@ -6,9 +6,10 @@ Theory of operation
 `parse(mapping)`. If the document has an `[exchange]` table, lb/shorthand.py
 first expands it into ordinary `[frontends.*]` and `[pools.*]` tables (checked
 at their `exchange.*` key paths), merged with any the file writes by hand.
-Then lb/config_model.py reads the generic model table by table through
+Then the generic model is read table by table (lb/config_pools.py,
+lb/config_frontends.py) into the dataclasses of lb/config_model.py, through
 lb/config_reader.py, which records every problem with its key path and carries
-on, and finally cross-references are checked (a frontend naming a pool that
+on; finally cross-references are checked (a frontend naming a pool that
 does not exist, two frontends on one address). If anything was recorded, one
 `ConfigError` lists every problem; otherwise the caller gets a `Config` built
 only from frozen dataclasses, enums, tuples and read-only mappings.
@@ -35,6 +36,10 @@ The generic model (every key is optional unless marked):
       observe = true | { error_limit = 10, on_error = "fail-check" }
       check = false | [pools.NAME.check] kind, path, port, tls, starttls, expect_fqdn,
               verify, ca_file, inter, fastinter, downinter, rise, fall, timeout
+
+Names in `sni` and `hosts` are stored lowercase (matching is case-insensitive);
+file names are relative to the config file's directory. A frontend without a
+default_pool refuses what its sni map or routes do not match.
 """
 
 from __future__ import annotations
@@ -147,6 +152,8 @@ def parse(document: Mapping[str, Any], *, base_dir: Path | None = None) -> Confi
     Raises:
         ConfigError: listing every problem with its key path.
     """
+    if not isinstance(document, Mapping):
+        raise ConfigError([("", f"a config is a table of settings, got {type(document).__name__}")])
     errors: Errors = []
     expanded, notes = expand_exchange(document, errors)
     config = _read_config(expanded, errors, base_dir=base_dir, notes=notes)

@@ -295,6 +295,31 @@ def test_load_resolves_files_next_to_the_config(tmp_path: Path) -> None:
     assert config.frontends[0].tls[0].key_file == str(tmp_path / "certs/mail.key")
 
 
+_KEYS = st.sampled_from([
+    "frontends", "pools", "exchange", "admin", "servers", "grace", "bind", "mode", "pool",
+    "sni", "routes", "default_pool", "tls", "check", "kind", "path", "inter", "rise", "fall",
+    "address", "name", "fqdn", "weight", "namespace", "protocols", "ports", "listen", "balance",
+    "observe", "overrides", "owa", "a", "/owa", "mail.lab",
+])
+_VALUES = st.recursive(
+    st.none().map(lambda _: "x") | st.booleans() | st.integers(-5, 70000)
+    | st.floats(allow_nan=False) | st.sampled_from(["2s", "tcp", "sni", "http", "l7", "l4",
+                                                   "127.0.0.1:1", "owa", "healthcheck", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=5))
+def test_any_document_gives_a_config_or_a_config_error(document: dict[str, object]) -> None:
+    """Malformed input never escapes as anything but ConfigError with key paths."""
+    try:
+        parse(document)
+    except ConfigError as exc:
+        assert exc.errors
+        assert all(isinstance(p, str) and isinstance(m, str) and m for p, m in exc.errors)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("2s", 2.0), ("500ms", 0.5), ("30m", 1800.0), ("1h", 3600.0), ("1m30s", 90.0),
@@ -313,3 +338,48 @@ def test_bad_durations(text: str) -> None:
 @given(st.integers(min_value=0, max_value=10**7))
 def test_format_duration_round_trips(millis: int) -> None:
     assert parse_duration(format_duration(millis / 1000)) == pytest.approx(millis / 1000)
+
+
+def _leaf_paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _leaf_paths(v, (*prefix, k))] + [prefix]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _leaf_paths(v, (*prefix, i))] + [prefix]
+    return [prefix]
+
+
+def _replace(node: object, path: tuple[object, ...], value: object) -> object:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(node, dict):
+        return {k: _replace(v, rest, value) if k == head else v for k, v in node.items()}
+    assert isinstance(node, list)
+    return [_replace(v, rest, value) if i == head else v for i, v in enumerate(node)]
+
+
+SHORTHAND = tomllib.loads("""
+[exchange]
+namespace = "mail.lab.local"
+mode = "l4-sni"
+bind = "127.0.0.1"
+servers = [
+  { name = "cas1", address = "127.0.0.11", fqdn = "cas1.lab.local", ports = { https = 8443 } },
+]
+hostnames = { ews = "ews.lab.local" }
+inter = "1s"
+[exchange.overrides.ews]
+fall = 2
+""")
+
+
+@given(st.data())
+def test_one_bad_value_anywhere_is_reported_not_raised(data: st.DataObject) -> None:
+    """Any single leaf of a valid config replaced by junk: a Config or a ConfigError."""
+    base = data.draw(st.sampled_from([tomllib.loads(GENERIC), SHORTHAND]))
+    path = data.draw(st.sampled_from(_leaf_paths(base)))
+    document = _replace(base, path, data.draw(_VALUES))
+    try:
+        parse(document)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        assert exc.errors
