@@ -122,6 +122,7 @@ class Pool:
         self._rng = rng
         self._strategy = make_strategy(config.balance, rng=rng)
         self.members: tuple[Member, ...] = tuple(Member(s) for s in config.servers)
+        self._by_name = {m.name: m for m in self.members}
         self._leases: dict[str, set[Lease]] = {m.name: set() for m in self.members}
         # Absolute drain deadline per member; inf while READY.
         self._deadline: dict[str, float] = {m.name: math.inf for m in self.members}
@@ -132,10 +133,10 @@ class Pool:
         Raises:
             KeyError: naming the server and the pool.
         """
-        for m in self.members:
-            if m.name == server:
-                return m
-        raise KeyError(f"no server {server!r} in pool {self.name!r}")
+        try:
+            return self._by_name[server]
+        except KeyError:
+            raise KeyError(f"no server {server!r} in pool {self.name!r}") from None
 
     @property
     def panicking(self) -> bool:
@@ -254,6 +255,7 @@ class Pool:
             self._strategy = make_strategy(config.balance, rng=self._rng)
         self.config = config
         self.members = tuple(members)
+        self._by_name = {m.name: m for m in members}
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The pool's state as plain JSON-able data (for /status).
