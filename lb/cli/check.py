@@ -20,7 +20,8 @@ import typer
 
 from lb.balancer import Balance
 from lb.cli._app import app
-from lb.config import CheckConfig, Config, ConfigError, FrontendConfig, Mode, PoolConfig, load
+from lb.cli._config import load_or_exit
+from lb.config import CheckConfig, Config, FrontendConfig, Mode, PoolConfig
 from lb.durations import format_duration
 from probes.catalog import CheckKind
 from probes.state import worst_case_down, worst_case_up
@@ -196,14 +197,7 @@ def check(
     Exit status 0 when valid (warnings do not fail), 2 with every error and its
     key path on stderr.
     """
-    try:
-        loaded = load(config)
-    except ConfigError as exc:
-        for path, problem in exc.errors:
-            typer.echo(f"error: {path}: {problem}" if path else f"error: {problem}", err=True)
-        count = len(exc.errors)
-        typer.echo(f"{config}: {count} error{'s' if count != 1 else ''}", err=True)
-        raise typer.Exit(2) from None
+    loaded = load_or_exit(config)
     servers = {s.name for pool in loaded.pools.values() for s in pool.servers}
     typer.echo(f"{config}: valid; {len(loaded.frontends)} frontends, {len(loaded.pools)} pools, "
                f"{len(servers)} servers")

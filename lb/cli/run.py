@@ -1,0 +1,110 @@
+"""`caslb run CONFIG`: run the balancer until told to stop.
+
+SIGHUP re-reads the config and applies its pools in place (members keep their
+health, drain and slow-start state; established connections are untouched); a
+config that does not validate is logged and ignored, the old one stays. SIGTERM
+or Ctrl-C stops gracefully: listeners close, open connections get the
+configured `grace`, then the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from lb import logs
+from lb.app import Balancer, serve
+from lb.cli._app import app
+from lb.cli._config import load_or_exit
+from lb.config import Config, ConfigError, load
+
+log = logging.getLogger("caslb.run")
+
+
+def apply_reload(balancer: Balancer, path: Path) -> None:
+    """Re-read `path` and apply it; a bad config leaves the running one in force."""
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for key, problem in exc.errors:
+            log.error("reload refused: %s: %s", key, problem)
+        return
+    restart = balancer.reload(config)
+    log.info("reloaded %s", path)
+    if restart:
+        log.warning("frontend changes need a restart to apply: %s", ", ".join(restart))
+
+
+async def run_until_signalled(
+    config: Config,
+    path: Path | None,
+    *,
+    task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `config`; SIGHUP reloads from `path`, SIGTERM/SIGINT stop gracefully."""
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            balancer: Balancer = await nursery.start(
+                lambda task_status: serve(config, task_status=task_status)
+            )
+            task_status.started(balancer)
+            async for signum in signals:
+                if signum == signal.SIGHUP and path is not None:
+                    apply_reload(balancer, path)
+                elif signum != signal.SIGHUP:
+                    if balancer.gate.is_set():
+                        log.warning("second stop signal: exiting now")
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("stop signal: draining for up to %gs", config.grace)
+                    balancer.stop()
+                    nursery.start_soon(_exit_when_stopped, balancer, nursery.cancel_scope)
+
+
+async def _exit_when_stopped(balancer: Balancer, scope: trio.CancelScope) -> None:
+    await balancer.stopped.wait()
+    scope.cancel()
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="the TOML config file")],
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    access_log: Annotated[bool, typer.Option(help="log one line per HTTP request")] = True,
+) -> None:
+    """Run the balancer: SIGHUP reloads, SIGTERM or Ctrl-C drains and exits.
+
+    Example: caslb run config/lab.toml
+    """
+    loaded = load_or_exit(config)
+    logs.setup(log_level, access_log=access_log)
+    raise typer.Exit(start(run_until_signalled, loaded, config))
+
+
+def start(main: Callable[..., Awaitable[object]], *args: object) -> int:
+    """Run `main` under trio; an address or setting refused at start is an error line.
+
+    Returns:
+        The exit status: 0, 1 when an address cannot be bound, 2 for a setting
+        a frontend refused (e.g. a certificate that does not load).
+    """
+    status = 0
+    try:
+        trio.run(main, *args)
+    except* OSError as group:
+        status = _report(group, 1)
+    except* ValueError as group:
+        status = _report(group, 2)
+    return status
+
+
+def _report(group: BaseExceptionGroup[Exception], status: int) -> int:
+    for exc in group.exceptions:
+        typer.echo(f"error: {exc}", err=True)
+    return status
