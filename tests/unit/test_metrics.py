@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb.l4.frontend import L4Events
 from lb.l7.events import L7Events, RequestRecord, Termination
 from lb.metrics import Metrics, check_labels, code_class
 from probes.checks import CheckResult
@@ -101,13 +102,15 @@ def test_unknown_paths_count_as_protocol_other() -> None:
                  protocol="other", code="4xx") == 1
 
 
-def test_metrics_has_every_l7_event_with_the_same_parameters() -> None:
-    for name, member in vars(L7Events).items():
-        if name.startswith("_") or not callable(member):
-            continue
-        want = list(inspect.signature(member).parameters)
-        got = list(inspect.signature(getattr(Metrics, name)).parameters)
-        assert got[: len(want)] == want, name
+@pytest.mark.parametrize("events", [L4Events, L7Events])
+def test_metrics_has_every_frontend_event_with_the_same_parameters(events: type) -> None:
+    names = [n for n, v in vars(events).items() if not n.startswith("_") and callable(v)]
+    assert names
+    for name in names:
+        want = inspect.signature(getattr(events, name)).parameters
+        got = inspect.signature(getattr(Metrics, name)).parameters
+        assert list(got)[: len(want)] == list(want), name
+        assert all(got[p].kind == want[p].kind for p in want), name
 
 
 def test_bytes_count_at_both_levels() -> None:
@@ -198,7 +201,8 @@ def test_detection_latency_runs_from_first_failed_check_start_to_down() -> None:
                  server="cas1", protocol="ews", reason="TIMEOUT") == 2
     assert value(r, "caslb_server_check_duration_seconds_count",
                  server="cas1", protocol="ews") == 3
-    assert m.last_result("cas1", "ews").reason is Reason.TIMEOUT
+    last = m.last_result("cas1", "ews")
+    assert last is not None and last.reason is Reason.TIMEOUT
 
 
 def test_a_success_between_failures_restarts_the_detection_clock() -> None:
@@ -221,4 +225,9 @@ def test_a_success_between_failures_restarts_the_detection_clock() -> None:
 
 def as_l7_events(metrics: Metrics) -> L7Events:
     """Type-checks (mypy) that Metrics satisfies the L7 frontend's Protocol structurally."""
+    return metrics
+
+
+def as_l4_events(metrics: Metrics) -> L4Events:
+    """Type-checks (mypy) that Metrics satisfies the L4 frontend's Protocol structurally."""
     return metrics
