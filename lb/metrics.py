@@ -19,6 +19,13 @@ Names follow HAProxy's exporter (`*_server_status{state=...}` one-hot series,
 `frontend`/`pool`/`server` levels, `code` as a status class) with the
 `caslb_` prefix, base units and real histograms instead of averages.
 
+Who calls what: `lb.l4.frontend.L4Events` is `frontend_connection_opened/closed`,
+`refused`, `bytes_relayed`, `server_connected`, `connect_failed`, `retried`,
+`redispatched`, `first_response_timeout`, `replayed`; `lb.l7.events.L7Events`
+is `request_finished`, `retried`, `ejected`, `tls_handshake_failed`; the probe
+runner's subscriber is `on_probe`. Both Protocols are checked against this
+class in tests/unit/test_metrics.py.
+
 Everything hangs off an injected `CollectorRegistry`: two `Metrics` objects
 never share a series, so tests build their own and nothing is global.
 """
