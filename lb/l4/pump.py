@@ -88,12 +88,16 @@ class IdleTimer:
     """
 
     def __init__(self, scope: trio.CancelScope, idle: float) -> None:
+        self.scope = scope
+        self.retime(idle)
+
+    def retime(self, idle: float) -> None:
+        """Switch to another idle timeout, counted from now."""
         if idle <= 0:
             raise ValueError(f"idle timeout {idle!r} must be positive")
-        self.scope = scope
         self.idle = idle
         self._slack = idle / 16
-        scope.deadline = trio.current_time() + idle + self._slack
+        self.scope.deadline = trio.current_time() + idle + self._slack
 
     def touch(self) -> None:
         """Record activity now."""
@@ -120,7 +124,11 @@ def can_splice(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
 
 
 async def relay(
-    client: trio.abc.Stream, server: trio.abc.Stream, *, idle: IdleTimer | None = None
+    client: trio.abc.Stream,
+    server: trio.abc.Stream,
+    *,
+    idle: IdleTimer | None = None,
+    upstream_done: bool = False,
 ) -> RelayResult:
     """Relay both directions until both end or either end fails.
 
@@ -131,11 +139,15 @@ async def relay(
         client: the accepted client stream.
         server: the connected upstream stream.
         idle: touched on every transfer; its scope should enclose this call.
+        upstream_done: the client's EOF was already passed to the server, so
+            only the server → client direction is left.
     """
     mode = Mode.SPLICE if can_splice(client, server) else Mode.COPY
     up, down = _Flow(Side.CLIENT, Side.SERVER), _Flow(Side.SERVER, Side.CLIENT)
     async with trio.open_nursery() as nursery:
         for flow, src, dst in ((up, client, server), (down, server, client)):
+            if flow is up and upstream_done:
+                continue
             nursery.start_soon(_run_flow, mode, flow, src, dst, idle, nursery.cancel_scope)
     return RelayResult(
         mode=mode,

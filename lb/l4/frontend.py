@@ -1,0 +1,379 @@
+"""The L4 frontend: accept, route (by SNI if asked), try servers, then relay.
+
+Theory of operation, per accepted connection:
+
+1. Admission: over `max_connections` the connection is accepted and closed at
+   once, and counted as refused ("limit").
+2. Routing: a plain frontend has one route. An SNI frontend reads the client's
+   first bytes (bounded by `sni_timeout` and the first-flight limit) until
+   `parse_client_hello` gives a final answer, and looks the name up (exact,
+   then one-label wildcard "*.example.com"); anything else goes to the default
+   route, and with no default the client is reset. The bytes read are not lost:
+   they become the start of the first flight.
+3. Attempts: pick a server not tried yet, lease it, connect under the pool's
+   connect timeout, send the PROXY header if asked, replay the first flight and
+   wait for the server's first bytes (lb/l4/first_response.py). A refused,
+   reset or timed-out connect, a server that closes or resets first, and a
+   server silent past the first-response timeout are reported to passive
+   detection and the next server is tried, at most 1 + retries servers in all.
+   If the pool cancels the lease before the server answered (DOWN, MAINT), the
+   attempt is dropped and the next server tried, without a report.
+4. Relay: once the server answered, its first bytes go to the client and the
+   pump takes over (splice for socket pairs). From here there is no replay.
+   When the lease scope is cancelled (reset on DOWN) or hits its deadline
+   (drain grace), both ends are reset so clients reconnect elsewhere.
+
+When every try failed the client is reset, as a dead server would have done.
+The whole connection runs under an idle timer: the frontend's idle timeout,
+or the pool's once routed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from lb.l4 import proxy_protocol
+from lb.l4.connector import Connector, failure_reason, tcp_connect
+from lb.l4.first_response import FirstFlight, Outcome, Verdict, await_first_response
+from lb.l4.pump import COPY_CHUNK, IdleTimer, close_after, relay, reset
+from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
+from lb.l4.sni import HelloStatus, parse_client_hello
+from lb.pool import Member, Pool
+
+log = logging.getLogger("caslb.l4")
+
+Report = Callable[[str, str, bool, str], None]
+"""report(pool, server, ok, reason): feeds passive health detection."""
+
+# accept() errors that mean "out of resources for now", not "listener broken".
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+_CONNECT_ERRORS = (OSError, TimeoutError, trio.TooSlowError)
+
+
+class L4Events(Protocol):
+    """The counters an L4 frontend feeds; lb.metrics.Metrics implements them."""
+
+    def frontend_connection_opened(self, frontend: str) -> None: ...
+    def frontend_connection_closed(self, frontend: str) -> None: ...
+    def refused(self, frontend: str, pool: str, reason: str) -> None: ...
+    def bytes_relayed(
+        self, frontend: str, pool: str, server: str, *, to_server: int, to_client: int
+    ) -> None: ...
+    def server_connected(self, pool: str, server: str, seconds: float) -> None: ...
+    def connect_failed(self, pool: str, server: str) -> None: ...
+    def retried(self, pool: str, server: str, reason: str = "") -> None: ...
+    def redispatched(self, pool: str, server: str) -> None: ...
+    def first_response_timeout(self, pool: str, server: str) -> None: ...
+    def replayed(self, pool: str, server: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a frontend sends a connection: a pool and how to treat its servers."""
+
+    pool: Pool
+    policy: UpstreamPolicy
+
+
+@dataclass(frozen=True)
+class _Peer:
+    """The client's and the frontend's addresses, when the stream is a socket."""
+
+    client: tuple[str, int] | None
+    local: tuple[str, int] | None
+
+    @classmethod
+    def of(cls, stream: trio.abc.Stream) -> _Peer:
+        if not isinstance(stream, trio.SocketStream):
+            return cls(None, None)
+        try:
+            remote, local = stream.socket.getpeername(), stream.socket.getsockname()
+        except OSError:
+            return cls(None, None)
+        return cls((remote[0], remote[1]), (local[0], local[1]))
+
+
+class _Connection:
+    """Per-connection state the attempts share."""
+
+    def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer) -> None:
+        self.client = client
+        self.flight = flight
+        self.idle = idle
+        self.peer = _Peer.of(client)
+        self.tried: list[str] = []
+        self.flight_sent = False
+
+
+class TcpFrontend:
+    """An L4 frontend over injected listeners.
+
+    Args:
+        settings: the frontend's own settings.
+        default: the route for a plain frontend, or the SNI default (None: refuse).
+        sni: lowercased server name (or "*.suffix") → route; None for a plain
+            TCP frontend that never peeks.
+        events: counters (lb.metrics.Metrics in production).
+        report: passive health feed: report(pool, server, ok, reason).
+        connector: opens upstream streams; plain TCP by default.
+    """
+
+    def __init__(
+        self,
+        settings: TcpFrontendSettings,
+        *,
+        default: Route | None,
+        sni: Mapping[str, Route] | None = None,
+        events: L4Events,
+        report: Report,
+        connector: Connector = tcp_connect,
+    ) -> None:
+        if sni is None and default is None:
+            raise ValueError(f"frontend {settings.name!r}: a tcp frontend needs a route")
+        self.settings = settings
+        self._default = default
+        self._sni = None if sni is None else {k.lower(): v for k, v in sni.items()}
+        self._events = events
+        self._report = report
+        self._connector = connector
+        self.active = 0
+
+    @property
+    def name(self) -> str:
+        """The frontend's name."""
+        return self.settings.name
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on every listener until cancelled; connections run in the same nursery."""
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started()
+
+    async def handle(self, client: trio.abc.Stream) -> None:
+        """Serve one already-accepted client connection (admission included)."""
+        if self._admit(client):
+            await self._serve_admitted(client)
+        else:
+            await trio.aclose_forcefully(client)
+
+    async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                client = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("frontend %s: accept failed (%s), pausing 100 ms", self.name, exc)
+                await trio.sleep(0.1)
+                continue
+            if self._admit(client):
+                nursery.start_soon(self._serve_admitted, client)
+            else:
+                await trio.aclose_forcefully(client)
+
+    def _admit(self, client: trio.abc.Stream) -> bool:
+        """Count the connection in, or refuse it over the limit (synchronous, so exact)."""
+        if self.active >= self.settings.max_connections:
+            self._events.refused(self.name, "", "limit")
+            return False
+        self.active += 1
+        self._events.frontend_connection_opened(self.name)
+        return True
+
+    async def _serve_admitted(self, client: trio.abc.Stream) -> None:
+        try:
+            with trio.CancelScope() as idle_scope:
+                idle = IdleTimer(idle_scope, self.settings.idle_timeout)
+                await self._route_and_serve(client, idle)
+            if idle_scope.cancelled_caught:
+                log.debug("frontend %s: idle timeout", self.name)
+        except _PEER_ERRORS as exc:
+            log.debug("frontend %s: client error %r", self.name, exc)
+        finally:
+            # Bookkeeping first: under cancellation the close below re-raises Cancelled.
+            self.active -= 1
+            self._events.frontend_connection_closed(self.name)
+            await trio.aclose_forcefully(client)
+
+    async def _route_and_serve(self, client: trio.abc.Stream, idle: IdleTimer) -> None:
+        flight = FirstFlight(self.settings.first_flight_limit)
+        route = self._default
+        if self._sni is not None:
+            name = await self._peek_hello(client, flight)
+            route = self._lookup(name)
+        if route is None:
+            self._events.refused(self.name, "", "no_route")
+            await reset(client)
+            return
+        idle.retime(route.policy.idle_timeout or self.settings.idle_timeout)
+        await self._attempts(_Connection(client, flight, idle), route)
+
+    async def _peek_hello(self, client: trio.abc.Stream, flight: FirstFlight) -> str | None:
+        """Read (and keep) the client's bytes until the ClientHello's SNI is known."""
+        with trio.move_on_after(self.settings.sni_timeout):
+            while len(flight.data) < self.settings.first_flight_limit:
+                chunk = await client.receive_some(COPY_CHUNK)
+                if not chunk:
+                    flight.eof = True
+                    break
+                flight.add(chunk)
+                result = parse_client_hello(flight.data)
+                if result.status.final:
+                    return result.server_name if result.status is HelloStatus.FOUND else None
+        return None
+
+    def _lookup(self, name: str | None) -> Route | None:
+        assert self._sni is not None
+        if name is not None:
+            if name in self._sni:
+                return self._sni[name]
+            _, _, parent = name.partition(".")
+            if parent and f"*.{parent}" in self._sni:
+                return self._sni[f"*.{parent}"]
+        return self._default
+
+    async def _attempts(self, conn: _Connection, route: Route) -> None:
+        pool = route.pool
+        for _ in range(1 + route.policy.retries):
+            member = pool.pick(trio.current_time(), client=_host(conn), exclude=conn.tried)
+            if member is None:
+                break
+            if conn.tried:
+                self._events.redispatched(pool.name, conn.tried[-1])
+            conn.tried.append(member.name)
+            if await self._attempt(conn, route, member):
+                return
+        if not conn.tried:
+            self._events.refused(self.name, pool.name, "no_server")
+        log.info("frontend %s: pool %s: no server answered (tried %s)", self.name, pool.name,
+                 ", ".join(conn.tried) or "none")
+        await reset(conn.client)
+
+    async def _attempt(self, conn: _Connection, route: Route, member: Member) -> bool:
+        """One server; True when the connection is finished, False to try another."""
+        pool = route.pool.name
+        server: trio.abc.Stream | None = None
+        committed = False
+        try:
+            with route.pool.lease(member) as lease:
+                with lease.scope:
+                    server = await self._connect(route, member)
+                    if server is None:
+                        return False
+                    outcome = await self._first_response(conn, route, member, server)
+                    if outcome.verdict not in (Verdict.ANSWERED, Verdict.COMMITTED):
+                        await reset(server)
+                        return outcome.verdict is Verdict.CLIENT_GONE
+                    committed = True
+                    await self._relay(conn, pool, member, server, outcome)
+                    return True
+                # The pool cancelled the lease: DOWN with reset, MAINT, or a drain deadline.
+                log.info("frontend %s: %s/%s: connection reset by the pool", self.name, pool,
+                         member.name)
+                if server is not None:
+                    await reset(server)
+                if committed:
+                    await reset(conn.client)
+                return committed
+        finally:
+            if server is not None:
+                await trio.aclose_forcefully(server)
+
+    async def _connect(self, route: Route, member: Member) -> trio.abc.Stream | None:
+        pool, timeout = route.pool.name, route.policy.connect_timeout
+        start = trio.current_time()
+        try:
+            with trio.fail_after(timeout):
+                server = await self._connector(member, timeout)
+        except _CONNECT_ERRORS as exc:
+            reason = failure_reason(exc)
+            log.info("frontend %s: %s/%s: connect %s", self.name, pool, member.name, reason)
+            self._report(pool, member.name, False, reason)
+            self._events.connect_failed(pool, member.name)
+            self._events.retried(pool, member.name, "connect")
+            return None
+        self._events.server_connected(pool, member.name, trio.current_time() - start)
+        return server
+
+    async def _first_response(
+        self, conn: _Connection, route: Route, member: Member, server: trio.abc.Stream
+    ) -> Outcome:
+        pool, policy = route.pool.name, route.policy
+        if conn.flight_sent:
+            self._events.replayed(pool, member.name)
+        preamble = b""
+        if policy.proxy_protocol:
+            preamble = proxy_protocol.encode(
+                policy.proxy_protocol, conn.peer.client, conn.peer.local
+            )
+        outcome = await await_first_response(
+            conn.client,
+            server,
+            conn.flight,
+            preamble=preamble,
+            timeout=policy.first_response_timeout,
+            server_speaks_first=policy.server_speaks_first,
+            idle=conn.idle,
+        )
+        conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
+        self._account(pool, member, outcome)
+        return outcome
+
+    def _account(self, pool: str, member: Member, outcome: Outcome) -> None:
+        """Report the attempt's outcome to passive detection and the counters."""
+        if outcome.verdict is Verdict.ANSWERED:
+            self._report(pool, member.name, True, "answered")
+        elif outcome.verdict is Verdict.SILENT:
+            log.info("frontend %s: %s/%s: silent past the first-response timeout",
+                     self.name, pool, member.name)
+            self._report(pool, member.name, False, Verdict.SILENT.value)
+            self._events.first_response_timeout(pool, member.name)
+            self._events.retried(pool, member.name, Verdict.SILENT.value)
+        elif outcome.verdict is Verdict.CLOSED:
+            log.info("frontend %s: %s/%s: closed before answering (%s)",
+                     self.name, pool, member.name, outcome.reason)
+            self._report(pool, member.name, False, outcome.reason)
+            self._events.retried(pool, member.name, outcome.reason)
+
+    async def _relay(
+        self,
+        conn: _Connection,
+        pool: str,
+        member: Member,
+        server: trio.abc.Stream,
+        outcome: Outcome,
+    ) -> None:
+        if outcome.first_bytes:
+            try:
+                await conn.client.send_all(outcome.first_bytes)
+            except _PEER_ERRORS:
+                await reset(server)
+                return
+        result = await relay(conn.client, server, idle=conn.idle, upstream_done=conn.flight.eof)
+        self._events.bytes_relayed(
+            self.name,
+            pool,
+            member.name,
+            to_server=conn.flight.total + result.upstream_bytes,
+            to_client=len(outcome.first_bytes) + result.downstream_bytes,
+        )
+        await close_after(result, conn.client, server)
+
+
+def _host(conn: _Connection) -> str | None:
+    return None if conn.peer.client is None else conn.peer.client[0]

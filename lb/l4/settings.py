@@ -1,0 +1,98 @@
+"""The settings an L4 frontend takes: its own, and one policy per pool it sends to.
+
+lb/l4 never reads lb.config: the composition root maps the config tree onto
+these (see `UpstreamPolicy.from_pool_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lb.config_model import PoolConfig
+from probes.catalog import PROTOCOLS
+
+FIRST_FLIGHT_LIMIT = 16 * 1024
+
+
+@dataclass(frozen=True)
+class TcpFrontendSettings:
+    """One L4 frontend (plain TCP or TLS passthrough, optionally SNI-routed).
+
+    Attributes:
+        name: the frontend's name (a metrics label).
+        idle_timeout: seconds a connection may stay silent both ways, unless
+            its pool's policy sets its own.
+        max_connections: concurrent client connections; more are accepted and
+            closed at once, and counted.
+        sni_timeout: seconds an SNI frontend waits for the ClientHello before
+            routing to its default pool.
+        first_flight_limit: bytes of client data kept for replay before the
+            server's first byte; past it the connection commits to its server.
+    """
+
+    name: str
+    idle_timeout: float = 1800.0
+    max_connections: int = 10_000
+    sni_timeout: float = 5.0
+    first_flight_limit: int = FIRST_FLIGHT_LIMIT
+
+    def __post_init__(self) -> None:
+        _positive("idle_timeout", self.idle_timeout)
+        _positive("sni_timeout", self.sni_timeout)
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections {self.max_connections!r} must be at least 1")
+        if self.first_flight_limit < 1:
+            raise ValueError(f"first_flight_limit {self.first_flight_limit!r} must be positive")
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """How an L4 frontend treats one pool's servers.
+
+    Attributes:
+        connect_timeout: seconds to open one upstream connection.
+        retries: further servers to try after a failed attempt (connect failure,
+            silence past the first-response timeout, close before answering).
+        first_response_timeout: seconds a server may stay silent after the
+            connection opens (server_speaks_first) or after the client's latest
+            first-flight bytes were forwarded; None for no bound.
+        server_speaks_first: True for banner protocols (IMAP, POP, SMTP in clear).
+        proxy_protocol: PROXY protocol version to send (1 or 2), 0 for none.
+        idle_timeout: overrides the frontend's idle timeout when set.
+    """
+
+    connect_timeout: float = 2.0
+    retries: int = 3
+    first_response_timeout: float | None = None
+    server_speaks_first: bool = False
+    proxy_protocol: int = 0
+    idle_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("connect_timeout", self.connect_timeout)
+        if self.first_response_timeout is not None:
+            _positive("first_response_timeout", self.first_response_timeout)
+        if self.idle_timeout is not None:
+            _positive("idle_timeout", self.idle_timeout)
+        if self.retries < 0:
+            raise ValueError(f"retries {self.retries!r} must not be negative")
+        if self.proxy_protocol not in (0, 1, 2):
+            raise ValueError(f"proxy_protocol {self.proxy_protocol!r} is not 0, 1 or 2")
+
+    @classmethod
+    def from_pool_config(cls, pool: PoolConfig) -> UpstreamPolicy:
+        """The policy a pool's config asks for; who speaks first comes from the catalog."""
+        proto = PROTOCOLS.get(pool.protocol.lower()) if pool.protocol else None
+        return cls(
+            connect_timeout=pool.connect_timeout,
+            retries=pool.retries,
+            first_response_timeout=pool.first_response_timeout,
+            server_speaks_first=proto.server_speaks_first if proto else False,
+            proxy_protocol=pool.proxy_protocol,
+            idle_timeout=pool.idle_timeout,
+        )
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} {value!r} must be positive")
