@@ -1,0 +1,299 @@
+"""`caslb farm`: run the simulated CAS farm, or drive a running one.
+
+`caslb farm` alone runs casfarm in the foreground on the demo addresses
+(cas1..cas3 on 127.0.0.11-13, ports in `casfarm.DEMO_PORTS`, control API on
+127.0.0.1:8099) and prints how to reach and break it. The subcommands are thin
+clients (stdlib urllib) of that farm's JSON control API.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import casfarm
+import trio
+import typer
+
+from lb.cli._app import app
+
+DEFAULT_CONTROL_URL = f"http://127.0.0.1:{casfarm.DEMO_CONTROL_PORT}"
+TIMEOUT_SECONDS = 5.0
+DEFAULT_CERT_DIR = Path(tempfile.gettempdir()) / "casfarm-certs"
+
+farm_app = typer.Typer(
+    help="Run the simulated Exchange CAS farm, or set states and inject faults in a running one.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+app.add_typer(farm_app, name="farm")
+
+ControlUrl = Annotated[
+    str,
+    typer.Option("--control", envvar="CASFARM_CONTROL", help="Base URL of the farm's control API."),
+]
+Server = Annotated[str, typer.Argument(help="Server name, e.g. cas1.")]
+
+
+class ControlApiError(Exception):
+    """The farm's control API could not be reached or refused the request."""
+
+
+def call_control(base_url: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET `path` (or POST `payload` as JSON) on the control API; return its JSON.
+
+    Raises:
+        ControlApiError: unreachable, an error answer, or not JSON.
+    """
+    if not base_url.startswith("http://"):
+        raise ControlApiError(f"bad control URL {base_url!r}: want http://host:port")
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(base_url.rstrip("/") + path, data=data, method="GET")
+    if data is not None:
+        request.method = "POST"
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise ControlApiError(_error_text(exc.read()) or f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ControlApiError(f"cannot reach the farm at {base_url}: {reason}") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise ControlApiError(f"the farm at {base_url} did not answer JSON") from None
+    if not isinstance(answer, dict):
+        raise ControlApiError(f"the farm at {base_url} answered {type(answer).__name__}")
+    return answer
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        return body.decode("utf-8", "replace").strip()
+
+
+def _call_or_exit(
+    base_url: str, path: str, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    try:
+        return call_control(base_url, path, payload)
+    except ControlApiError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def describe_server(server: dict[str, Any]) -> str:
+    """One line per server: name, address, unusual component states, faults, counts."""
+    off = [
+        f"{name}={info['state']}"
+        for name, info in server["components"].items()
+        if info["state"] != "Active"
+    ]
+    faults = [
+        fault["fault"] + (f"({fault['vdir']})" if "vdir" in fault else "")
+        for fault in server["faults"]
+    ]
+    counts = server["counts"]
+    return (
+        f"{server['name']:<6} {server['host']:<12} https {server['ports']['https']:<6}"
+        f" components: {', '.join(off) or 'all Active'}"
+        f" | faults: {', '.join(faults) or 'none'}"
+        f" | requests {counts['total_requests']},"
+        f" health checks {sum(counts['healthchecks'].values())}"
+    )
+
+
+def banner(farm: casfarm.Farm) -> str:
+    """What `caslb farm` prints once the farm listens."""
+    lines = ["casfarm: a simulated Exchange CAS farm", ""]
+    kinds = casfarm.PORT_KINDS
+    lines.append(f"{'server':<7}{'fqdn':<18}{'address':<13}" + "".join(f"{k:<11}" for k in kinds))
+    for s in farm.servers:
+        ports = "".join(f"{s.ports[k]:<11}" for k in kinds)
+        lines.append(f"{s.name:<7}{s.fqdn:<18}{s.host:<13}{ports}")
+    first = farm.servers[0]
+    ca, https = farm.ca_path, first.ports["https"]
+    control = farm.control_url or "(disabled)"
+    lines += [
+        "",
+        f"namespace   {farm.namespace} (in every certificate, with each FQDN and address)",
+        f"CA          {ca}",
+        f"control API {control}  (GET /api/state; POST /api/set, /api/inject, /api/clear)",
+        "",
+        "Try:",
+        f"  curl --cacert {ca} --resolve {first.fqdn}:{https}:{first.host} "
+        f"https://{first.fqdn}:{https}/owa/healthcheck.htm",
+        f"  openssl s_client -connect {first.host}:{first.ports['imaps']} "
+        f"-servername {first.fqdn} -CAfile {ca}",
+        f"  openssl s_client -connect {first.host}:{first.ports['smtp']} -starttls smtp "
+        f"-CAfile {ca}",
+        f"  curl {control}/api/state",
+        "  caslb farm set cas1 EwsProxy Inactive --requester HealthApi",
+        "  caslb farm set cas2 ServerWideOffline Inactive",
+        "  caslb farm inject cas2 crash            # also: blackhole, hang, slow --seconds 3, ...",
+        "  caslb farm inject cas3 app_pool_stopped --vdir ews",
+        "  caslb farm clear cas2 [FAULT]",
+        "  caslb farm status",
+        "",
+        "Ctrl-C stops the farm.",
+    ]
+    return "\n".join(lines)
+
+
+async def _run_farm(
+    servers: int,
+    ephemeral: bool,
+    cert_dir: Path,
+    heartbeat: float,
+    pending_period: float,
+    health_cache_delay: float,
+    run_for: float | None,
+) -> None:
+    async with casfarm.running(
+        servers=servers,
+        base_ports=None if ephemeral else casfarm.DEMO_PORTS,
+        control_port=0 if ephemeral else casfarm.DEMO_CONTROL_PORT,
+        cert_dir=cert_dir,
+        heartbeat=heartbeat,
+        pending_period=pending_period,
+        health_cache_delay=health_cache_delay,
+    ) as farm:
+        typer.echo(banner(farm))
+        if run_for is None:
+            await trio.sleep_forever()
+        await trio.sleep(run_for)
+
+
+@farm_app.callback()
+def farm(
+    ctx: typer.Context,
+    servers: Annotated[int, typer.Option(help="How many servers (cas1..casN).")] = 3,
+    ephemeral: Annotated[
+        bool, typer.Option(help="Bind port 0 everywhere (control API included).")
+    ] = False,
+    cert_dir: Annotated[
+        Path, typer.Option(help="Where to write ca.pem and the server certificates.")
+    ] = DEFAULT_CERT_DIR,
+    heartbeat: Annotated[float, typer.Option(help="Seconds an ActiveSync Ping is held.")] = 60.0,
+    pending_period: Annotated[
+        float, typer.Option(help="Seconds between MAPI PENDING keep-alives.")
+    ] = 15.0,
+    health_cache_delay: Annotated[
+        float, typer.Option(help="Seconds before a component change shows (Exchange: <= 15).")
+    ] = 0.0,
+    run_for: Annotated[
+        float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
+    ] = None,
+) -> None:
+    """Run the farm in the foreground: cas1..cas3 on 127.0.0.11-13, control on :8099.
+
+    Example: caslb farm   (then, in another shell: caslb farm inject cas2 crash)
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        trio.run(
+            _run_farm,
+            servers,
+            ephemeral,
+            cert_dir,
+            heartbeat,
+            pending_period,
+            health_cache_delay,
+            run_for,
+        )
+    except KeyboardInterrupt:
+        typer.echo("casfarm stopped.")
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot start the farm: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@farm_app.command("set")
+def set_component(
+    server: Server,
+    component: Annotated[str, typer.Argument(help="e.g. EwsProxy, ServerWideOffline.")],
+    state: Annotated[str, typer.Argument(help="Active, Inactive or Draining.")],
+    requester: Annotated[
+        str, typer.Option(help="HealthApi, Maintenance, Sidelined, Functional or Deployment.")
+    ] = "Maintenance",
+    control: ControlUrl = DEFAULT_CONTROL_URL,
+) -> None:
+    """Set-ServerComponentState on a farm server.
+
+    Example: caslb farm set cas1 EwsProxy Inactive --requester HealthApi
+    """
+    payload = {"server": server, "component": component, "state": state, "requester": requester}
+    answer = _call_or_exit(control, "/api/set", payload)
+    typer.echo(describe_server(answer["server"]))
+
+
+@farm_app.command()
+def inject(
+    server: Server,
+    fault: Annotated[str, typer.Argument(help=", ".join(k.value for k in casfarm.FaultKind))],
+    vdir: Annotated[str | None, typer.Option(help="For app_pool_stopped and errors.")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="slow: added latency; flap: half-period.")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="bad_cert: wrong_name or expired.")] = None,
+    status: Annotated[int | None, typer.Option(help="errors: the 5xx to answer.")] = None,
+    control: ControlUrl = DEFAULT_CONTROL_URL,
+) -> None:
+    """Inject a fault into a farm server.
+
+    Example: caslb farm inject cas2 app_pool_stopped --vdir ews
+    """
+    payload: dict[str, Any] = {"server": server, "fault": fault}
+    for key, value in (("vdir", vdir), ("seconds", seconds), ("mode", mode), ("status", status)):
+        if value is not None:
+            payload[key] = value
+    answer = _call_or_exit(control, "/api/inject", payload)
+    typer.echo(describe_server(answer["server"]))
+
+
+@farm_app.command()
+def clear(
+    server: Server,
+    fault: Annotated[str | None, typer.Argument(help="The fault to clear (default: all).")] = None,
+    vdir: Annotated[str | None, typer.Option(help="Clear only this vdir's fault.")] = None,
+    control: ControlUrl = DEFAULT_CONTROL_URL,
+) -> None:
+    """Clear one fault, or every fault, of a farm server.
+
+    Example: caslb farm clear cas2 crash
+    """
+    payload: dict[str, Any] = {"server": server}
+    if fault is not None:
+        payload["fault"] = fault
+    if vdir is not None:
+        payload["vdir"] = vdir
+    answer = _call_or_exit(control, "/api/clear", payload)
+    typer.echo(describe_server(answer["server"]))
+
+
+@farm_app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON state.")] = False,
+    control: ControlUrl = DEFAULT_CONTROL_URL,
+) -> None:
+    """Show a running farm: servers, component states, faults and counts.
+
+    Example: caslb farm status --control http://127.0.0.1:8099
+    """
+    state = _call_or_exit(control, "/api/state")
+    if as_json:
+        typer.echo(json.dumps(state, indent=1))
+        return
+    typer.echo(f"namespace {state['namespace']}  CA {state['ca_path']}")
+    for server in state["servers"]:
+        typer.echo(describe_server(server))
