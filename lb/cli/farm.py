@@ -152,6 +152,7 @@ def banner(farm: casfarm.Farm) -> str:
 async def _run_farm(
     servers: int,
     ephemeral: bool,
+    distinct_addresses: bool,
     cert_dir: Path,
     heartbeat: float,
     pending_period: float,
@@ -160,6 +161,7 @@ async def _run_farm(
 ) -> None:
     async with casfarm.running(
         servers=servers,
+        distinct_addresses=distinct_addresses,
         base_ports=None if ephemeral else casfarm.DEMO_PORTS,
         control_port=0 if ephemeral else casfarm.DEMO_CONTROL_PORT,
         cert_dir=cert_dir,
@@ -180,6 +182,13 @@ def farm(
     ephemeral: Annotated[
         bool, typer.Option(help="Bind port 0 everywhere (control API included).")
     ] = False,
+    distinct_addresses: Annotated[
+        bool,
+        typer.Option(
+            "--distinct-addresses/--shared-address",
+            help="Each server on 127.0.0.11, .12, ...; or all on 127.0.0.1, ports base + index.",
+        ),
+    ] = True,
     cert_dir: Annotated[
         Path, typer.Option(help="Where to write ca.pem and the server certificates.")
     ] = DEFAULT_CERT_DIR,
@@ -205,6 +214,7 @@ def farm(
             _run_farm,
             servers,
             ephemeral,
+            distinct_addresses,
             cert_dir,
             heartbeat,
             pending_period,

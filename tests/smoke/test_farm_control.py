@@ -196,3 +196,12 @@ async def test_cli_farm_alone_starts_a_farm_and_prints_how_to_use_it(tmp_path: A
     assert "curl --cacert" in out and "openssl s_client" in out
     assert "caslb farm inject cas2 crash" in out
     assert (tmp_path / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+async def test_cli_farm_can_share_127_0_0_1(tmp_path: Any) -> None:
+    result = await _cli(
+        "farm", "--ephemeral", "--shared-address", "--servers", "1",
+        "--cert-dir", str(tmp_path), "--run-for", "0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cas1   cas1.lab.local    127.0.0.1 " in result.output
