@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from casfarm.certs import FarmCA
-from casfarm.components import Component, ComponentState, Requester
+from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
 from casfarm.faults import Fault, FaultKind
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
@@ -242,6 +242,8 @@ async def running(
     if "." not in namespace:
         raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
     profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
+    HealthCache(delay=health_cache_delay)  # validates before anything is bound
+    wanted_ports = [_ports_for(base_ports, i, distinct_addresses) for i in range(servers)]
     domain = namespace.split(".", 1)[1]
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
@@ -256,7 +258,7 @@ async def running(
                     name=name,
                     fqdn=f"{name}.{domain}",
                     host=host,
-                    ports=_ports_for(base_ports, i, distinct_addresses),
+                    ports=wanted_ports[i],
                     namespace=namespace,
                     tls=ca.server_tls(name, f"{name}.{domain}", namespace, host),
                     profile=profile,

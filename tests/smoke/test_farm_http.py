@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import casfarm
 import pytest
@@ -298,3 +299,20 @@ async def test_servers_share_127_0_0_1_on_consecutive_ports_when_asked() -> None
         assert len(set(ports)) == 2
         assert farm.control_url is None
         assert await _health(farm, "cas2", "/owa") == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"servers": 0}, "servers must be between 1 and 200, got 0"),
+        ({"namespace": "localhost"}, "'localhost'"),
+        ({"base_ports": {"gopher": 70}}, "'gopher'"),
+        ({"base_ports": {"https": 70000}}, "70000"),
+        ({"heartbeat": 0.0}, "heartbeat must be"),
+        ({"health_cache_delay": -1.0}, "-1.0"),
+    ],
+)
+async def test_running_rejects_bad_arguments_by_name(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        async with casfarm.running(control=False, **kwargs):
+            pytest.fail("the farm must not start")
