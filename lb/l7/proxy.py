@@ -210,6 +210,14 @@ class ClientSession:
             return None
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed: the client is done
+        # h11 bounds only heads that arrive in pieces; a whole head read at once is checked here.
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if size > s.max_header_bytes:
+            detail = f"{size} bytes, limit {s.max_header_bytes}"
+            await self._refuse(
+                responses.headers_too_large(detail), Termination.HEADERS_TOO_LARGE, "-"
+            )
+            return None
         if len(event.headers) > s.max_header_count:
             detail = f"{len(event.headers)} header fields, limit {s.max_header_count}"
             await self._refuse(
@@ -477,11 +485,13 @@ class ClientSession:
         head: h11.Request,
         profile: TimeoutProfile,
     ) -> None:
-        try:
-            end = await self.client.next_event()  # parsed already: no body to wait for
-        except _CLIENT_ERRORS as exc:
-            relay.fail(Termination.CLIENT_ABORT, describe_error(exc))
-            return
+        end: h11.Event = h11.EndOfMessage()
+        if self.client.conn.their_state is not h11.DONE:  # not consumed by an earlier attempt
+            try:
+                end = await self.client.next_event()  # parsed already: no body to wait for
+            except _CLIENT_ERRORS as exc:
+                relay.fail(Termination.CLIENT_ABORT, describe_error(exc))
+                return
         if not isinstance(end, h11.EndOfMessage):
             relay.fail(
                 Termination.BAD_REQUEST, f"unexpected {type(end).__name__} after request head"
