@@ -92,7 +92,7 @@ def failover(
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out or Path("perf/results") / f"failover-{'quick-' if quick else ''}{stamp}"
     with tempfile.TemporaryDirectory(prefix="caslb-failover-") as tmp:
-        records = trio.run(
+        records, skipped = trio.run(
             run_matrix,
             [DESIGNS[n] for n in design_names],
             [plans[n] for n in fault_names],
@@ -100,7 +100,9 @@ def failover(
             Path(tmp),
         )
     preamble = _preamble(quick, settings.describe())
-    write_run(out_dir, records, settings.describe(), preamble)
+    if skipped:
+        preamble += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
+    write_run(out_dir, records, {**settings.describe(), "skipped": skipped}, preamble)
     typer.echo((out_dir / "results.md").read_text())
     typer.echo(f"results in {out_dir}")
 

@@ -127,12 +127,14 @@ async def open_stream(
         try:
             with trio.fail_after(connect_timeout):
                 await stream.do_handshake()
-        except trio.TooSlowError:
+        except BaseException as exc:
+            # closed whatever ended the handshake, cancellation included
             await trio.aclose_forcefully(stream)
-            raise ClientError("tls-timeout") from None
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            await trio.aclose_forcefully(stream)
-            raise map_os_error(exc) from exc
+            if isinstance(exc, trio.TooSlowError):
+                raise ClientError("tls-timeout") from None
+            if isinstance(exc, OSError | trio.BrokenResourceError | ssl.SSLError):
+                raise map_os_error(exc) from exc
+            raise
         return stream, address
     raise last
 

@@ -23,12 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import casfarm
 import trio
-
-try:
-    from casfarm import running as farm_running  # type: ignore[attr-defined]
-except ImportError:  # until the package exports it
-    from casfarm.farm import running as farm_running
 
 
 def describe(farm: Any) -> dict[str, Any]:
@@ -70,7 +66,7 @@ def handle(farm: Any, command: dict[str, Any]) -> dict[str, Any]:
 
 async def serve(args: argparse.Namespace) -> None:
     """Run the farm until stdin closes."""
-    async with farm_running(
+    async with casfarm.running(
         servers=args.servers,
         heartbeat=args.heartbeat,
         pending_period=args.pending_period,

@@ -8,6 +8,8 @@ both sides allow it. Failures become ClientError kinds.
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Sequence
 
 import h11
@@ -114,8 +116,18 @@ class HttpConnection:
         return False
 
     async def aclose(self) -> None:
-        """Close the underlying stream without waiting for a TLS close_notify."""
-        await trio.aclose_forcefully(self.stream)
+        """Close the underlying stream without waiting for a TLS close_notify.
+
+        Never raises an I/O error: a TLS shutdown can fail on a reset
+        connection, and the socket is closed all the same. Nor does it raise
+        Cancelled, so a cleanup closing several connections closes them all.
+        """
+        # shielded: an outer cancellation must not skip the next close in a cleanup
+        with (
+            trio.CancelScope(shield=True),
+            contextlib.suppress(OSError, ssl.SSLError, trio.BrokenResourceError),
+        ):
+            await trio.aclose_forcefully(self.stream)
 
 
 async def exchange(

@@ -36,9 +36,26 @@ def free_port() -> int:
 class LineProcess:
     """A child process whose stdout is read line by line."""
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, log: Path | None = None) -> None:
         self.process = process
+        self.log = log
         self._buffer = b""
+
+    def check_alive(self) -> None:
+        """Raise if the child has exited, quoting the end of its log.
+
+        Raises:
+            RuntimeError: naming the command, its exit code and last log line.
+        """
+        if self.process.poll() is None:
+            return
+        last = ""
+        if self.log and self.log.exists():
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+            last = lines[-1] if lines else ""
+        raise RuntimeError(
+            f"{Path(self.process.args[0]).name} exited with {self.process.returncode}: {last}"  # type: ignore[index, arg-type]
+        )
 
     async def readline(self, timeout: float) -> str:
         """The next stdout line.
@@ -91,7 +108,7 @@ async def child(
             env=env,
         )
         try:
-            yield LineProcess(process)
+            yield LineProcess(process, log)
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process, grace)

@@ -111,26 +111,35 @@ async def run_matrix(
     settings: RunSettings,
     workdir: Path,
     progress: Callable[[str], None] = print,
-) -> list[ScenarioRecord]:
-    """Run every (design, fault), in order; skip designs that cannot run here."""
-    records = []
-    runnable = []
-    for design in designs:
-        reason = design.unavailable()
-        if reason:
-            progress(f"skip {design.name}: {reason}")
-        else:
-            runnable.append(design)
+) -> tuple[list[ScenarioRecord], dict[str, str]]:
+    """Run every (design, fault), in order.
+
+    A design that cannot run here (not installed, or its process fails to
+    start) is skipped with its reason rather than failing the whole run.
+
+    Returns:
+        The records, and design name -> why it was skipped.
+    """
+    records: list[ScenarioRecord] = []
+    skipped = {d.name: r for d in designs if (r := d.unavailable())}
+    runnable = [d for d in designs if d.name not in skipped]
+    for name, reason in skipped.items():
+        progress(f"skip {name}: {reason}")
     total = len(runnable) * len(faults)
     eta = math.ceil(total * (settings.phases.total + 3) / 60)
     progress(f"{total} scenarios, about {eta} min")
     for design in runnable:
         for fault in faults:
             progress(f"{design.name} × {fault.name} …")
-            record = await run_scenario(
-                design, fault, settings, workdir / f"{design.name}-{fault.name}"
-            )
+            try:
+                record = await run_scenario(
+                    design, fault, settings, workdir / f"{design.name}-{fault.name}"
+                )
+            except RuntimeError as exc:
+                skipped[design.name] = str(exc)
+                progress(f"skip {design.name}: {exc}")
+                break
             errors = sum(1 for r in record.requests if not r.ok)
             progress(f"  {len(record.requests)} requests, {errors} errors")
             records.append(record)
-    return records
+    return records, skipped

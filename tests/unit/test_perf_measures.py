@@ -97,6 +97,8 @@ async def test_recorder_names_servers_from_headers_and_banners() -> None:
     rec = Recorder(["cas1", "cas2"])
     tag = base64.b64encode("CAS2.LAB.LOCAL".encode("utf-16-le")).decode()
     assert rec.server_named("CAS1") == "cas1"
-    assert rec.server_named(f"* OK The Microsoft Exchange IMAP4 service is ready. [{tag}]") == "cas2"
+    assert rec.server_named(f"* OK The Microsoft Exchange IMAP4 service is ready. [{tag}]") == (
+        "cas2"
+    )
     assert rec.server_named("220 cas1.lab.local Microsoft ESMTP MAIL Service ready") == "cas1"
     assert rec.server_named("CAS9") is None and rec.server_named(None) is None

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import trio
+
 from perf.failover.connect import Endpoint
 from perf.failover.farm import FarmInfo
+from perf.failover.procs import LineProcess
 from perf.failover.settings import ProbeSettings
 
 HTTP_LOAD = ("owa", "ews", "autodiscover", "mapi", "eas", "rpc")
@@ -58,3 +61,25 @@ class Design:
 def always_available() -> str | None:
     """For designs that need nothing beyond the project itself."""
     return None
+
+
+async def wait_all_chosen(
+    running: Running, farm: FarmInfo, proc: LineProcess, timeout: float = 20.0
+) -> None:
+    """Wait until the balancer chooses every server for every protocol.
+
+    Raises:
+        RuntimeError: when the balancer exits (quoting its log) or the servers
+            are not all chosen within `timeout` seconds.
+    """
+    with trio.move_on_after(timeout):
+        while True:
+            proc.check_alive()
+            try:
+                states = [await running.chosen(s) for s in farm.names]
+                if all(st and all(st.values()) for st in states):
+                    return
+            except (OSError, ValueError, trio.TooSlowError):
+                pass  # not listening yet
+            await trio.sleep(0.1)
+    raise RuntimeError(f"servers not all chosen within {timeout} s")

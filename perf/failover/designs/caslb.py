@@ -25,7 +25,7 @@ import trio
 import trustme
 
 from perf.failover.connect import Endpoint
-from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design
+from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design, wait_all_chosen
 from perf.failover.farm import FarmInfo
 from perf.failover.procs import REPO_ROOT, child, free_port, python
 from perf.failover.settings import ProbeSettings
@@ -164,18 +164,6 @@ def _write_cert(farm: FarmInfo, workdir: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def _wait_all_up(running: CaslbRunning, farm: FarmInfo, timeout: float = 20.0) -> None:
-    with trio.move_on_after(timeout):
-        while True:
-            try:
-                states = [await running.chosen(s) for s in farm.names]
-                if all(st and all(st.values()) for st in states):
-                    return
-            except (OSError, ValueError, trio.TooSlowError):
-                pass  # not listening yet
-            await trio.sleep(0.1)
-    raise RuntimeError(f"caslb servers not all eligible within {timeout} s")
-
 
 def _starter(mode: str):  # type: ignore[no-untyped-def]
     @asynccontextmanager
@@ -188,9 +176,9 @@ def _starter(mode: str):  # type: ignore[no-untyped-def]
         cfg = workdir / f"caslb-{mode}.toml"
         cfg.write_text(render_config(farm, probes, mode, listen, admin, tls))
         argv = [*CASLB_COMMAND, "run", str(cfg)]
-        async with child(argv, log=workdir / "caslb.log"):
+        async with child(argv, log=workdir / "caslb.log") as proc:
             running = CaslbRunning(_endpoints(farm, mode, listen), admin, mode)
-            await _wait_all_up(running, farm)
+            await wait_all_chosen(running, farm, proc)
             yield running
 
     return start

@@ -34,7 +34,7 @@ import trio
 import trustme
 
 from perf.failover.connect import Endpoint
-from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design
+from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design, wait_all_chosen
 from perf.failover.farm import FarmInfo
 from perf.failover.procs import child, free_port
 from perf.failover.settings import ProbeSettings
@@ -200,19 +200,6 @@ def write_pem(farm: FarmInfo, workdir: Path) -> Path:
     return pem
 
 
-async def wait_all_up(running: HaproxyRunning, farm: FarmInfo, timeout: float = 15.0) -> None:
-    """Wait until every server is UP for every protocol (checks have passed)."""
-    with trio.move_on_after(timeout):
-        while True:
-            try:
-                states = [await running.chosen(s) for s in farm.names]
-                if all(st and all(st.values()) for st in states):
-                    return
-            except OSError:
-                pass  # the socket is not there yet
-            await trio.sleep(0.1)
-    raise RuntimeError(f"haproxy servers not all UP within {timeout} s")
-
 
 def _mode_starter(mode: str):  # type: ignore[no-untyped-def]
     @asynccontextmanager
@@ -228,9 +215,9 @@ def _mode_starter(mode: str):  # type: ignore[no-untyped-def]
         for name, port in ports.mail.items():
             endpoints[name] = Endpoint((("127.0.0.1", port),), farm.namespace, name != "smtp")
         argv = [haproxy_binary() or "haproxy", "-db", "-f", str(cfg)]
-        async with child(argv, log=workdir / "haproxy.log"):
+        async with child(argv, log=workdir / "haproxy.log") as proc:
             running = HaproxyRunning(endpoints, sock, mode)
-            await wait_all_up(running, farm)
+            await wait_all_chosen(running, farm, proc)
             yield running
 
     return start
