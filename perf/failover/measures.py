@@ -56,6 +56,7 @@ class ScenarioFigures:
     faulty: str
     protocols: tuple[ProtocolFigures, ...]
     faulty_farm_requests: int | None
+    sampled: bool = True
 
     @property
     def errors(self) -> int:
@@ -146,6 +147,7 @@ def scenario_figures(record: ScenarioRecord) -> ScenarioFigures:
         faulty=record.faulty,
         protocols=tuple(protocol_figures(record, p) for p in protocols),
         faulty_farm_requests=farm,
+        sampled=bool(record.samples),
     )
 
 

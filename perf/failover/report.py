@@ -54,7 +54,9 @@ def summary_row(figures: ScenarioFigures) -> str:
     """One Markdown row: a design's result for one fault, over every protocol."""
     protos = figures.protocols
     detected = _affected(figures)
-    if detected:
+    if not figures.sampled:
+        detection = "n/a (no balancer)"
+    elif detected:
         slowest = max(detected, key=lambda p: p.detection or 0.0)
         detection = f"{_fmt(figures.detection)} – {_fmt(slowest.detection)} ({len(detected)})"
     else:
@@ -96,8 +98,9 @@ def detail_rows(figures: ScenarioFigures) -> list[str]:
     rows = []
     for p in figures.protocols:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(p.error_kinds.items()))
+        detection = _fmt(p.detection) if figures.sampled else "n/a"
         rows.append(
-            f"| {figures.design} | {p.protocol} | {p.requests} | {_fmt(p.detection)} "
+            f"| {figures.design} | {p.protocol} | {p.requests} | {detection} "
             f"| {p.failover:.2f} | {p.errors}{f' ({kinds})' if kinds else ''} "
             f"| {p.faulty_responses} | {p.faulty_after_detection} "
             f"| {_fmt(p.recovery_detect)} / {_fmt(p.recovery_traffic)} |"

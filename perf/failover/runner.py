@@ -90,6 +90,7 @@ async def run_scenario(
             clear_at = recorder.now()
             await fault.undo(farm, FAULTY)
             await _until(recorder, phases.total)
+            end_at = recorder.now()
             nursery.cancel_scope.cancel()
         counts["end"] = await farm.counts()
     return ScenarioRecord(
@@ -97,7 +98,7 @@ async def run_scenario(
         fault=fault.name,
         faulty=FAULTY,
         servers=farm.info.names,
-        timeline=Timeline(fault_at, clear_at, max(recorder.now(), clear_at + 1e-3)),
+        timeline=Timeline(fault_at, clear_at, max(end_at, clear_at + 1e-3)),
         requests=tuple(sorted(recorder.records, key=lambda r: r.finished)),
         samples=tuple(samples),
         farm_counts=counts,

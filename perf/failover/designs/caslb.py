@@ -53,6 +53,7 @@ def render_config(
     listen: Mapping[str, int],
     admin_port: int,
     tls: tuple[Path, Path] | None,
+    protocols: tuple[str, ...] = (*HTTP_LOAD, *MAIL_LISTENER),
 ) -> str:
     """The caslb TOML of one design, in the `[exchange]` shorthand.
 
@@ -74,13 +75,15 @@ def render_config(
         )
         for s in farm.servers
     )
-    protocols = json.dumps([*HTTP_LOAD, *MAIL_LISTENER])
     lines = [
+        '# written by perf/failover for one scenario; a short drain keeps the matrix fast',
+        'grace = "1s"',
+        "",
         "[exchange]",
         f'namespace = "{farm.namespace}"',
         f'mode = "{mode}"',
         'bind = "127.0.0.1"',
-        f"protocols = {protocols}",
+        f"protocols = {json.dumps(list(protocols))}",
         f"servers = [\n    {servers},\n]",
         f"listen = {_toml(listen)}",
         f"inter = {_duration(probes.inter)}",
