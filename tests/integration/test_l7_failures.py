@@ -8,6 +8,7 @@ import trio
 
 from lb.l7.events import Termination
 from lb.l7.headers import header_value
+from lb.l7.upstream import UpstreamSettings
 from probes.outlier import OutlierSettings
 from tests.integration.test_l7_rig import ServerSide, answer_ok, make_rig
 
@@ -237,3 +238,17 @@ async def test_outlier_detection_ignores_a_farm_wide_burst() -> None:
                 served.add(body.split()[0])
     assert rig.events.ejections == []
     assert served == {b"cas1", b"cas2", b"cas3"}
+
+
+async def test_a_black_holed_server_costs_one_connect_timeout_then_another_serves(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    upstream = UpstreamSettings(connect_timeout=2, response_timeout=10)
+    async with make_rig(upstream=upstream) as rig, rig.client() as client:
+        rig.farm.blackhole = {"cas1"}
+        start = trio.current_time()
+        head, body = await client.request("GET", "/owa/")
+        assert head.status_code == 200
+        assert not body.startswith(b"cas1")
+        assert trio.current_time() - start == 2
+    assert rig.events.retries == [("owa", "cas1", "connect")]

@@ -145,6 +145,7 @@ class Farm:
     nursery: trio.Nursery
     handlers: dict[str, Handler] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
+    blackhole: set[str] = field(default_factory=set)
     connections: list[str] = field(default_factory=list)  # server of each accepted connection
     requests: list[tuple[str, h11.Request]] = field(default_factory=list)
     lockstep: bool = False
@@ -152,6 +153,8 @@ class Farm:
     async def connect(self, member: FakeMember, timeout: float) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
+        if member.name in self.blackhole:
+            await trio.sleep_forever()  # SYN never answered
         pair = (
             trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
         )
