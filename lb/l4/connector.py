@@ -28,11 +28,13 @@ async def tcp_connect(member: Member, timeout: float) -> trio.abc.Stream:
         OSError: refused, unreachable, reset.
     """
     with trio.move_on_after(timeout):
-        return await _open(member.host, member.port)
+        return await open_plain(member, timeout)
     raise TimeoutError(f"connect to {member.host}:{member.port} timed out after {timeout:g}s")
 
 
-async def _open(host: str, port: int) -> trio.abc.Stream:
+async def open_plain(member: Member, timeout: float) -> trio.abc.Stream:
+    """Like `tcp_connect` but unbounded: for callers that hold their own deadline."""
+    host, port = member.host, member.port
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:

@@ -39,9 +39,9 @@ from typing import Any, Protocol
 import trio
 
 from lb.l4 import proxy_protocol
-from lb.l4.connector import Connector, failure_reason, tcp_connect
+from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, await_first_response
-from lb.l4.pump import COPY_CHUNK, IdleTimer, close_after, relay, reset
+from lb.l4.pump import COPY_CHUNK, IdleTimer, close, close_after, relay, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l4.sni import HelloStatus, parse_client_hello
 from lb.pool import Member, Pool
@@ -124,7 +124,8 @@ class TcpFrontend:
             TCP frontend that never peeks.
         events: counters (lb.metrics.Metrics in production).
         report: passive health feed: report(pool, server, ok, reason).
-        connector: opens upstream streams; plain TCP by default.
+        connector: opens upstream streams; plain TCP by default. The frontend
+            bounds every call by the pool's connect timeout itself.
     """
 
     def __init__(
@@ -135,7 +136,7 @@ class TcpFrontend:
         sni: Mapping[str, Route] | None = None,
         events: L4Events,
         report: Report,
-        connector: Connector = tcp_connect,
+        connector: Connector | None = None,
     ) -> None:
         if sni is None and default is None:
             raise ValueError(f"frontend {settings.name!r}: a tcp frontend needs a route")
@@ -144,7 +145,7 @@ class TcpFrontend:
         self._sni = None if sni is None else {k.lower(): v for k, v in sni.items()}
         self._events = events
         self._report = report
-        self._connector = connector
+        self._connector = connector or open_plain
         self.active = 0
 
     @property
@@ -169,7 +170,7 @@ class TcpFrontend:
         if self._admit(client):
             await self._serve_admitted(client)
         else:
-            await trio.aclose_forcefully(client)
+            await close(client)
 
     async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         while True:
@@ -184,7 +185,7 @@ class TcpFrontend:
             if self._admit(client):
                 nursery.start_soon(self._serve_admitted, client)
             else:
-                await trio.aclose_forcefully(client)
+                await close(client)
 
     def _admit(self, client: trio.abc.Stream) -> bool:
         """Count the connection in, or refuse it over the limit (synchronous, so exact)."""
@@ -208,7 +209,7 @@ class TcpFrontend:
             # Bookkeeping first: under cancellation the close below re-raises Cancelled.
             self.active -= 1
             self._events.frontend_connection_closed(self.name)
-            await trio.aclose_forcefully(client)
+            await close(client)
 
     async def _route_and_serve(self, client: trio.abc.Stream, idle: IdleTimer) -> None:
         flight = FirstFlight(self.settings.first_flight_limit)
@@ -292,7 +293,7 @@ class TcpFrontend:
                 return committed
         finally:
             if server is not None:
-                await trio.aclose_forcefully(server)
+                await close(server)
 
     async def _connect(self, route: Route, member: Member) -> trio.abc.Stream | None:
         pool, timeout = route.pool.name, route.policy.connect_timeout
