@@ -36,8 +36,9 @@ def free_port() -> int:
 class LineProcess:
     """A child process whose stdout is read line by line."""
 
-    def __init__(self, process: trio.Process, log: Path | None = None) -> None:
+    def __init__(self, process: trio.Process, name: str, log: Path | None = None) -> None:
         self.process = process
+        self.name = name
         self.log = log
         self._buffer = b""
 
@@ -53,9 +54,7 @@ class LineProcess:
         if self.log and self.log.exists():
             lines = self.log.read_text(errors="replace").strip().splitlines()
             last = lines[-1] if lines else ""
-        raise RuntimeError(
-            f"{Path(self.process.args[0]).name} exited with {self.process.returncode}: {last}"  # type: ignore[index, arg-type]
-        )
+        raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {last}")
 
     async def readline(self, timeout: float) -> str:
         """The next stdout line.
@@ -87,6 +86,7 @@ async def child(
     stdin: bool = False,
     log: Path | None = None,
     grace: float = 3.0,
+    name: str | None = None,
 ) -> AsyncIterator[LineProcess]:
     """Run `argv` from the repository root; terminate it (then kill) on exit.
 
@@ -95,6 +95,7 @@ async def child(
         stdin: give the child a pipe on stdin.
         log: file for the child's stderr (default: discarded).
         grace: seconds between SIGTERM and SIGKILL.
+        name: what errors call it (default: the executable's name).
     """
     err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -108,7 +109,7 @@ async def child(
             env=env,
         )
         try:
-            yield LineProcess(process, log)
+            yield LineProcess(process, name or Path(argv[0]).name, log)
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process, grace)

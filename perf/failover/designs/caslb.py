@@ -179,7 +179,7 @@ def _starter(mode: str):  # type: ignore[no-untyped-def]
         cfg = workdir / f"caslb-{mode}.toml"
         cfg.write_text(render_config(farm, probes, mode, listen, admin, tls))
         argv = [*CASLB_COMMAND, "run", str(cfg)]
-        async with child(argv, log=workdir / "caslb.log") as proc:
+        async with child(argv, log=workdir / "caslb.log", name="caslb") as proc:
             running = CaslbRunning(_endpoints(farm, mode, listen), admin, mode)
             await wait_all_chosen(running, farm, proc)
             yield running
