@@ -111,7 +111,10 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
     probes = settings["probes"]
     phases = settings["phases"]
     timeouts = settings["timeouts"]
+    clients = settings["mix"]
     assert isinstance(probes, dict) and isinstance(phases, dict) and isinstance(timeouts, dict)
+    assert isinstance(clients, dict)
+    mix = ", ".join(f"{n} {p}" for p, n in clients["clients"].items())
     return (
         f"## Failover matrix{' (--quick)' if quick else ''}\n\n"
         f"Probes: inter {probes['inter']} s, fastinter {probes['fastinter']} s, "
@@ -119,7 +122,7 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
         f"{probes['timeout']} s, retries {probes['retries']}. Phases: {phases['before']} s "
         f"before the fault, {phases['fault']} s of fault, {phases['after']} s after. Client "
         f"connect timeout {timeouts['connect']} s (Windows: ~21 s), request timeout "
-        f"{timeouts['request']} s. The faulty server is cas1 of 3.\n"
+        f"{timeouts['request']} s. The faulty server is cas1 of 3. Clients: {mix}.\n"
     )
 
 
