@@ -1,0 +1,89 @@
+"""The configs the failover harness writes for each balancer, checked by the balancers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lb.config import load
+from perf.failover.designs.caslb import render_config as caslb_config
+from perf.failover.designs.haproxy import (
+    Ports,
+    haproxy_binary,
+    parse_stat,
+    write_pem,
+)
+from perf.failover.designs.haproxy import (
+    render_config as haproxy_config,
+)
+from perf.failover.farm import FarmInfo, FarmServer, parse_ready
+from perf.failover.settings import ProbeSettings
+
+PORTS = {"https": 8443, "imaps": 9933, "pops": 9955, "smtp": 2525, "submission": 5587}
+FARM = FarmInfo(
+    tuple(
+        FarmServer(f"cas{i}", f"cas{i}.lab.local", f"127.0.0.1{i}", dict(PORTS)) for i in (1, 2, 3)
+    ),
+    Path("/tmp/ca.pem"),
+)
+PROBES = ProbeSettings(inter=1.0, fastinter=0.25, rise=2, fall=2, timeout=1.0)
+
+
+@pytest.mark.parametrize("mode", ["l4", "l4-sni", "l7"])
+def test_caslb_config_loads_with_the_run_probe_settings(tmp_path: Path, mode: str) -> None:
+    listen = {k: 20000 + i for i, k in enumerate(PORTS)}
+    tls = (tmp_path / "c.pem", tmp_path / "k.pem") if mode == "l7" else None
+    path = tmp_path / "caslb.toml"
+    path.write_text(caslb_config(FARM, PROBES, mode, listen, 29999, tls))
+    config = load(path)
+    https = next(fe for fe in config.frontends if fe.port == listen["https"])
+    assert https.mode.value == {"l4": "tcp", "l4-sni": "sni", "l7": "http"}[mode]
+    pools = ["https"] if mode == "l4" else ["owa", "ews", "mapi", "rpc", "eas", "autodiscover"]
+    for name in [*pools, "imap", "pop", "smtp"]:
+        pool = config.pools[name]
+        assert [s.name for s in pool.servers] == ["cas1", "cas2", "cas3"]
+        assert pool.check is not None
+        timing = pool.check.timing
+        assert (timing.inter, timing.fastinter, timing.rise, timing.fall) == (1.0, 0.25, 2, 2)
+    if mode == "l4-sni":
+        assert https.sni_map["ews.mail.lab.local"] == "ews"
+
+
+def test_caslb_config_refuses_a_bad_mode() -> None:
+    with pytest.raises(ValueError, match="unknown caslb mode 'l5'"):
+        caslb_config(FARM, PROBES, "l5", {}, 1, None)
+
+
+@pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed")
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+def test_haproxy_accepts_its_config(tmp_path: Path, mode: str) -> None:
+    pem = write_pem(FARM, tmp_path) if mode == "http" else None
+    ports = Ports(18443, {"imap": 19933, "pop": 19955, "smtp": 12525})
+    text = haproxy_config(FARM, PROBES, ports, tmp_path / "s.sock", mode, pem)
+    assert "fastinter 250ms" in text and "option redispatch" in text
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    done = subprocess.run(
+        [str(haproxy_binary()), "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_haproxy_config_refuses_http_without_a_certificate(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a certificate"):
+        haproxy_config(FARM, PROBES, Ports(1, {}), tmp_path / "s", "http")
+
+
+def test_parse_stat_keeps_server_rows() -> None:
+    text = (
+        "# pxname,svname,status,check_status\n"
+        "https,FRONTEND,OPEN,\nhttps,cas1,UP 1/2,L7OK\nhttps,cas2,DOWN,L4CON\nhttps,BACKEND,UP,\n"
+    )
+    assert parse_stat(text) == {("https", "cas1"): "UP 1/2", ("https", "cas2"): "DOWN"}
+
+
+def test_parse_ready_names_a_bad_line() -> None:
+    with pytest.raises(ValueError, match="not ready"):
+        parse_ready("Traceback (most recent call last):")
