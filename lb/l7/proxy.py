@@ -42,6 +42,7 @@ from lb.l7 import responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout, deadline_after
 from lb.l7.events import L7Events, Report, RequestRecord, Termination, log_access
 from lb.l7.headers import (
+    HOP_BY_HOP,
     declares_body,
     forwarded_request_headers,
     forwarded_response_headers,
@@ -566,11 +567,15 @@ class ClientSession:
             return
         relay.status = response.status_code
         relay.response_started = True
-        head = h11.Response(
-            status_code=response.status_code,
-            headers=forwarded_response_headers(response.headers),
-            reason=response.reason,
-        )
+        head = response
+        if any(name in HOP_BY_HOP for name, _ in response.headers):
+            head = h11.Response(
+                status_code=response.status_code,
+                headers=forwarded_response_headers(response.headers),
+                reason=response.reason,
+            )
+        # else: h11 events are immutable, so the parsed head is relayed as it is
+        # (skipping a second validation of every header).
         batch: list[h11.Event] = [head]
         while True:
             _take_ready(upstream.io, batch)

@@ -296,3 +296,24 @@ async def test_head_and_expect_continue_pass_through() -> None:
             "POST", "/owa/upload", body=b"x" * 10, headers=[("expect", "100-continue")]
         )
         assert (head.status_code, body) == (200, b"10")
+
+
+async def test_upstream_hop_by_hop_headers_stay_off_the_client_connection() -> None:
+    async def closing(side: ServerSide, request: h11.Request) -> None:
+        await side.read_body()
+        await side.respond(
+            200,
+            b"bye",
+            [("connection", "close, x-internal"), ("x-internal", "1"), ("keep-alive", "timeout=5")],
+        )
+
+    async with make_rig() as rig, rig.client() as client:
+        rig.farm.handlers = {s: closing for s in ("cas1", "cas2", "cas3")}
+        for _ in range(2):
+            head, body = await client.request("GET", "/owa/")
+            names = [n for n, _ in head.headers]
+            assert (head.status_code, body) == (200, b"bye")
+            assert b"x-internal" not in names and b"keep-alive" not in names
+            assert header_value(head.headers, b"connection") is None
+    # The server closed each upstream connection; the client kept its own.
+    assert len(rig.farm.connections) == 2
