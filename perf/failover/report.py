@@ -139,6 +139,9 @@ def write_run(
         ],
     }
     (out_dir / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+    notes = dict.fromkeys(f"- {r.design}: {n}" for r in records for n in r.notes[1:])
+    if notes:
+        preamble += "\nNotes:\n" + "\n".join(notes) + "\n"
     (out_dir / "results.md").write_text(markdown(figures, preamble))
     for r, f in zip(records, figures, strict=True):
         ok, failed = per_second(r.requests, r.timeline.end_at)

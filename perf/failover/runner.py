@@ -102,7 +102,7 @@ async def run_scenario(
         requests=tuple(sorted(recorder.records, key=lambda r: r.finished)),
         samples=tuple(samples),
         farm_counts=counts,
-        notes=_notes(design, settings),
+        notes=(*_notes(design, settings), *running.notes),
     )
 
 

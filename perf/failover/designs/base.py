@@ -33,6 +33,11 @@ class Running(Protocol):
         """Protocol -> where its clients connect."""
         ...
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Remarks on how this design was run here, for the report."""
+        ...
+
     async def chosen(self, server: str) -> dict[str, bool] | None:
         """Protocol -> True while the balancer may pick `server`; None without one."""
         ...

@@ -23,6 +23,7 @@ class DnsRunning:
     """Endpoints listing every server; no balancer state."""
 
     endpoints: Mapping[str, Endpoint]
+    notes: tuple[str, ...] = ()
 
     async def chosen(self, server: str) -> dict[str, bool] | None:
         """Always None: DNS keeps handing out every address."""

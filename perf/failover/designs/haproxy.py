@@ -181,6 +181,7 @@ class HaproxyRunning:
     endpoints: Mapping[str, Endpoint]
     socket_path: Path
     mode: str
+    notes: tuple[str, ...] = ()
 
     async def chosen(self, server: str) -> dict[str, bool] | None:
         """Per protocol: is `server` UP in the backend carrying it."""
