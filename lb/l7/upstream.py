@@ -19,6 +19,7 @@ for any upstream failure (502 before a response byte, else an abort).
 from __future__ import annotations
 
 import contextlib
+import select
 import ssl
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -150,6 +151,21 @@ def describe_error(exc: BaseException) -> str:
     return text[:200]
 
 
+def _readable_now(stream: trio.abc.Stream) -> bool:
+    """Whether `stream`'s socket has bytes or EOF pending (False when it has no socket)."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if not isinstance(inner, trio.SocketStream):
+        return False
+    fd = inner.socket.fileno()
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class UpstreamConnection:
     """One upstream connection of one client connection, with its lease holder.
 
@@ -178,13 +194,20 @@ class UpstreamConnection:
         return self._done.is_set()
 
     def reusable(self) -> bool:
-        """Whether the next request of the same client may go over this connection."""
+        """Whether the next request of the same client may go over this connection.
+
+        Besides h11's states and the member's eligibility, the socket must not be
+        readable: an idle upstream connection that is readable was closed by the
+        server (IIS closes idle ones after 2 minutes), and a POST sent over it
+        would fail with nothing to retry.
+        """
         c = self.io.conn
         return (
             not self.closed
             and c.our_state is h11.IDLE
             and c.their_state is h11.IDLE
             and self.member.eligible
+            and not _readable_now(self.io.stream)
         )
 
     def finish_cycle(self) -> bool:
