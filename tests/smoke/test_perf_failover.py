@@ -65,7 +65,7 @@ def test_quick_crash_matrix_is_sane(tmp_path: Path) -> None:
             assert _answered_by(s, other, t["fault_at"], t["clear_at"]) > 0
         # before the fault every protocol worked without error
         assert all(p["baseline_errors"] == 0 for p in figures["protocols"].values())
-        assert {"owa", "ews", "imap"} <= set(figures["protocols"])
+        assert {"owa", "ews", "mapi", "rpc"} <= set(figures["protocols"])
         if s["design"] == "dns-rr":
             assert s["samples"] == [] and figures["detection"] is None
         else:
