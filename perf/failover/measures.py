@@ -22,6 +22,7 @@ Definitions (all times relative to the fault's injection or clearing):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,7 +160,8 @@ def per_second(
     Returns:
         (server -> counts per whole second of finishing time, failures per second).
     """
-    seconds = max(1, int(end) + 1)
+    # whole seconds only: a partial last second would read as a drop in traffic
+    seconds = max(1, math.ceil(end - 1e-6))
     ok: dict[str, list[int]] = {}
     failed = [0] * seconds
     for r in requests:

@@ -64,7 +64,7 @@ def timeline_svg(
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         f'<text x="{LEFT}" y="18" font-size="13">{escape(title)}</text>',
         f'<rect x="{x(window[0]):.1f}" y="{TOP}" width="{x(window[1]) - x(window[0]):.1f}" '
-        f'height="{plot_h}" fill="#f4d9d9"/>',
+        f'height="{plot_h}" fill="#f4d9d9" stroke="none"/>',
         f'<text x="{x(window[0]) + 3:.1f}" y="{TOP + 12}" fill="#a33">fault</text>',
     ]
     if detection is not None:
