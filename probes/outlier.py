@@ -128,10 +128,6 @@ class OutlierDetector:
         ejected = sorted(n for n, r in self._servers.items() if r.ejected_until is not None)
         return f"<OutlierDetector servers={len(self._servers)} ejected={ejected}>"
 
-    def known_servers(self) -> int:
-        """How many distinct servers have reported outcomes."""
-        return len(self._servers)
-
     def is_ejected(self, server: str, now: float) -> bool:
         """Whether `server` is ejected at time `now`."""
         record = self._servers.get(server)

@@ -326,7 +326,8 @@ class ClientSession:
             ejected = backend.outliers is not None and backend.outliers.is_ejected(
                 current.member.name, now
             )
-            if current.reusable() and not ejected:
+            panic = not any(m.eligible for m in backend.pool.members)
+            if current.reusable(panic=panic) and not ejected:
                 return current, 0, ""
             self._drop(pool_name)
         retries, last_error = 0, ""
@@ -371,7 +372,7 @@ class ClientSession:
         self.ctx.report(pool_name, member.name, outcome is Outcome.SUCCESS, reason)
         if backend.outliers is None:
             return
-        size = _pool_size(backend.pool, backend.outliers)
+        size = _pool_size(backend.pool)
         ejection = backend.outliers.record(
             member.name, outcome, trio.current_time(), pool_size=size
         )
@@ -687,9 +688,6 @@ def _outcome(relay: _Relay) -> Outcome | None:
     return Outcome.SUCCESS
 
 
-def _pool_size(pool: Pool, outliers: OutlierDetector) -> int:
-    """How many servers `pool` has (its member list if it shows one)."""
-    members = getattr(pool, "members", None)
-    if members is not None:
-        return max(1, len(members))
-    return max(1, outliers.known_servers())
+def _pool_size(pool: Pool) -> int:
+    """How many servers `pool` has (at least 1)."""
+    return max(1, len(pool.members))

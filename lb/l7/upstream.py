@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import select
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,6 +73,10 @@ class Pool(Protocol):
     @property
     def name(self) -> str:
         """Pool name."""
+
+    @property
+    def members(self) -> Sequence[Member]:
+        """Every member, eligible or not."""
 
     def pick(
         self, now: float, *, client: str | None = None, exclude: Collection[str] = ()
@@ -193,8 +197,11 @@ class UpstreamConnection:
         """Whether the connection was closed (by the proxy or the pool)."""
         return self._done.is_set()
 
-    def reusable(self) -> bool:
+    def reusable(self, *, panic: bool = False) -> bool:
         """Whether the next request of the same client may go over this connection.
+
+        With `panic` (no member of the pool is eligible, so the pool routes to
+        all), an ineligible member's connection is kept rather than replaced.
 
         Besides h11's states and the member's eligibility, the socket must not be
         readable: an idle upstream connection that is readable was closed by the
@@ -206,7 +213,7 @@ class UpstreamConnection:
             not self.closed
             and c.our_state is h11.IDLE
             and c.their_state is h11.IDLE
-            and self.member.eligible
+            and (self.member.eligible or panic)
             and not _readable_now(self.io.stream)
         )
 

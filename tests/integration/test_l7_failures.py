@@ -252,3 +252,15 @@ async def test_a_black_holed_server_costs_one_connect_timeout_then_another_serve
         assert not body.startswith(b"cas1")
         assert trio.current_time() - start == 2
     assert rig.events.retries == [("owa", "cas1", "connect")]
+
+
+async def test_in_panic_a_kept_alive_client_keeps_its_upstream_connection() -> None:
+    async with make_rig() as rig, rig.client() as client:
+        pool = rig.pools["owa"]
+        pool.panic = True
+        assert (await client.request("GET", "/owa/"))[0].status_code == 200
+        for member in pool.members:
+            member.eligible = False  # every probe fails: the pool routes to all
+        for _ in range(3):
+            assert (await client.request("GET", "/owa/"))[0].status_code == 200
+    assert len(rig.farm.connections) == 1  # NTLM-bound upstream kept, not re-opened

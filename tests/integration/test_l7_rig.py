@@ -55,12 +55,15 @@ class FakePool:
         self.name = name
         self.members = members
         self.live: list[FakeLease] = []
+        self.panic = False
         self._turn = itertools.count()
 
     def pick(
         self, now: float, *, client: str | None = None, exclude: Collection[str] = ()
     ) -> FakeMember | None:
         candidates = [m for m in self.members if m.eligible and m.name not in exclude]
+        if self.panic and not any(m.eligible for m in self.members):
+            candidates = [m for m in self.members if m.name not in exclude]  # route to all
         if not candidates:
             return None
         return candidates[next(self._turn) % len(candidates)]
