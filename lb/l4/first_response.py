@@ -1,14 +1,19 @@
-"""One upstream attempt up to the server's first byte, keeping the client's first flight.
+"""One upstream attempt: replay the first flight, wait for the first response, relay.
 
 Theory of operation: until a server has sent anything, nothing has reached the
 client, so an attempt that goes wrong can be abandoned and the connection sent
 to another server, provided the other server gets exactly what the first one
-got. `FirstFlight` keeps those bytes (and whether the client already sent EOF);
-`await_first_response` replays them onto a fresh server stream and then races
-two things:
+got. `FirstFlight` keeps those bytes (and whether the client already sent EOF).
 
-- the server's first read, under a timer;
-- a reader that forwards further client bytes, appending them to the flight.
+`run_attempt` replays the flight onto a fresh server stream, then runs the
+connection's upstream flow (lb/l4/pump.py `Link`) in a task with a tap that
+appends every client chunk to the flight, while its own task waits for the
+server's first bytes under a timer. Once they arrive the tap is switched off,
+the attempt is committed, and the same task goes on as the downstream flow: the
+upstream flow never stops, so committing costs nothing and the relay after it
+is the plain (splice) pump. An abandoned attempt is simply cancelled: whatever
+the upstream task was sending to the abandoned server no longer matters,
+because the flight recorded it before sending.
 
 The timer is what tells a hung server from a slow client. It runs from the
 connection opening for banner protocols (the server owes the first word), and
@@ -16,23 +21,22 @@ otherwise only once client bytes have been forwarded, re-armed after each new
 client chunk: a client that is slow to send its ClientHello is not waiting for
 the server, so the server's silence means nothing yet.
 
-The attempt ends with one `Outcome`: ANSWERED (with the server's first bytes),
-SILENT (the timer fired), CLOSED (the server reset or closed first), CLIENT_GONE,
-or COMMITTED when the flight outgrew its bound: replay is then impossible, so
-the attempt is kept without a first-response bound. The reader is only cancelled
-while it waits on the client, never mid-send, so the flight and the server
-never disagree about what was sent.
+Outcomes: ANSWERED (relayed to the end), SILENT (the timer fired), CLOSED (the
+server reset or closed before answering), CLIENT_GONE, and COMMITTED when the
+flight outgrew its bound before any answer: replay is then impossible, so the
+attempt is kept without a first-response bound and relayed to the end.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from lb.l4.connector import failure_reason
-from lb.l4.pump import COPY_CHUNK, IdleTimer
+from lb.l4.pump import COPY_CHUNK, IdleTimer, Link, RelayResult, Side
 
 _PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -75,6 +79,11 @@ class Verdict(enum.Enum):
     CLIENT_GONE = "client_gone"
     COMMITTED = "committed"
 
+    @property
+    def committed(self) -> bool:
+        """True when the connection stayed on this server (no retry possible)."""
+        return self in (Verdict.ANSWERED, Verdict.COMMITTED)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -82,83 +91,15 @@ class Outcome:
 
     Attributes:
         verdict: what happened.
-        first_bytes: the server's first chunk (ANSWERED); may be empty when the
-            server closed after the client's own EOF.
         reason: for CLOSED, why (reset, closed, error).
+        replayed_bytes: first-flight bytes sent to this server before its flows ran.
+        relay: what the flows moved, for committed attempts.
     """
 
     verdict: Verdict
-    first_bytes: bytes = b""
     reason: str = ""
-
-
-class _ClientReader:
-    """Forwards client bytes to the server until told to stop; never stopped mid-send."""
-
-    def __init__(
-        self,
-        client: trio.abc.Stream,
-        server: trio.abc.Stream,
-        flight: FirstFlight,
-        timer: _Timer,
-        idle: IdleTimer | None,
-    ) -> None:
-        self.client, self.server, self.flight = client, server, flight
-        self.timer, self.idle = timer, idle
-        self.scope = trio.CancelScope()
-        self.sending = False
-        self.done = False
-        self.ended: Outcome | None = None  # why the reader stopped the attempt, if it did
-
-    def finish(self) -> None:
-        """Stop reading: at once if waiting on the client, else after the current send."""
-        self.done = True
-        if not self.sending:
-            self.scope.cancel()
-
-    async def run(self) -> None:
-        with self.scope:
-            while not self.done:
-                try:
-                    data = await self.client.receive_some(COPY_CHUNK)
-                except _PEER_ERRORS:
-                    return self._stop(Outcome(Verdict.CLIENT_GONE))
-                if not await self._forward(data):
-                    return
-                if not data:
-                    return
-        return None
-
-    async def _forward(self, data: bytes | bytearray) -> bool:
-        """Pass a chunk (or EOF) to the server; False when the attempt must stop."""
-        if data:
-            self.flight.add(data)
-        else:
-            self.flight.eof = True
-        self.sending = True
-        try:
-            if data:
-                await self.server.send_all(data)
-            else:
-                await send_eof(self.server)
-        except _PEER_ERRORS as exc:
-            self._stop(Outcome(Verdict.CLOSED, reason=failure_reason(exc)))
-            return False
-        finally:
-            self.sending = False
-        if self.idle is not None:
-            self.idle.touch()
-        if self.flight.overflowed:
-            self._stop(Outcome(Verdict.COMMITTED))
-            return False
-        self.timer.arm()
-        return True
-
-    def _stop(self, outcome: Outcome) -> None:
-        if self.done:
-            return  # the attempt already ended; the relay will meet any error again
-        self.ended = outcome
-        self.timer.scope.cancel()
+    replayed_bytes: int = 0
+    relay: RelayResult | None = None
 
 
 class _Timer:
@@ -175,13 +116,37 @@ class _Timer:
             self.scope.deadline = trio.current_time() + self.timeout
 
 
+class _Recorder:
+    """The tap on the upstream flow before commit: keeps the flight, re-arms the timer."""
+
+    def __init__(self, flight: FirstFlight, timer: _Timer) -> None:
+        self.flight = flight
+        self.timer = timer
+        self.active = True
+        self.overflowed = False
+
+    def chunk(self, data: bytes) -> None:
+        self.flight.add(data)
+        if self.flight.overflowed:
+            # Past the bound nothing can be replayed: stop waiting and commit.
+            self.active = False
+            self.overflowed = True
+            self.timer.scope.cancel()
+        else:
+            self.timer.arm()
+
+    def eof(self) -> None:
+        self.flight.eof = True
+        self.timer.arm()
+
+
 async def send_eof(stream: trio.abc.Stream) -> None:
     """Half-close a stream if it can be half-closed."""
     if isinstance(stream, trio.abc.HalfCloseableStream):
         await stream.send_eof()
 
 
-async def await_first_response(
+async def run_attempt(
     client: trio.abc.Stream,
     server: trio.abc.Stream,
     flight: FirstFlight,
@@ -190,8 +155,11 @@ async def await_first_response(
     timeout: float | None,
     server_speaks_first: bool,
     idle: IdleTimer | None = None,
+    on_commit: Callable[[Verdict], None] = lambda verdict: None,
 ) -> Outcome:
-    """Replay the flight onto `server` and wait for its first bytes (see module doc).
+    """Replay the flight onto `server`, wait for its first bytes, then relay (see module doc).
+
+    Neither stream is closed here.
 
     Args:
         client: the client stream; further first-flight bytes are read from it.
@@ -200,8 +168,10 @@ async def await_first_response(
         preamble: bytes to send before the flight (a PROXY protocol header).
         timeout: the first-response timeout, None for none.
         server_speaks_first: start the timer now rather than after client bytes.
-        idle: touched on client activity.
+        idle: touched on every transfer.
+        on_commit: called once, as soon as the attempt commits (before relaying).
     """
+    replayed = len(flight.data)
     try:
         if preamble or flight.data:
             await server.send_all(preamble + bytes(flight.data))
@@ -210,28 +180,54 @@ async def await_first_response(
     except _PEER_ERRORS as exc:
         return Outcome(Verdict.CLOSED, reason=failure_reason(exc))
     timer = _Timer(timeout, server_speaks_first or bool(flight.data) or flight.eof)
-    reader = _ClientReader(client, server, flight, timer, idle)
+    recorder = _Recorder(flight, timer)
+    link = Link(client, server, idle)
+    first: _FirstRead | None = None
     async with trio.open_nursery() as nursery:
         if not flight.eof:
-            nursery.start_soon(reader.run)
-        outcome = await _first_read(server, flight, timer)
-        reader.finish()
-    ended = reader.ended
-    answered = outcome.verdict is Verdict.ANSWERED
-    if ended is None or (answered and ended.verdict is Verdict.COMMITTED):
-        # An answer that raced the flight's overflow is still an answer: keep its bytes.
-        return outcome
-    return ended
+            nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
+        first = await _first_read(server, flight, timer, recorder)
+        if first.verdict.committed:
+            recorder.active = False
+            on_commit(first.verdict)
+            await link.run_down(nursery.cancel_scope, first.data)
+        else:
+            nursery.cancel_scope.cancel()
+    result = link.result()
+    if first is None or not first.verdict.committed:
+        return _abandoned(first, result, replayed)
+    return Outcome(first.verdict, replayed_bytes=replayed, relay=result)
 
 
-async def _first_read(server: trio.abc.Stream, flight: FirstFlight, timer: _Timer) -> Outcome:
+def _abandoned(first: _FirstRead | None, result: RelayResult, replayed: int) -> Outcome:
+    """The outcome of an attempt that did not commit (the upstream flow may have ended it)."""
+    if result.failed is Side.CLIENT:
+        return Outcome(Verdict.CLIENT_GONE, replayed_bytes=replayed)
+    if result.failed is Side.SERVER:
+        return Outcome(Verdict.CLOSED, reason="reset", replayed_bytes=replayed)
+    assert first is not None  # without a flow failure the first read always returns
+    return Outcome(first.verdict, reason=first.reason, replayed_bytes=replayed)
+
+
+@dataclass(frozen=True)
+class _FirstRead:
+    verdict: Verdict
+    data: bytes = b""
+    reason: str = ""
+
+
+async def _first_read(
+    server: trio.abc.Stream, flight: FirstFlight, timer: _Timer, recorder: _Recorder
+) -> _FirstRead:
     with timer.scope:
         try:
-            data = await server.receive_some(COPY_CHUNK)
+            data = bytes(await server.receive_some(COPY_CHUNK))
         except _PEER_ERRORS as exc:
-            return Outcome(Verdict.CLOSED, reason=failure_reason(exc))
+            return _FirstRead(Verdict.CLOSED, reason=failure_reason(exc))
         if data or flight.eof:
             # A server closing after the client's own EOF is an answer, not a failure.
-            return Outcome(Verdict.ANSWERED, first_bytes=bytes(data))
-        return Outcome(Verdict.CLOSED, reason="closed")
-    return Outcome(Verdict.SILENT)
+            return _FirstRead(Verdict.ANSWERED, data)
+        return _FirstRead(Verdict.CLOSED, reason="closed")
+    if recorder.overflowed:
+        return _FirstRead(Verdict.COMMITTED)
+    return _FirstRead(Verdict.SILENT)

@@ -40,8 +40,8 @@ import trio
 
 from lb.l4 import proxy_protocol
 from lb.l4.connector import Connector, failure_reason, open_plain
-from lb.l4.first_response import FirstFlight, Outcome, Verdict, await_first_response
-from lb.l4.pump import COPY_CHUNK, IdleTimer, close, close_after, relay, reset
+from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
+from lb.l4.pump import COPY_CHUNK, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l4.sni import HelloStatus, parse_client_hello
 from lb.pool import Member, Pool
@@ -112,6 +112,7 @@ class _Connection:
         self.peer = _Peer.of(client)
         self.tried: list[str] = []
         self.flight_sent = False
+        self.committed = False  # set the moment an attempt commits, even mid-relay
 
 
 class TcpFrontend:
@@ -269,28 +270,28 @@ class TcpFrontend:
         """One server; True when the connection is finished, False to try another."""
         pool = route.pool.name
         server: trio.abc.Stream | None = None
-        committed = False
+        conn.committed = False
         try:
             with route.pool.lease(member) as lease:
                 with lease.scope:
                     server = await self._connect(route, member)
                     if server is None:
                         return False
-                    outcome = await self._first_response(conn, route, member, server)
-                    if outcome.verdict not in (Verdict.ANSWERED, Verdict.COMMITTED):
+                    outcome = await self._run_attempt(conn, route, member, server)
+                    if outcome.relay is None:
                         await reset(server)
                         return outcome.verdict is Verdict.CLIENT_GONE
-                    committed = True
-                    await self._relay(conn, pool, member, server, outcome)
+                    self._account_relay(conn, pool, member, outcome)
+                    await close_after(outcome.relay, conn.client, server)
                     return True
                 # The pool cancelled the lease: DOWN with reset, MAINT, or a drain deadline.
                 log.info("frontend %s: %s/%s: connection reset by the pool", self.name, pool,
                          member.name)
                 if server is not None:
                     await reset(server)
-                if committed:
+                if conn.committed:
                     await reset(conn.client)
-                return committed
+                return conn.committed
         finally:
             if server is not None:
                 await close(server)
@@ -311,7 +312,7 @@ class TcpFrontend:
         self._events.server_connected(pool, member.name, trio.current_time() - start)
         return server
 
-    async def _first_response(
+    async def _run_attempt(
         self, conn: _Connection, route: Route, member: Member, server: trio.abc.Stream
     ) -> Outcome:
         pool, policy = route.pool.name, route.policy
@@ -322,7 +323,13 @@ class TcpFrontend:
             preamble = proxy_protocol.encode(
                 policy.proxy_protocol, conn.peer.client, conn.peer.local
             )
-        outcome = await await_first_response(
+
+        def on_commit(verdict: Verdict) -> None:
+            conn.committed = True
+            if verdict is Verdict.ANSWERED:
+                self._report(pool, member.name, True, "answered")
+
+        outcome = await run_attempt(
             conn.client,
             server,
             conn.flight,
@@ -330,16 +337,15 @@ class TcpFrontend:
             timeout=policy.first_response_timeout,
             server_speaks_first=policy.server_speaks_first,
             idle=conn.idle,
+            on_commit=on_commit,
         )
         conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
         self._account(pool, member, outcome)
         return outcome
 
     def _account(self, pool: str, member: Member, outcome: Outcome) -> None:
-        """Report the attempt's outcome to passive detection and the counters."""
-        if outcome.verdict is Verdict.ANSWERED:
-            self._report(pool, member.name, True, "answered")
-        elif outcome.verdict is Verdict.SILENT:
+        """Report a failed attempt to passive detection and the counters."""
+        if outcome.verdict is Verdict.SILENT:
             log.info("frontend %s: %s/%s: silent past the first-response timeout",
                      self.name, pool, member.name)
             self._report(pool, member.name, False, Verdict.SILENT.value)
@@ -351,29 +357,17 @@ class TcpFrontend:
             self._report(pool, member.name, False, outcome.reason)
             self._events.retried(pool, member.name, outcome.reason)
 
-    async def _relay(
-        self,
-        conn: _Connection,
-        pool: str,
-        member: Member,
-        server: trio.abc.Stream,
-        outcome: Outcome,
+    def _account_relay(
+        self, conn: _Connection, pool: str, member: Member, outcome: Outcome
     ) -> None:
-        if outcome.first_bytes:
-            try:
-                await conn.client.send_all(outcome.first_bytes)
-            except _PEER_ERRORS:
-                await reset(server)
-                return
-        result = await relay(conn.client, server, idle=conn.idle, upstream_done=conn.flight.eof)
+        assert outcome.relay is not None
         self._events.bytes_relayed(
             self.name,
             pool,
             member.name,
-            to_server=conn.flight.total + result.upstream_bytes,
-            to_client=len(outcome.first_bytes) + result.downstream_bytes,
+            to_server=outcome.replayed_bytes + outcome.relay.upstream_bytes,
+            to_client=outcome.relay.downstream_bytes,
         )
-        await close_after(result, conn.client, server)
 
 
 def _host(conn: _Connection) -> str | None:

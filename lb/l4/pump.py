@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -124,6 +125,88 @@ def can_splice(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
     return _CAN_SPLICE and isinstance(a, trio.SocketStream) and isinstance(b, trio.SocketStream)
 
 
+class Tap(Protocol):
+    """Sees every client chunk before it goes upstream, while `active`.
+
+    While a tap is active the upstream flow copies (never splices), so nothing
+    bypasses it: the first-flight recorder is a tap.
+    """
+
+    active: bool
+
+    def chunk(self, data: bytes) -> None:
+        """A chunk about to be sent upstream."""
+
+    def eof(self) -> None:
+        """The client half-closed."""
+
+
+class Link:
+    """One client ⇄ server connection whose two flows can be run separately.
+
+    `relay` runs both in a nursery; the frontend runs the upstream flow in a
+    task while its own task waits for the server's first bytes and then runs
+    the downstream flow, so one connection costs one extra task.
+
+    Args:
+        client: the accepted client stream.
+        server: the connected upstream stream.
+        idle: touched on every transfer; its scope should enclose the flows.
+    """
+
+    def __init__(
+        self, client: trio.abc.Stream, server: trio.abc.Stream, idle: IdleTimer | None = None
+    ) -> None:
+        self.client, self.server, self.idle = client, server, idle
+        self.mode = Mode.SPLICE if can_splice(client, server) else Mode.COPY
+        self.up = _Flow(Side.CLIENT, Side.SERVER)
+        self.down = _Flow(Side.SERVER, Side.CLIENT)
+
+    async def run_up(self, stop: trio.CancelScope, tap: Tap | None = None) -> None:
+        """Client → server until EOF; on a peer error, record the side and cancel `stop`."""
+        await self._run(self.up, self.client, self.server, stop, tap)
+
+    async def run_down(self, stop: trio.CancelScope, first: bytes = b"") -> None:
+        """Server → client (after `first`, bytes already read from the server) until EOF.
+
+        On a peer error, record the side and cancel `stop`.
+        """
+        await self._run(self.down, self.server, self.client, stop, None, first)
+
+    def result(self) -> RelayResult:
+        """What the flows did so far."""
+        return RelayResult(
+            mode=self.mode,
+            upstream_bytes=self.up.bytes,
+            downstream_bytes=self.down.bytes,
+            splice_calls=self.up.splices + self.down.splices,
+            failed=self.up.failed or self.down.failed,
+        )
+
+    async def _run(
+        self,
+        flow: _Flow,
+        src: trio.abc.Stream,
+        dst: trio.abc.Stream,
+        stop: trio.CancelScope,
+        tap: Tap | None,
+        first: bytes = b"",
+    ) -> None:
+        try:
+            if first:
+                flow.at = flow.dst
+                await dst.send_all(first)
+                flow.bytes += len(first)
+            if self.mode is Mode.SPLICE:
+                assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
+                await _splice_flow(flow, src, dst, self.idle, tap)
+            else:
+                await _copy_flow(flow, src, dst, self.idle, tap)
+        except _PEER_ERRORS:
+            flow.failed = flow.at
+            stop.cancel()
+
+
 async def relay(
     client: trio.abc.Stream,
     server: trio.abc.Stream,
@@ -143,50 +226,38 @@ async def relay(
         upstream_done: the client's EOF was already passed to the server, so
             only the server → client direction is left.
     """
-    mode = Mode.SPLICE if can_splice(client, server) else Mode.COPY
-    up, down = _Flow(Side.CLIENT, Side.SERVER), _Flow(Side.SERVER, Side.CLIENT)
+    link = Link(client, server, idle)
     async with trio.open_nursery() as nursery:
-        for flow, src, dst in ((up, client, server), (down, server, client)):
-            if flow is up and upstream_done:
-                continue
-            nursery.start_soon(_run_flow, mode, flow, src, dst, idle, nursery.cancel_scope)
-    return RelayResult(
-        mode=mode,
-        upstream_bytes=up.bytes,
-        downstream_bytes=down.bytes,
-        splice_calls=up.splices + down.splices,
-        failed=up.failed or down.failed,
-    )
+        if not upstream_done:
+            nursery.start_soon(link.run_up, nursery.cancel_scope)
+        nursery.start_soon(link.run_down, nursery.cancel_scope)
+    return link.result()
 
 
-async def _run_flow(
-    mode: Mode,
+def _tapped(tap: Tap | None, data: bytes) -> None:
+    if tap is not None and tap.active:
+        if data:
+            tap.chunk(data)
+        else:
+            tap.eof()
+
+
+async def _copy_flow(
     flow: _Flow,
     src: trio.abc.Stream,
     dst: trio.abc.Stream,
     idle: IdleTimer | None,
-    relay_scope: trio.CancelScope,
-) -> None:
-    """Run one direction; on a peer error record which side failed and stop both."""
-    try:
-        if mode is Mode.SPLICE:
-            assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
-            await _splice_flow(flow, src, dst, idle)
-        else:
-            await _copy_flow(flow, src, dst, idle)
-    except _PEER_ERRORS:
-        flow.failed = flow.at
-        relay_scope.cancel()
-
-
-async def _copy_flow(
-    flow: _Flow, src: trio.abc.Stream, dst: trio.abc.Stream, idle: IdleTimer | None
+    tap: Tap | None,
 ) -> None:
     """receive_some → send_all until EOF, then half-close dst when it can."""
-    while data := await src.receive_some(COPY_CHUNK):
+    while True:
+        flow.at = flow.src
+        data = bytes(await src.receive_some(COPY_CHUNK))
+        _tapped(tap, data)
+        if not data:
+            break
         flow.at = flow.dst
         await dst.send_all(data)
-        flow.at = flow.src
         flow.bytes += len(data)
         if idle is not None:
             idle.touch()
@@ -215,7 +286,11 @@ class _Pipe:
 
 
 async def _splice_flow(
-    flow: _Flow, src: trio.SocketStream, dst: trio.SocketStream, idle: IdleTimer | None
+    flow: _Flow,
+    src: trio.SocketStream,
+    dst: trio.SocketStream,
+    idle: IdleTimer | None,
+    tap: Tap | None,
 ) -> None:
     """Small reads are copied; from the first full read on, splice(2) until EOF.
 
@@ -223,7 +298,7 @@ async def _splice_flow(
     read that fills the copy buffer marks a bulk flow, which moves to the pipe.
     """
     src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
-    if await _copy_until_bulk(flow, src_fd, dst_fd, idle):
+    if await _copy_until_bulk(flow, src_fd, dst_fd, idle, tap):
         pipe = _Pipe()
         try:
             await _splice_loop(flow, pipe, src_fd, dst_fd, idle)
@@ -234,7 +309,7 @@ async def _splice_flow(
 
 
 async def _copy_until_bulk(
-    flow: _Flow, src_fd: int, dst_fd: int, idle: IdleTimer | None
+    flow: _Flow, src_fd: int, dst_fd: int, idle: IdleTimer | None, tap: Tap | None
 ) -> bool:
     """read/write on the fds until EOF (False) or a read fills the buffer (True)."""
     unyielded = 0  # rounds since the last trio checkpoint
@@ -246,6 +321,7 @@ async def _copy_until_bulk(
             unyielded = 0
             await trio.lowlevel.wait_readable(src_fd)
             continue
+        _tapped(tap, data)
         if not data:
             return False
         flow.at = flow.dst
@@ -253,7 +329,7 @@ async def _copy_until_bulk(
         flow.bytes += len(data)
         if idle is not None:
             idle.touch()
-        if len(data) == COPY_CHUNK:
+        if len(data) == COPY_CHUNK and not (tap is not None and tap.active):
             return True
         unyielded += 1
         if unyielded >= 8:  # a source that never blocks must still let others run
