@@ -11,7 +11,9 @@ request, session or long poll ends as one RequestRecord: success, or the kind
 of error the user would have seen.
 
 HTTP success is any status below 500: an unauthenticated OWA GET earns a 401 or
-302 from real Exchange, and that is the server answering.
+302 from real Exchange, and that is the server answering. A request on a reused
+keep-alive connection that is reset before any answer is retried once on a new
+connection and not counted, as browsers and WinHTTP do.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ SHORT: dict[str, tuple[ShortRequest, ...]] = {
     "mapi": (_mapi("Execute"), _mapi("NotificationWait")),
 }
 KEEP_ALIVE = frozenset({"owa", "ews", "mapi"})
+STALE = frozenset({"reset", "eof"})  # how a dropped kept-alive connection shows
 
 
 class Client:
@@ -194,8 +197,16 @@ class Client:
             await trio.sleep(self.timeouts.think)
 
     async def _on(self, held: list[HttpConnection], req: ShortRequest) -> str | None:
-        if not held:
-            held.append(await self._http())
+        if held:
+            try:
+                return await self._request(held[0], req)
+            except ClientError as exc:
+                if exc.kind not in STALE or not exc.before_response:
+                    raise
+                # a kept-alive connection the server dropped: browsers and
+                # WinHTTP retry once on a fresh connection without telling the user
+                await held.pop().aclose()
+        held.append(await self._http())
         return await self._request(held[0], req)
 
     async def _request(self, conn: HttpConnection, req: ShortRequest) -> str | None:

@@ -24,11 +24,18 @@ Address = tuple[str, int]
 
 
 class ClientError(Exception):
-    """A client-visible failure, with a short kind ("refused", "timeout", ...)."""
+    """A client-visible failure, with a short kind ("refused", "timeout", ...).
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    Attributes:
+        kind: what the measures count it as.
+        before_response: True when nothing of the response had arrived, so a
+            client may safely retry on a fresh connection.
+    """
+
+    def __init__(self, kind: str, detail: str = "", *, before_response: bool = True) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.before_response = before_response
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,10 @@ async def exchange(
         await conn.send_body(body)
     await conn.end_body()
     head = await conn.read_head(timeout)
-    return head, await conn.read_body(timeout)
+    try:
+        return head, await conn.read_body(timeout)
+    except ClientError as exc:
+        raise ClientError(exc.kind, str(exc), before_response=False) from exc
 
 
 def header(head: h11.Response, name: str) -> str | None:
