@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import trio
 
+from lb.config_model import PoolConfig
 from lb.l4 import proxy_protocol
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
@@ -78,10 +79,45 @@ class L4Events(Protocol):
 
 @dataclass(frozen=True)
 class Route:
-    """Where a frontend sends a connection: a pool and how to treat its servers."""
+    """Where a frontend sends a connection: a pool and how to treat its servers.
+
+    Attributes:
+        pool: the pool to pick from.
+        policy: how to treat its servers; None follows the pool's live config,
+            so a reload that changes timeouts applies to new connections.
+    """
+
+    pool: Pool
+    policy: UpstreamPolicy | None = None
+
+    def current_policy(self) -> UpstreamPolicy:
+        """The policy for a new connection."""
+        if self.policy is not None:
+            return self.policy
+        return _policy_of(self.pool.config)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A route with its policy fixed for one connection."""
 
     pool: Pool
     policy: UpstreamPolicy
+
+
+_POLICIES: dict[int, tuple[PoolConfig, UpstreamPolicy]] = {}
+
+
+def _policy_of(config: PoolConfig) -> UpstreamPolicy:
+    """UpstreamPolicy.from_pool_config, memoised per config object (one per reload)."""
+    hit = _POLICIES.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    if len(_POLICIES) > 64:  # old configs of past reloads
+        _POLICIES.clear()
+    policy = UpstreamPolicy.from_pool_config(config)
+    _POLICIES[id(config)] = (config, policy)
+    return policy
 
 
 @dataclass(frozen=True)
@@ -222,8 +258,9 @@ class TcpFrontend:
             self._events.refused(self.name, "", "no_route")
             await reset(client)
             return
-        idle.retime(route.policy.idle_timeout or self.settings.idle_timeout)
-        await self._attempts(_Connection(client, flight, idle), route)
+        policy = route.current_policy()
+        idle.retime(policy.idle_timeout or self.settings.idle_timeout)
+        await self._attempts(_Connection(client, flight, idle), route.pool, policy)
 
     async def _peek_hello(self, client: trio.abc.Stream, flight: FirstFlight) -> str | None:
         """Read (and keep) the client's bytes until the ClientHello's SNI is known."""
@@ -249,9 +286,9 @@ class TcpFrontend:
                 return self._sni[f"*.{parent}"]
         return self._default
 
-    async def _attempts(self, conn: _Connection, route: Route) -> None:
-        pool = route.pool
-        for _ in range(1 + route.policy.retries):
+    async def _attempts(self, conn: _Connection, pool: Pool, policy: UpstreamPolicy) -> None:
+        route = _Resolved(pool, policy)
+        for _ in range(1 + policy.retries):
             member = pool.pick(trio.current_time(), client=_host(conn), exclude=conn.tried)
             if member is None:
                 break
@@ -266,7 +303,7 @@ class TcpFrontend:
                  ", ".join(conn.tried) or "none")
         await reset(conn.client)
 
-    async def _attempt(self, conn: _Connection, route: Route, member: Member) -> bool:
+    async def _attempt(self, conn: _Connection, route: _Resolved, member: Member) -> bool:
         """One server; True when the connection is finished, False to try another."""
         pool = route.pool.name
         server: trio.abc.Stream | None = None
@@ -296,7 +333,7 @@ class TcpFrontend:
             if server is not None:
                 await close(server)
 
-    async def _connect(self, route: Route, member: Member) -> trio.abc.Stream | None:
+    async def _connect(self, route: _Resolved, member: Member) -> trio.abc.Stream | None:
         pool, timeout = route.pool.name, route.policy.connect_timeout
         start = trio.current_time()
         try:
@@ -313,7 +350,7 @@ class TcpFrontend:
         return server
 
     async def _run_attempt(
-        self, conn: _Connection, route: Route, member: Member, server: trio.abc.Stream
+        self, conn: _Connection, route: _Resolved, member: Member, server: trio.abc.Stream
     ) -> Outcome:
         pool, policy = route.pool.name, route.policy
         if conn.flight_sent:
