@@ -265,8 +265,9 @@ class TcpFrontend:
     async def _peek_hello(self, client: trio.abc.Stream, flight: FirstFlight) -> str | None:
         """Read (and keep) the client's bytes until the ClientHello's SNI is known."""
         with trio.move_on_after(self.settings.sni_timeout):
-            while len(flight.data) < self.settings.first_flight_limit:
-                chunk = await client.receive_some(COPY_CHUNK)
+            while (room := self.settings.first_flight_limit - len(flight.data)) > 0:
+                # Never read past the bound here: these bytes exist only in the flight.
+                chunk = await client.receive_some(min(COPY_CHUNK, room))
                 if not chunk:
                     flight.eof = True
                     break

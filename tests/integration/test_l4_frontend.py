@@ -282,3 +282,23 @@ async def test_sni_without_a_hello_in_time_goes_to_the_default(
         assert await read_until(client, b"\r\n") == b"* OK def1\r\n"
         assert trio.current_time() - start == 3.0
         n.cancel_scope.cancel()
+
+
+async def test_an_sni_peek_that_fills_the_flight_loses_no_byte(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    received: list[bytes] = []
+
+    async def keep(server: str, stream: trio.abc.Stream) -> None:
+        received.append(await read_until(stream, b"END"))
+        await stream.send_all(b"ok")
+
+    garbage = b"\x16\x03\x01\xff\xff" + bytes(40)  # a hello longer than the bound
+    async with trio.open_nursery() as n:
+        rig = make_rig(n, {"def1": keep}, pool=make_pool("def", ("def1",)), sni={},
+                       settings=TcpFrontendSettings("fe", first_flight_limit=16))
+        client = await rig.client()
+        await client.send_all(garbage + b"END")
+        assert await client.receive_some(10) == b"ok"
+        n.cancel_scope.cancel()
+    assert received == [garbage + b"END"]
