@@ -194,6 +194,26 @@ async def serve(
         for fe in config.frontends
     }
     opened = await _open_listeners(config, listeners)
+    try:
+        await _run(app, built, opened, admin_listeners, task_status)
+    finally:
+        # The app opened (or was handed) the listeners, so it closes them,
+        # whatever each frontend does with its own on cancellation.
+        with trio.CancelScope(shield=True):
+            for group in opened.values():
+                for listener in group:
+                    await trio.aclose_forcefully(listener)
+    app.stopped.set()
+
+
+async def _run(
+    app: Balancer,
+    built: Mapping[str, frontends.Frontend],
+    opened: Mapping[str, list[trio.abc.Listener[Any]]],
+    admin_listeners: Sequence[trio.abc.Listener[Any]] | None,
+    task_status: trio.TaskStatus[Balancer],
+) -> None:
+    config, metrics, runner = app.config, app.metrics, app.runner
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         for name, frontend in built.items():
@@ -215,7 +235,6 @@ async def serve(
         await app.gate.wait()
         await _drain(app, config.grace)
         nursery.cancel_scope.cancel()
-    app.stopped.set()
 
 
 async def _drain(app: Balancer, grace: float) -> None:

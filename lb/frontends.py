@@ -14,8 +14,7 @@ import trio
 
 from lb import tls
 from lb.config_model import Config, FrontendConfig, Mode, PoolConfig
-from lb.l4.frontend import Route, TcpFrontend
-from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
+from lb.l4.build import build_tcp
 from lb.l7 import upstream as l7upstream
 from lb.l7.frontend import HttpFrontend
 from lb.l7.routing import RouteTable
@@ -95,40 +94,6 @@ def build_http(
     )
 
 
-def build_tcp(
-    fe: FrontendConfig,
-    pools: Mapping[str, Pool],
-    *,
-    connector: Connector | None,
-    report: Report,
-    metrics: Metrics,
-) -> TcpFrontend:
-    """An L4 frontend for a tcp- or sni-mode frontend config."""
-
-    def route(name: str | None) -> Route | None:
-        if name is None:
-            return None
-        return Route(pools[name], UpstreamPolicy.from_pool_config(pools[name].config))
-
-    settings = TcpFrontendSettings(
-        name=fe.name,
-        idle_timeout=fe.idle_timeout,
-        max_connections=fe.max_connections,
-        sni_timeout=fe.sni_timeout,
-    )
-    sni = None
-    if fe.mode is Mode.SNI:
-        sni = {name: r for name, pool in fe.sni_map.items() if (r := route(pool)) is not None}
-    return TcpFrontend(
-        settings,
-        default=route(fe.pool if fe.mode is Mode.TCP else fe.default_pool),
-        sni=sni,
-        events=metrics,
-        report=report,
-        connector=connector,
-    )
-
-
 def build(
     fe: FrontendConfig,
     config: Config,
@@ -148,6 +113,6 @@ def build(
         if fe.mode is Mode.HTTP:
             return build_http(fe, config, pools, connector=connector, report=report,
                               metrics=metrics)
-        return build_tcp(fe, pools, connector=connector, report=report, metrics=metrics)
+        return build_tcp(fe, pools, events=metrics, report=report, connector=connector)
     except (ValueError, OSError) as exc:
         raise ValueError(f"frontends.{fe.name}: {exc}") from exc
