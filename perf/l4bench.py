@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -32,6 +31,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from perf import tools
 
 HOST = "127.0.0.1"
 CHUNK = 1 << 20
@@ -229,7 +230,7 @@ def _haproxy(template: str, bulk: int, ping: int) -> Iterator[tuple[int, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "haproxy.cfg"
         cfg.write_text(template.format(backends=pairs))
-        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen([tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL)
         try:
             for port in ports:
                 _wait_port(port, proc)
@@ -296,8 +297,8 @@ def main(seconds: float = 2.5) -> None:
             lb_ports = _first_line(lb)
             assert isinstance(lb_ports, list)
             rows["caslb"] = _measure(lb_ports[0], lb_ports[1], seconds)
-        if shutil.which("haproxy") is None:
-            print("haproxy not found: install it with `apt-get install -y haproxy` to compare")
+        if tools.ensure("haproxy"):
+            print("haproxy not found and could not be installed: no HAProxy comparison")
         else:
             for name, template in (("haproxy", HAPROXY_DEFAULT),
                                    ("haproxy-splice", HAPROXY_TUNED)):

@@ -28,7 +28,6 @@ import io
 import math
 import pstats
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from perf import tools
 
 HOST = "127.0.0.1"
 PATH = "/owa/bench"
@@ -109,7 +110,7 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
 def haproxy(config: str, port: int, workdir: Path) -> Iterator[None]:
     path = workdir / f"haproxy-{port}.cfg"
     path.write_text(config)
-    with process([shutil.which("haproxy") or "haproxy", "-db", "-f", str(path)]):
+    with process([tools.which("haproxy") or "haproxy", "-db", "-f", str(path)]):
         wait_listening(port)
         yield
 
@@ -184,7 +185,7 @@ def wrk(port: int, connections: int, seconds: float) -> Measure:
 
 def missing_tools() -> list[str]:
     """The tools this bench needs that are not installed."""
-    return [tool for tool in ("haproxy", "wrk") if shutil.which(tool) is None]
+    return tools.ensure("haproxy", "wrk")
 
 
 # -- the caslb role (a child process) -------------------------------------------------
