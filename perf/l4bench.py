@@ -230,7 +230,8 @@ def _haproxy(template: str, bulk: int, ping: int) -> Iterator[tuple[int, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "haproxy.cfg"
         cfg.write_text(template.format(backends=pairs))
-        proc = subprocess.Popen([tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL)
+        command = [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         try:
             for port in ports:
                 _wait_port(port, proc)
