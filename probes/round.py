@@ -1,8 +1,10 @@
 """One round of probes: every server × every protocol, once, concurrently.
 
-This is the core of ``caslb probe``: the CLI (or, later, a config file) says
-which servers and which protocols; :func:`probe_round` runs each check once and
-returns one row per (server, protocol) in a stable order, for a table.
+This is the core of ``caslb probe``: the CLI says which servers and which
+protocols; :func:`probe_round` runs each check once and returns one row per
+(server, protocol) in a stable order, for a table. :func:`run_checks` is the
+engine under it, for callers (a config file's pools) that already hold
+(target, spec) pairs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from probes.checks import CheckResult, CheckSpec, Target, run_check
 from probes.runner import Check
 from probes.state import CheckState
 
-__all__ = ["ProbeHost", "ProbeRow", "probe_round"]
+__all__ = ["ProbeHost", "ProbeRow", "probe_round", "run_checks"]
 
 HTTPS = "https"  # the port key shared by every HTTP protocol
 
@@ -92,13 +94,35 @@ async def probe_round(
     unknown = [name for name in specs if name.lower() not in PROTOCOLS]
     if unknown:
         protocol(unknown[0])  # raises the catalog's KeyError naming the known ones
-    for spec in specs.values():
-        spec.tls_context()
     jobs = [
         (host, name, host.target(name, starttls=spec.starttls), spec)
         for host in targets
         for name, spec in specs.items()
     ]
+    results = await run_checks(
+        [(target, spec) for _, _, target, spec in jobs],
+        max_concurrent=max_concurrent,
+        check=check,
+    )
+    return [
+        ProbeRow(host.fqdn, protocol(name).name, target, result)
+        for (host, name, target, _), result in zip(jobs, results, strict=True)
+    ]
+
+
+async def run_checks(
+    jobs: Sequence[tuple[Target, CheckSpec]],
+    *,
+    max_concurrent: int = 16,
+    check: Check = run_check,
+) -> list[CheckResult]:
+    """Run each (target, spec) check once, concurrently; results in job order.
+
+    Raises:
+        ValueError: a spec's CA file cannot be loaded (before any check runs).
+    """
+    for spec in dict.fromkeys(spec for _, spec in jobs):
+        spec.tls_context()
     results: list[CheckResult | None] = [None] * len(jobs)
     limiter = trio.CapacityLimiter(max_concurrent)
 
@@ -107,10 +131,8 @@ async def probe_round(
             results[i] = await check(spec, target)
 
     async with trio.open_nursery() as nursery:
-        for i, (_, _, target, spec) in enumerate(jobs):
+        for i, (target, spec) in enumerate(jobs):
             nursery.start_soon(one, i, target, spec)
-    rows = []
-    for (host, name, target, _), result in zip(jobs, results, strict=True):
-        assert result is not None
-        rows.append(ProbeRow(host.fqdn, protocol(name).name, target, result))
-    return rows
+    done = [r for r in results if r is not None]
+    assert len(done) == len(jobs)  # every task stored its result or raised
+    return done

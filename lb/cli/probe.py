@@ -1,4 +1,9 @@
-"""`caslb probe HOST...`: one round of Exchange health probes, as a table.
+"""`caslb probe CONFIG` or `caslb probe HOST...`: one round of Exchange health probes.
+
+With one argument naming an existing file, it is a config: every pool's active
+check runs once against each of its servers (a check shared by pools with the
+same server and spec runs once) and the table has a row per (pool, server).
+Otherwise the arguments are hosts:
 
 A HOST is ``FQDN[=ADDR[:PORT]][,PROTOCOL=PORT...]``: the FQDN goes into Host
 and SNI (and is matched against the certificate), ADDR:PORT is where to dial
@@ -17,9 +22,12 @@ import trio
 import typer
 
 from lb.cli._app import app
+from lb.cli._config import load_or_exit
+from lb.config import Config
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
-from probes.checks import CheckSpec
-from probes.round import HTTPS, ProbeHost, ProbeRow, probe_round
+from probes.checks import CheckSpec, Target, run_check
+from probes.round import HTTPS, ProbeHost, ProbeRow, probe_round, run_checks
+from probes.runner import Check
 
 _PORT_NAMES = (HTTPS, *PROTOCOLS)
 _DEFAULT_PROTOCOLS = ",".join(HTTP_PROTOCOLS)
@@ -97,9 +105,9 @@ def parse_protocols(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def format_table(rows: Sequence[ProbeRow]) -> str:
-    """Server × protocol: state, latency and what happened."""
-    header = ("SERVER", "PROTOCOL", "STATE", "LATENCY", "DETAIL")
+def format_table(rows: Sequence[ProbeRow], *, column: str = "PROTOCOL") -> str:
+    """Server × protocol (or pool, by `column`): state, latency and what happened."""
+    header = ("SERVER", column, "STATE", "LATENCY", "DETAIL")
     lines = [header] + [
         (
             r.server,
@@ -120,14 +128,20 @@ def format_table(rows: Sequence[ProbeRow]) -> str:
 Hosts = Annotated[
     list[str],
     typer.Argument(
-        metavar="HOST...",
-        help="FQDN[=ADDR[:PORT]][,PROTOCOL=PORT...], e.g. cas1.lab.local=127.0.0.1:8443,imap=9933",
+        metavar="CONFIG | HOST...",
+        help="A config file (caslb.toml), or hosts: FQDN[=ADDR[:PORT]][,PROTOCOL=PORT...], "
+        "e.g. cas1.lab.local=127.0.0.1:8443,imap=9933",
         show_default=False,
     ),
 ]
 Protocols = Annotated[
-    str,
-    typer.Option("--protocols", "-p", help="Comma-separated protocols, or 'all'."),
+    str | None,
+    typer.Option(
+        "--protocols",
+        "-p",
+        help=f"Comma-separated protocols, or 'all' (default: {_DEFAULT_PROTOCOLS}).",
+        show_default=False,
+    ),
 ]
 Ca = Annotated[
     Path | None,
@@ -153,7 +167,7 @@ ExpectFqdn = Annotated[
 @app.command("probe")
 def probe(
     hosts: Hosts,
-    protocols: Protocols = _DEFAULT_PROTOCOLS,
+    protocols: Protocols = None,
     ca: Ca = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
@@ -161,22 +175,86 @@ def probe(
     starttls: Starttls = False,
     expect_fqdn: ExpectFqdn = False,
 ) -> None:
-    """Probe Exchange servers once and print server × protocol; exit 1 if any check fails.
+    """Probe Exchange servers once and print a table; exit 1 if any check fails.
 
-    Example: caslb probe cas1.lab.local=127.0.0.1:8443 --protocols owa,ews --ca ca.pem
+    \b
+    Examples:
+      caslb probe caslb.toml
+      caslb probe cas1.lab.local=127.0.0.1:8443 --protocols owa,ews --ca ca.pem
+
+    A config file runs every pool's check against its servers (a row per pool and
+    server; exit 2 on a bad config); the options below apply to HOST arguments.
     """
+    if len(hosts) == 1 and Path(hosts[0]).is_file():
+        given = {
+            "--protocols": protocols is not None,
+            "--ca": ca is not None,
+            "--insecure": insecure,
+            "--timeout": timeout is not None,
+            "--port": bool(port),
+            "--starttls": starttls,
+            "--expect-fqdn": expect_fqdn,
+        }
+        if any(given.values()):
+            names = ", ".join(name for name, on in given.items() if on)
+            raise typer.BadParameter(f"{names} apply to HOST arguments, not a config file")
+        _probe_config(Path(hosts[0]))
+        return
     if ca is not None and insecure:
         raise typer.BadParameter("give --ca FILE or --insecure, not both")
     global_ports = dict(parse_port(p) for p in port or [])
     targets = [parse_host(h, global_ports) for h in hosts]
     specs = {
         name: _spec(name, ca, insecure, timeout, starttls, expect_fqdn)
-        for name in parse_protocols(protocols)
+        for name in parse_protocols(protocols or _DEFAULT_PROTOCOLS)
     }
-    rows = trio.run(probe_round, targets, specs)
-    typer.echo(format_table(rows))
+    _report(trio.run(probe_round, targets, specs))
+
+
+def _report(rows: Sequence[ProbeRow], column: str = "PROTOCOL") -> None:
+    typer.echo(format_table(rows, column=column))
     if any(not r.result.ok for r in rows):
         raise typer.Exit(1)
+
+
+def config_checks(config: Config) -> list[tuple[str, str, Target, CheckSpec]]:
+    """(pool, server name, target, spec) for every checked pool's servers, in config order."""
+    return [
+        (
+            pool.name,
+            server.name,
+            Target(server.fqdn, server.host, check.port or server.port),
+            check.spec,
+        )
+        for pool in config.pools.values()
+        if (check := pool.check) is not None
+        for server in pool.servers
+    ]
+
+
+async def probe_config(config: Config, *, check: Check = run_check) -> list[ProbeRow]:
+    """One round of every pool's check; one row per (pool, server), each distinct check run once.
+
+    Args:
+        config: the validated config.
+        check: the check coroutine (tests may wrap it).
+    """
+    planned = config_checks(config)
+    # pools over the same servers with the same spec (e.g. two routes to one set) share a run
+    jobs = list(dict.fromkeys((target, spec) for _, _, target, spec in planned))
+    results = dict(zip(jobs, await run_checks(jobs, check=check), strict=True))
+    return [
+        ProbeRow(server, pool, target, results[target, spec])
+        for pool, server, target, spec in planned
+    ]
+
+
+def _probe_config(path: Path) -> None:
+    config = load_or_exit(path)
+    unchecked = [name for name, pool in config.pools.items() if pool.check is None]
+    if unchecked:
+        typer.echo(f"no active check (not probed): pool {', '.join(unchecked)}", err=True)
+    _report(trio.run(probe_config, config), column="POOL")
 
 
 def _spec(
