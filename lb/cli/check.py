@@ -91,7 +91,7 @@ def _detection_lines(pool: PoolConfig, jitter: float) -> list[str]:
     return lines
 
 
-def _pool_lines(pool: PoolConfig, jitter: float) -> list[str]:
+def _pool_lines(pool: PoolConfig, jitter: float, *, layer4: bool) -> list[str]:
     traits = [f"protocol {pool.protocol}" if pool.protocol else "no protocol",
               pool.balance.value]
     if pool.slowstart:
@@ -101,6 +101,9 @@ def _pool_lines(pool: PoolConfig, jitter: float) -> list[str]:
     if pool.reset_on_down:
         traits.append("reset on down")
     traits.append(f"drain grace {_seconds(pool.drain_grace)}")
+    if layer4 and pool.first_response_timeout is not None:
+        # A silent server is abandoned and the client's first flight replayed elsewhere.
+        traits.append(f"first response ≤ {_seconds(pool.first_response_timeout)} else replay")
     if pool.upstream_tls is not None:
         traits.append("re-encrypt" + ("" if pool.upstream_tls.verify else " (no verify)"))
     if pool.proxy_protocol:
@@ -120,8 +123,10 @@ def render_plan(config: Config, *, jitter: float = DEFAULT_JITTER) -> str:
     for fe in config.frontends:
         lines += _frontend_lines(fe)
     lines += ["", f"pools (worst cases with {jitter:.0%} scheduling jitter)"]
+    layer4 = {name for fe in config.frontends if fe.mode is not Mode.HTTP
+              for name in fe.pool_names}
     for pool in config.pools.values():
-        lines += _pool_lines(pool, jitter)
+        lines += _pool_lines(pool, jitter, layer4=pool.name in layer4)
     admin = f"{config.admin.host}:{config.admin.port}"
     lines += ["", f"admin {admin}{' (token set)' if config.admin.token else ''}, "
               f"shutdown grace {_seconds(config.grace)}"]

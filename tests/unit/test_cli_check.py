@@ -121,3 +121,11 @@ def test_check_is_listed_with_an_example() -> None:
     runner = CliRunner()
     assert "check" in runner.invoke(app, ["--help"]).stdout
     assert "caslb check config/" in runner.invoke(app, ["check", "--help"]).stdout
+
+
+def test_l4_pools_show_their_first_response_timeout(tmp_path: Path) -> None:
+    code, l4, _ = _run(tmp_path, FARM.format(mode="l4-sni", extra=""))
+    assert code == 0 and "first response ≤ 1s else replay" in l4
+    code, l7, _ = _run(tmp_path, FARM.format(mode="l7", extra=TLS))
+    ews_line = next(line for line in l7.splitlines() if line.strip().startswith("ews "))
+    assert code == 0 and "first response" not in ews_line
