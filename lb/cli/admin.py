@@ -8,7 +8,6 @@ exit 1 with a clear message when the balancer cannot be reached or refuses.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from urllib.parse import quote, urlencode
 import typer
 
 from lb.cli._app import app
+from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
 from lb.config_model import DEFAULT_ADMIN_PORT
 
 DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
@@ -60,21 +60,11 @@ def call_admin(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raise AdminApiError(f"{exc.code} {_error_text(exc.read())}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminApiError(f"cannot reach the admin API at {base_url}: {reason}") from None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise AdminApiError(f"the admin API at {base_url} did not answer JSON") from None
-    if not isinstance(data, dict):
-        raise AdminApiError(f"the admin API at {base_url} answered {type(data).__name__}")
-    return data
+        return fetch_json(request, peer=f"the admin API at {base_url}", timeout=TIMEOUT_SECONDS)
+    except JsonStatusError as exc:
+        raise AdminApiError(f"{exc.status} {_error_text(exc.body)}") from None
+    except JsonApiError as exc:
+        raise AdminApiError(str(exc)) from None
 
 
 def _error_text(body: bytes) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ import trio
 import typer
 
 from lb.cli._app import app
+from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
 
 DEFAULT_CONTROL_URL = f"http://127.0.0.1:{casfarm.DEMO_CONTROL_PORT}"
 TIMEOUT_SECONDS = 5.0
@@ -57,21 +57,11 @@ def call_control(base_url: str, path: str, payload: dict[str, Any] | None = None
         request.method = "POST"
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raise ControlApiError(_error_text(exc.read()) or f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ControlApiError(f"cannot reach the farm at {base_url}: {reason}") from None
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise ControlApiError(f"the farm at {base_url} did not answer JSON") from None
-    if not isinstance(answer, dict):
-        raise ControlApiError(f"the farm at {base_url} answered {type(answer).__name__}")
-    return answer
+        return fetch_json(request, peer=f"the farm at {base_url}", timeout=TIMEOUT_SECONDS)
+    except JsonStatusError as exc:
+        raise ControlApiError(_error_text(exc.body) or f"HTTP {exc.status}") from None
+    except JsonApiError as exc:
+        raise ControlApiError(str(exc)) from None
 
 
 def _error_text(body: bytes) -> str:
