@@ -35,8 +35,8 @@ async def _sample(
         at = recorder.now()
         try:
             chosen = await running.chosen(server)
-        except OSError:
-            chosen = {}  # a missed reading is skipped, never guessed
+        except (OSError, ValueError, trio.TooSlowError):
+            chosen = {}  # a missed reading (balancer too busy to answer) is skipped, never guessed
         if chosen is None:
             return
         if chosen:
@@ -140,6 +140,10 @@ async def run_matrix(
                 skipped[design.name] = str(exc)
                 progress(f"skip {design.name}: {exc}")
                 break
+            except Exception as exc:  # one broken scenario must not lose the others
+                skipped[f"{design.name} × {fault.name}"] = repr(exc)
+                progress(f"failed {design.name} × {fault.name}: {exc!r}")
+                continue
             errors = sum(1 for r in record.requests if not r.ok)
             progress(f"  {len(record.requests)} requests, {errors} errors")
             records.append(record)

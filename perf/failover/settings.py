@@ -93,7 +93,7 @@ class RunSettings:
 
 FULL = RunSettings(
     probes=ProbeSettings(),
-    phases=Phases(before=5.0, fault=10.0, after=7.0),
+    phases=Phases(before=4.0, fault=10.0, after=6.0),
     mix=FULL_MIX,
     timeouts=ClientTimeouts(connect=21.0, request=10.0, long_poll=5.0, think=0.25),
 )
