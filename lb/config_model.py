@@ -261,9 +261,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | None:
-    """A required-port "host:port" listen address."""
-    text = table.string(key, default, required=default is None)
+def read_address(
+    table: Table, key: str, default: str | None = None, *, required: bool = False
+) -> tuple[str, str, int | None] | None:
+    """A "host[:port]" string setting as (text, host, port); None when absent or malformed.
+
+    A malformed address is reported on `key`; callers word their own port rules with `text`.
+    """
+    text = table.string(key, default, required=required)
     if text is None:
         return None
     try:
@@ -271,6 +276,15 @@ def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | 
     except ValueError as exc:
         table.error(key, str(exc))
         return None
+    return text, host, port
+
+
+def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | None:
+    """A required-port "host:port" listen address."""
+    address = read_address(table, key, default, required=default is None)
+    if address is None:
+        return None
+    text, host, port = address
     if port is None:
         table.error(key, f"needs a port (host:port), got {show(text)}")
         return None
@@ -298,6 +312,7 @@ __all__ = [
     "UpstreamTlsConfig",
     "is_loopback",
     "parse_address",
+    "read_address",
     "read_bind",
     "resolve_file",
 ]

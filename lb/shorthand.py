@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lb.config_model import parse_address
+from lb.config_model import read_address
 from lb.config_reader import Errors, Table, join, show
 from lb.shorthand_expand import (
     CHECK_SETTINGS,
@@ -108,14 +108,10 @@ def _read_ports(table: Table, key: str, base: Mapping[str, int]) -> dict[str, in
 
 
 def _read_host(table: Table, key: str, *, required: bool) -> str | None:
-    text = table.string(key, required=required)
-    if text is None:
+    address = read_address(table, key, required=required)
+    if address is None:
         return None
-    try:
-        host, port = parse_address(text)
-    except ValueError as exc:
-        table.error(key, str(exc))
-        return None
+    text, host, port = address
     if port is not None:
         table.error(key, f"takes a host without a port, got {show(text)} "
                     "(ports go in ports and listen)")
