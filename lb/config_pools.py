@@ -197,15 +197,24 @@ def _read_pool_check(
     return None if sub is None else read_check(sub, proto, base_dir)
 
 
-def _read_upstream_tls(table: Table, base_dir: Path | None) -> UpstreamTlsConfig | None:
-    value = table.raw("tls")
+def _switch_table(table: Table, key: str) -> Table | bool:
+    """A setting that is `true` (on, defaults), `false`/absent (off) or a table of settings.
+
+    False also when the value is neither, after reporting it on `key`.
+    """
+    value = table.raw(key)
     if value is None or value is False:
-        return None
+        return False
     if value is True:
-        return UpstreamTlsConfig()
-    sub = table.table("tls")
-    if sub is None:
-        return None
+        return True
+    sub = table.table(key)
+    return False if sub is None else sub
+
+
+def _read_upstream_tls(table: Table, base_dir: Path | None) -> UpstreamTlsConfig | None:
+    sub = _switch_table(table, "tls")
+    if not isinstance(sub, Table):
+        return UpstreamTlsConfig() if sub else None
     verify = sub.boolean("verify", True)
     ca_file = sub.string("ca_file")
     sni = sub.boolean("sni", True)
@@ -217,14 +226,9 @@ def _read_upstream_tls(table: Table, base_dir: Path | None) -> UpstreamTlsConfig
 
 
 def _read_observe(table: Table) -> ObserveConfig | None:
-    value = table.raw("observe")
-    if value is None or value is False:
-        return None
-    if value is True:
-        return ObserveConfig()
-    sub = table.table("observe")
-    if sub is None:
-        return None
+    sub = _switch_table(table, "observe")
+    if not isinstance(sub, Table):
+        return ObserveConfig() if sub else None
     defaults = ObserveConfig()
     limit = sub.integer("error_limit", defaults.error_limit, low=1, high=10_000)
     on_error = sub.choice("on_error", OnError, defaults.on_error)
