@@ -6,20 +6,22 @@ Theory of operation
 probe per (pool, server) in one `ProbeRunner` (lb/health.py wires their
 transitions into the pools), a `Metrics` on a fresh registry reading the pools
 live, a frontend object per frontend (lb/frontends.py), and the admin API. All
-of it runs as tasks of one nursery; `task_status.started()` hands the caller a
+of it runs as tasks of one nursery; `task_status.started()` hands the caller the
 `Balancer`, the handle tests, `caslb run` and `caslb demo` drive.
 
-Listeners are opened here (or injected, for tests) and wrapped in a
-`GateListener`, so a graceful stop is the same for every frontend: the gate
-closes the listening sockets (new connections are refused by the kernel),
-established connections go on, and the app waits until every pool lease has
-ended or the grace is over before cancelling the rest.
+Every frontend accepts through `GateListener`s. Shutting a gate stops that
+frontend accepting without touching the connections it serves, which gives one
+mechanism for both:
 
-A reload (`Balancer.reload`) applies a new config's pools in place: members
-keep their check, admin and slow-start state, probes are re-registered only
-where their settings changed, and connections are untouched. Changes to the
-frontends themselves (binds, routes, certificates) need a restart; the reload
-says so in its result rather than dropping connections to apply them.
+- a graceful stop: every gate shuts and closes its socket (the kernel refuses
+  new connections), leased connections get the config's `grace`, then the rest
+  is cancelled;
+- a reload: pools are reconfigured in place (members keep check, admin and
+  slow-start state; probes are re-registered only where their settings
+  changed). A frontend whose settings changed is replaced: when it keeps its
+  address the new frontend takes over the very same listening sockets (no
+  connection is refused, none is dropped); the old one stops accepting and
+  lives on until its last connection ends.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from lb import frontends
 from lb.admin import serve_admin
-from lb.config_model import Config
+from lb.config_model import Config, FrontendConfig
 from lb.health import HealthWiring
 from lb.metrics import Metrics
 from lb.pool import Pool
@@ -43,125 +45,259 @@ from probes.runner import ProbeRunner
 
 log = logging.getLogger("caslb.app")
 
+Listeners = Sequence[trio.abc.Listener[Any]]
+
 
 class GateListener(trio.abc.Listener[trio.abc.Stream]):
-    """A listener that stops accepting, and closes its socket, when its gate shuts."""
+    """A listener whose `shut()` stops its accepts; the socket stays open if asked.
 
-    def __init__(self, inner: trio.abc.Listener[Any], gate: trio.Event) -> None:
+    Args:
+        inner: the listener that really accepts.
+    """
+
+    def __init__(self, inner: trio.abc.Listener[Any]) -> None:
         self.inner = inner
-        self._gate = gate
+        self._shut = False
+        self._waiting: set[trio.CancelScope] = set()
 
     async def accept(self) -> trio.abc.Stream:
-        if self._gate.is_set():
-            await self.inner.aclose()
-            await trio.sleep_forever()
-        async with trio.open_nursery() as nursery:
-            accepted: list[trio.abc.Stream] = []
-
-            async def take() -> None:
-                accepted.append(await self.inner.accept())
-                nursery.cancel_scope.cancel()
-
-            async def shut() -> None:
-                await self._gate.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(take)
-            nursery.start_soon(shut)
-        if accepted:
-            return accepted[0]
-        await self.inner.aclose()
+        if not self._shut:
+            with trio.CancelScope() as scope:
+                self._waiting.add(scope)
+                try:
+                    stream: trio.abc.Stream = await self.inner.accept()
+                    return stream
+                finally:
+                    self._waiting.discard(scope)
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
+    async def shut(self, *, close: bool) -> None:
+        """Stop accepting; with `close`, also close the listening socket."""
+        self._shut = True
+        for scope in self._waiting:
+            scope.cancel()
+        if close:
+            await trio.aclose_forcefully(self.inner)
+
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        # The app owns the sockets: a frontend ending must not close them under
+        # a successor that took them over on reload.
+        await self.shut(close=False)
 
 
-def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int]:
-    """The (host, port) a TCP listener is bound to."""
+def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
+    """The (host, port) a TCP listener is bound to, None for other listeners."""
     inner = listener.inner if isinstance(listener, GateListener) else listener
     if not isinstance(inner, trio.SocketListener):
-        raise TypeError(f"not a TCP listener: {inner!r}")
+        return None
     sockname = inner.socket.getsockname()
     return str(sockname[0]), int(sockname[1])
 
 
-@dataclass
+@dataclass(eq=False)
+class _Served:
+    """One frontend object and the gates it accepts through."""
+
+    config: FrontendConfig
+    frontend: frontends.Frontend
+    gates: list[GateListener]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
 class Balancer:
     """A running balancer, as `serve` hands it over.
 
     Attributes:
         config: the config in force.
-        pools: live pools by name.
+        pools: live pools by name (the same dict across reloads).
         metrics: every series, on `metrics.registry`.
         runner: the probe runner.
         addresses: frontend name → bound (host, port).
         admin_address: the admin API's bound (host, port).
+        stopped: set once a graceful stop has finished.
     """
 
-    config: Config
-    pools: dict[str, Pool]
-    metrics: Metrics
-    runner: ProbeRunner
-    wiring: HealthWiring
-    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
-    admin_address: tuple[str, int] | None = None
-    gate: trio.Event = field(default_factory=trio.Event)
-    stopped: trio.Event = field(default_factory=trio.Event)
+    def __init__(
+        self, config: Config, *, connector: frontends.Connector | None,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.config = config
+        self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
+        self.metrics = Metrics(registry)
+        self.runner = ProbeRunner()
+        self.wiring = HealthWiring(self.runner, self.pools)
+        self.wiring.sync(self.pools)
+        self.runner.subscribe(self.metrics.on_probe)
+        self.metrics.watch_pools(lambda: self.pools)
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.admin_address: tuple[str, int] | None = None
+        self.stopped = trio.Event()
+        self._connector = connector
+        self._served: dict[str, _Served] = {}
+        self._sockets: list[trio.abc.Listener[Any]] = []
+        self._stopping = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        return f"<Balancer frontends={sorted(self._served)} pools={sorted(self.pools)}>"
 
     def active_connections(self) -> int:
         """Connections currently leased on any pool member."""
         return sum(m.active for pool in self.pools.values() for m in pool.members)
 
-    def reload(self, config: Config) -> list[str]:
-        """Apply a new config's pools in place; returns what needs a restart instead."""
-        now = trio.current_time()
-        pools = dict(self.pools)
-        for name, pool_config in config.pools.items():
-            if name in pools:
-                pools[name].reconfigure(pool_config, now)
-            else:
-                pools[name] = Pool(pool_config)
-        for name in set(pools) - set(config.pools):
-            del pools[name]
-        self.pools.clear()
-        self.pools.update(pools)
-        self.wiring.sync(self.pools)
-        self.config = config
-        return frontend_changes(self.frontend_configs, config)
-
-    frontend_configs: tuple[Any, ...] = ()
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful stop has begun."""
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Begin a graceful stop: refuse new connections, drain, then exit."""
-        self.gate.set()
+        self._stopping.set()
 
+    def _build(self, fe: FrontendConfig) -> frontends.Frontend:
+        return frontends.build(fe, self.config, self.pools, connector=self._connector,
+                               report=self.wiring.report, metrics=self.metrics)
 
-def frontend_changes(old: Sequence[Any], new: Config) -> list[str]:
-    """Frontends whose config differs between two configs (they need a restart)."""
-    before = {fe.name: fe for fe in old}
-    after = {fe.name: fe for fe in new.frontends}
-    return sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    async def _open(self, fe: FrontendConfig) -> Listeners:
+        opened = await trio.open_tcp_listeners(fe.port, host=fe.host)
+        self._sockets.extend(opened)
+        return opened
 
+    async def _start(self, fe: FrontendConfig, sockets: Listeners) -> None:
+        assert self._nursery is not None
+        served = _Served(fe, self._build(fe), [GateListener(s) for s in sockets])
+        address = bound_address(served.gates[0]) if served.gates else None
+        if address is not None:
+            self.addresses[fe.name] = address
+        self._served[fe.name] = served
+        await self._nursery.start(self._serve_frontend, served)
 
-async def _open_listeners(
-    config: Config, injected: Mapping[str, Sequence[trio.abc.Listener[Any]]] | None
-) -> dict[str, list[trio.abc.Listener[Any]]]:
-    opened: dict[str, list[trio.abc.Listener[Any]]] = {}
-    for fe in config.frontends:
-        if injected is not None and fe.name in injected:
-            opened[fe.name] = list(injected[fe.name])
+    @staticmethod
+    async def _serve_frontend(served: _Served, *, task_status: trio.TaskStatus[None]) -> None:
+        with served.scope:
+            await served.frontend.serve(served.gates, task_status=task_status)
+
+    async def _retire(self, served: _Served, *, close: bool) -> None:
+        """Stop a frontend accepting; it ends when its last connection does."""
+        assert self._nursery is not None
+        for gate in served.gates:
+            await gate.shut(close=close)
+        self._nursery.start_soon(self._end_when_idle, served)
+
+    @staticmethod
+    async def _end_when_idle(served: _Served) -> None:
+        while frontends.open_connections(served.frontend):
+            await trio.sleep(0.5)
+        served.scope.cancel()
+
+    async def reload(self, config: Config) -> list[str]:
+        """Apply a new config without dropping a connection.
+
+        Returns:
+            What it could not apply (an admin listener change needs a restart).
+
+        Raises:
+            ValueError, OSError: a new frontend could not be built or bound; the
+                frontends already replaced stay replaced, the rest is untouched.
+        """
+        old_config, now = self.config, trio.current_time()
+        for name, pool_config in config.pools.items():
+            if name in self.pools:
+                self.pools[name].reconfigure(pool_config, now)
+            else:
+                self.pools[name] = Pool(pool_config)
+        self.config = config
+        for name in set(self._served) - {fe.name for fe in config.frontends}:
+            await self._retire(self._served.pop(name), close=True)
+            self.addresses.pop(name, None)
+        for fe in config.frontends:
+            await self._replace(fe, old_config)
+        for name in set(self.pools) - set(config.pools):
+            del self.pools[name]
+        self.wiring.sync(self.pools)
+        return ["admin"] if config.admin != old_config.admin else []
+
+    async def _replace(self, fe: FrontendConfig, old_config: Config) -> None:
+        old = self._served.get(fe.name)
+        if old is not None and not frontends.needs_rebuild(old.config, fe, old_config,
+                                                            self.config):
+            return
+        same_address = old is not None and (old.config.host, old.config.port) == (fe.host, fe.port)
+        if old is not None and same_address:
+            sockets: Listeners = [gate.inner for gate in old.gates]
         else:
-            opened[fe.name] = list(await trio.open_tcp_listeners(fe.port, host=fe.host))
-    return opened
+            sockets = await self._open(fe)
+        await self._start(fe, sockets)
+        if old is not None:
+            await self._retire(old, close=not same_address)
+        log.info("frontend %s %s", fe.name, "replaced" if old else "started")
+
+    async def run(
+        self,
+        injected: Mapping[str, Listeners] | None,
+        admin_listeners: Listeners | None,
+        task_status: trio.TaskStatus[Balancer],
+    ) -> None:
+        """Serve until stopped; see `serve`."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.runner.run)
+                for fe in self.config.frontends:
+                    given = (injected or {}).get(fe.name)
+                    if given is not None:
+                        self._sockets.extend(given)
+                    await self._start(fe, given if given is not None else await self._open(fe))
+                await self._start_admin(admin_listeners)
+                log.info("caslb serving %s; admin on %s", self.addresses, self.admin_address)
+                task_status.started(self)
+                await self._stopping.wait()
+                await self._drain()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            # The app opened (or was handed) every listening socket, so it closes
+            # them, whatever each frontend did with its own on cancellation.
+            with trio.CancelScope(shield=True):
+                for listener in self._sockets:
+                    await trio.aclose_forcefully(listener)
+        self.stopped.set()
+
+    async def _start_admin(self, admin_listeners: Listeners | None) -> None:
+        assert self._nursery is not None
+        admin = self.config.admin
+        listen: Any = admin_listeners or (admin.host, admin.port)
+        started = await self._nursery.start(
+            lambda task_status: serve_admin(
+                listen, pools=self.pools, metrics=self.metrics, token=admin.token,
+                task_status=task_status,
+            )
+        )
+        if started:
+            self.admin_address = bound_address(started[0])
+
+    async def _drain(self) -> None:
+        """Refuse new connections, then wait, at most `grace`, for leases to end."""
+        for served in self._served.values():
+            for gate in served.gates:
+                await gate.shut(close=True)
+        grace = self.config.grace
+        log.info("stopping: new connections refused, %d open, grace %gs",
+                 self.active_connections(), grace)
+        with trio.move_on_after(grace if math.isfinite(grace) else 0):
+            while self.active_connections():
+                await trio.sleep(0.05)
+        left = self.active_connections()
+        if left:
+            log.warning("grace over: resetting %d connections", left)
 
 
 async def serve(
     config: Config,
     *,
-    listeners: Mapping[str, Sequence[trio.abc.Listener[Any]]] | None = None,
-    admin_listeners: Sequence[trio.abc.Listener[Any]] | None = None,
+    listeners: Mapping[str, Listeners] | None = None,
+    admin_listeners: Listeners | None = None,
     connector: frontends.Connector | None = None,
     registry: CollectorRegistry | None = None,
     task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
@@ -180,70 +316,5 @@ async def serve(
         ValueError: a frontend setting refused at start, naming the frontend.
         OSError: an address could not be bound.
     """
-    pools = {name: Pool(pc) for name, pc in config.pools.items()}
-    metrics = Metrics(registry or CollectorRegistry())
-    runner = ProbeRunner()
-    wiring = HealthWiring(runner, pools)
-    wiring.sync(pools)
-    runner.subscribe(metrics.on_probe)
-    app = Balancer(config, pools, metrics, runner, wiring, frontend_configs=config.frontends)
-    metrics.watch_pools(lambda: app.pools)
-    built = {
-        fe.name: frontends.build(fe, config, pools, connector=connector, report=wiring.report,
-                                 metrics=metrics)
-        for fe in config.frontends
-    }
-    opened = await _open_listeners(config, listeners)
-    try:
-        await _run(app, built, opened, admin_listeners, task_status)
-    finally:
-        # The app opened (or was handed) the listeners, so it closes them,
-        # whatever each frontend does with its own on cancellation.
-        with trio.CancelScope(shield=True):
-            for group in opened.values():
-                for listener in group:
-                    await trio.aclose_forcefully(listener)
-    app.stopped.set()
-
-
-async def _run(
-    app: Balancer,
-    built: Mapping[str, frontends.Frontend],
-    opened: Mapping[str, list[trio.abc.Listener[Any]]],
-    admin_listeners: Sequence[trio.abc.Listener[Any]] | None,
-    task_status: trio.TaskStatus[Balancer],
-) -> None:
-    config, metrics, runner = app.config, app.metrics, app.runner
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        for name, frontend in built.items():
-            gated = [GateListener(listener, app.gate) for listener in opened[name]]
-            if gated and isinstance(opened[name][0], trio.SocketListener):
-                app.addresses[name] = bound_address(gated[0])
-            await nursery.start(frontend.serve, gated)
-        admin_listen: Any = admin_listeners or (config.admin.host, config.admin.port)
-        started = await nursery.start(
-            lambda task_status: serve_admin(
-                admin_listen, pools=app.pools, metrics=metrics, token=config.admin.token,
-                task_status=task_status,
-            )
-        )
-        if started and isinstance(started[0], trio.SocketListener):
-            app.admin_address = bound_address(started[0])
-        log.info("caslb serving %s; admin on %s", app.addresses, app.admin_address)
-        task_status.started(app)
-        await app.gate.wait()
-        await _drain(app, config.grace)
-        nursery.cancel_scope.cancel()
-
-
-async def _drain(app: Balancer, grace: float) -> None:
-    """Wait, at most `grace` seconds, for every leased connection to end."""
-    log.info("stopping: new connections refused, %d open, grace %gs",
-             app.active_connections(), grace)
-    with trio.move_on_after(grace if math.isfinite(grace) else 0):
-        while app.active_connections():
-            await trio.sleep(0.05)
-    left = app.active_connections()
-    if left:
-        log.warning("grace over: resetting %d connections", left)
+    balancer = Balancer(config, connector=connector, registry=registry or CollectorRegistry())
+    await balancer.run(listeners, admin_listeners, task_status)

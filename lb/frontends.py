@@ -94,6 +94,27 @@ def build_http(
     )
 
 
+def open_connections(frontend: Frontend) -> int:
+    """Client connections a frontend is serving now."""
+    if isinstance(frontend, HttpFrontend):
+        return int(frontend.limiter.borrowed_tokens)
+    return int(getattr(frontend, "active", 0))
+
+
+def needs_rebuild(old: FrontendConfig, new: FrontendConfig, old_config: Config,
+                  new_config: Config) -> bool:
+    """Whether a reload must replace a frontend object.
+
+    L4 routes read their pool's live config, so only the frontend's own settings
+    count; an L7 frontend also fixes its pools' upstream settings when built.
+    """
+    if old != new:
+        return True
+    if new.mode is not Mode.HTTP:
+        return False
+    return any(old_config.pools.get(p) != new_config.pools.get(p) for p in new.pool_names)
+
+
 def build(
     fe: FrontendConfig,
     config: Config,

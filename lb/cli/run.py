@@ -1,8 +1,10 @@
 """`caslb run CONFIG`: run the balancer until told to stop.
 
-SIGHUP re-reads the config and applies its pools in place (members keep their
-health, drain and slow-start state; established connections are untouched); a
-config that does not validate is logged and ignored, the old one stays. SIGTERM
+SIGHUP re-reads the config and applies it without dropping a connection:
+members keep their health, drain and slow-start state, and a frontend whose
+settings changed is replaced on the same listening sockets while the old one
+finishes its connections. A config that does not validate is logged and
+ignored; the old one stays. SIGTERM
 or Ctrl-C stops gracefully: listeners close, open connections get the
 configured `grace`, then the process exits.
 """
@@ -27,7 +29,7 @@ from lb.config import Config, ConfigError, load
 log = logging.getLogger("caslb.run")
 
 
-def apply_reload(balancer: Balancer, path: Path) -> None:
+async def apply_reload(balancer: Balancer, path: Path) -> None:
     """Re-read `path` and apply it; a bad config leaves the running one in force."""
     try:
         config = load(path)
@@ -35,10 +37,14 @@ def apply_reload(balancer: Balancer, path: Path) -> None:
         for key, problem in exc.errors:
             log.error("reload refused: %s: %s", key, problem)
         return
-    restart = balancer.reload(config)
+    try:
+        left = await balancer.reload(config)
+    except (ValueError, OSError) as exc:
+        log.error("reload failed part way: %s", exc)
+        return
     log.info("reloaded %s", path)
-    if restart:
-        log.warning("frontend changes need a restart to apply: %s", ", ".join(restart))
+    if left:
+        log.warning("changes that need a restart to apply: %s", ", ".join(left))
 
 
 async def run_until_signalled(
@@ -56,9 +62,9 @@ async def run_until_signalled(
             task_status.started(balancer)
             async for signum in signals:
                 if signum == signal.SIGHUP and path is not None:
-                    apply_reload(balancer, path)
+                    await apply_reload(balancer, path)
                 elif signum != signal.SIGHUP:
-                    if balancer.gate.is_set():
+                    if balancer.stopping:
                         log.warning("second stop signal: exiting now")
                         nursery.cancel_scope.cancel()
                         return
