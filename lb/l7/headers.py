@@ -19,6 +19,7 @@ Headers = list[tuple[bytes, bytes]]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -36,7 +37,9 @@ def strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
     The framing headers Content-Length and Transfer-Encoding survive even if a
     `Connection` header names them: dropping them would change the framing.
     """
-    drop = (HOP_BY_HOP | connection_tokens(headers)) - {b"content-length", b"transfer-encoding"}
+    tokens = connection_tokens(headers)
+    # Most requests name nothing but keep-alive/close: skip building a set per request.
+    drop = (HOP_BY_HOP | tokens) - _FRAMING if tokens - HOP_BY_HOP else HOP_BY_HOP
     return [(n, v) for n, v in headers if n not in drop]
 
 

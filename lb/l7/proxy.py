@@ -43,6 +43,7 @@ from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout, deadline_after
 from lb.l7.events import L7Events, Report, RequestRecord, Termination, log_access
 from lb.l7.headers import (
     HOP_BY_HOP,
+    Headers,
     declares_body,
     forwarded_request_headers,
     forwarded_response_headers,
@@ -212,7 +213,8 @@ class ClientSession:
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed: the client is done
         # h11 bounds only heads that arrive in pieces; a whole head read at once is checked here.
-        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        # (raw_items() is a plain list: iterating h11's Headers itself costs a call per field.)
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
         if size > s.max_header_bytes:
             detail = f"{size} bytes, limit {s.max_header_bytes}"
             await self._refuse(
@@ -256,8 +258,11 @@ class ClientSession:
 
     async def _handle(self, request: h11.Request, started: float) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
+        # The header fields as one plain list, read by every step below: h11's
+        # Headers is a Sequence whose iteration costs a method call per field.
+        fields: Headers = list(request.headers)
         path = request_path(request.target)
-        pool_name = s.routes.pool_for(path, host_name(header_value(request.headers, b"host")))
+        pool_name = s.routes.pool_for(path, host_name(header_value(fields, b"host")))
         backend = None if pool_name is None else self.ctx.backends.get(pool_name)
         response_timeout = 60.0 if backend is None else backend.settings.response_timeout
         profile = timeout_profile(
@@ -269,7 +274,9 @@ class ClientSession:
         if backend is None or pool_name is None:
             relay, server, retries = await self._answer(responses.no_route(path)), None, 0
         else:
-            relay, server, retries = await self._forward(request, pool_name, backend, profile)
+            relay, server, retries = await self._forward(
+                request, fields, pool_name, backend, profile
+            )
         self._finish(
             RequestRecord(
                 s.name,
@@ -390,9 +397,14 @@ class ClientSession:
     # -- forwarding ------------------------------------------------------------------
 
     async def _forward(
-        self, request: h11.Request, pool_name: str, backend: Backend, profile: TimeoutProfile
+        self,
+        request: h11.Request,
+        fields: Headers,
+        pool_name: str,
+        backend: Backend,
+        profile: TimeoutProfile,
     ) -> tuple[_Relay, str | None, int]:
-        has_body = declares_body(request.headers)
+        has_body = declares_body(fields)
         replayable = not has_body and request.method.upper() in IDEMPOTENT_METHODS
         tried: set[str] = set()
         retries = 0
@@ -405,7 +417,7 @@ class ClientSession:
                     log.warning("pool %s: no server could be reached (%s)", pool_name, last_error)
                 relay = await self._answer(responses.no_server(pool_name), Termination.NO_SERVER)
                 return relay, None, retries
-            relay = await self._relay(upstream, request, profile, has_body)
+            relay = await self._relay(upstream, request, fields, profile, has_body)
             self._after_attempt(pool_name, backend, upstream, relay)
             if (
                 replayable
@@ -454,12 +466,13 @@ class ClientSession:
         self,
         upstream: UpstreamConnection,
         request: h11.Request,
+        fields: Headers,
         profile: TimeoutProfile,
         has_body: bool,
     ) -> _Relay:
         relay = _Relay()
         headers = forwarded_request_headers(
-            request.headers, client_ip=self.client_ip, scheme=self.ctx.settings.scheme
+            fields, client_ip=self.client_ip, scheme=self.ctx.settings.scheme
         )
         if header_value(headers, b"host") is None:
             headers.insert(0, (b"host", upstream.member.fqdn.encode("ascii", "replace")))
