@@ -33,8 +33,9 @@ never share a series, so tests build their own and nothing is global.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -70,6 +71,39 @@ PoolSource = Callable[[], Mapping[str, Pool]]
 
 LastCheckLookup = Callable[[str, str], CheckResult | None]
 """`(pool, server)` → the last `CheckResult` of the check that pool uses, or None."""
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class _Series(Generic[_M]):
+    """A labelled metric whose child per label values is looked up once, then kept.
+
+    prometheus_client's `labels())` validates the values and takes a lock on
+    every call (about 1.4 us here); the data paths count several series per
+    request or connection, always for the same few frontend/pool/server
+    combinations. No series is ever removed, so a kept child never goes stale.
+    """
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: _M) -> None:
+        self.metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def labels(self, *values: str) -> _M:
+        """The child for `values` (as `metric.labels(*values)`)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+@functools.lru_cache(maxsize=4096)
+def _protocol_label(path: str) -> str:
+    """The `protocol` label of a request path (memoised: most paths repeat)."""
+    found = protocol_for_path(path)
+    return found.name if found else "other"
 
 
 def code_class(status: int) -> str:
@@ -312,8 +346,7 @@ class Metrics:
         catalog (`/EWS/...` → `ews`), `other` when no virtual directory matches.
         """
         frontend, pool, server = record.frontend, record.pool or "", record.server or ""
-        found = protocol_for_path(record.path)
-        protocol = found.name if found else "other"
+        protocol = _protocol_label(record.path)
         code = code_class(record.status) if record.status is not None else "other"
         termination = state_name(record.termination).lower()
         self._fe_requests.labels(frontend, protocol, termination).inc()
@@ -403,48 +436,48 @@ class Metrics:
 
     def _build_frontend_series(self, r: CollectorRegistry) -> None:
         fe = ["frontend"]
-        self._fe_current = Gauge(
+        self._fe_current = _Series(Gauge(
             PREFIX + "frontend_current_connections", "Open client connections.", fe, registry=r
-        )
-        self._fe_total = Counter(
+        ))
+        self._fe_total = _Series(Counter(
             PREFIX + "frontend_connections", "Accepted client connections.", fe, registry=r
-        )
-        self._fe_bytes_in = Counter(
+        ))
+        self._fe_bytes_in = _Series(Counter(
             PREFIX + "frontend_bytes_in", "Bytes received from clients.", fe, registry=r
-        )
-        self._fe_bytes_out = Counter(
+        ))
+        self._fe_bytes_out = _Series(Counter(
             PREFIX + "frontend_bytes_out", "Bytes sent to clients.", fe, registry=r
-        )
-        self._fe_tls_failures = Counter(
+        ))
+        self._fe_tls_failures = _Series(Counter(
             PREFIX + "frontend_tls_handshake_failures",
             "Failed client TLS handshakes.", fe, registry=r,
-        )
-        self._fe_refused = Counter(
+        ))
+        self._fe_refused = _Series(Counter(
             PREFIX + "frontend_refused_connections",
             "Clients turned away (reason: no_server, limit).",
             [*fe, "pool", "reason"], registry=r,
-        )
-        self._fe_requests = Counter(
+        ))
+        self._fe_requests = _Series(Counter(
             PREFIX + "frontend_http_requests",
             "HTTP requests by how they ended (complete, client_abort, no_server, ...).",
             [*fe, "protocol", "termination"], registry=r,
-        )
-        self._fe_responses = Counter(
+        ))
+        self._fe_responses = _Series(Counter(
             PREFIX + "frontend_http_responses",
             "HTTP responses sent to clients by status class.",
             [*fe, "protocol", "code"], registry=r,
-        )
-        self._request_duration = Histogram(
+        ))
+        self._request_duration = _Series(Histogram(
             PREFIX + "http_request_duration_seconds",
             "Time from request head to end of response.",
             [*fe, "protocol"], buckets=REQUEST_DURATION_BUCKETS, registry=r,
-        )
+        ))
 
     def _build_server_series(self, r: CollectorRegistry) -> None:
         srv = ["pool", "server"]
 
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(PREFIX + "server_" + name, doc, srv, registry=r)
+        def counter(name: str, doc: str) -> _Series[Counter]:
+            return _Series(Counter(PREFIX + "server_" + name, doc, srv, registry=r))
 
         self._srv_bytes_in = counter("bytes_in", "Bytes relayed to the server.")
         self._srv_bytes_out = counter("bytes_out", "Bytes relayed from the server.")
@@ -455,39 +488,39 @@ class Metrics:
             "first_response_timeouts", "Attempts abandoned for silence (L4)."
         )
         self._srv_replays = counter("replays", "First flights replayed onto this server (L4).")
-        self._srv_ejections = Counter(
+        self._srv_ejections = _Series(Counter(
             PREFIX + "server_ejections", "Ejections by outlier detection, by rule.",
             [*srv, "reason"], registry=r,
-        )
-        self._srv_responses = Counter(
+        ))
+        self._srv_responses = _Series(Counter(
             PREFIX + "server_http_responses",
             "HTTP responses from the server by status class.",
             [*srv, "code"], registry=r,
-        )
-        self._srv_connect_time = Histogram(
+        ))
+        self._srv_connect_time = _Series(Histogram(
             PREFIX + "server_connect_time_seconds",
             "Time to open an upstream connection (TCP, and TLS if any).",
             srv, buckets=CONNECT_TIME_BUCKETS, registry=r,
-        )
+        ))
 
     def _build_check_series(self, r: CollectorRegistry) -> None:
         chk = ["server", "protocol"]
-        self._check_duration = Histogram(
+        self._check_duration = _Series(Histogram(
             PREFIX + "server_check_duration_seconds",
             "Duration of health checks.", chk, buckets=CHECK_DURATION_BUCKETS, registry=r,
-        )
-        self._check_results = Counter(
+        ))
+        self._check_results = _Series(Counter(
             PREFIX + "server_check_results",
             "Health check results by reason.", [*chk, "reason"], registry=r,
-        )
-        self._check_up_down = Counter(
+        ))
+        self._check_up_down = _Series(Counter(
             PREFIX + "server_check_up_down", "Transitions from UP to DOWN.", chk, registry=r
-        )
-        self._detection_latency = Histogram(
+        ))
+        self._detection_latency = _Series(Histogram(
             PREFIX + "server_detection_latency_seconds",
             "Time from the start of the first failed check to DOWN.",
             chk, buckets=DETECTION_LATENCY_BUCKETS, registry=r,
-        )
+        ))
 
 
 def _trio_now() -> float:
