@@ -62,6 +62,9 @@ class HealthWiring:
         self.runner = runner
         self._pools = pools
         self._registered: dict[ProbeKey, _Registration] = {}
+        # (pool, server) → key of every probe that observes live traffic: `report`
+        # runs on every request and connection, so it looks up a plain tuple.
+        self._observed: dict[tuple[str, str], ProbeKey] = {}
         runner.subscribe(self._on_probe)
 
     def sync(self, pools: Mapping[str, Pool]) -> None:
@@ -79,6 +82,7 @@ class HealthWiring:
             if key not in wanted or not _same_probe(self._registered[key], wanted[key]):
                 self.runner.remove(key)
                 del self._registered[key]
+                self._observed.pop((key.check, key.server), None)
         for key, registration in wanted.items():
             if key not in self._registered:
                 self._add(key, registration)
@@ -91,12 +95,13 @@ class HealthWiring:
         self.runner.add(key, pool.check.spec, registration.target, pool.check.timing,
                         passive=passive)
         self._registered[key] = registration
+        if observe is not None:
+            self._observed[(key.check, key.server)] = key
 
     def report(self, pool: str, server: str, ok: bool, reason: str) -> None:
         """A live-traffic outcome from a frontend; counts when the pool observes."""
-        key = ProbeKey(server, pool)
-        registration = self._registered.get(key)
-        if registration is not None and registration.pool.observe is not None:
+        key = self._observed.get((pool, server))
+        if key is not None:
             self.runner.report(key, ok, reason)
 
     def _on_probe(
