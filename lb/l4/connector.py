@@ -8,6 +8,7 @@ does not need. Host names still go through `open_tcp_stream`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -35,9 +36,8 @@ async def tcp_connect(member: Member, timeout: float) -> trio.abc.Stream:
 async def open_plain(member: Member, timeout: float) -> trio.abc.Stream:
     """Like `tcp_connect` but unbounded: for callers that hold their own deadline."""
     host, port = member.host, member.port
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
+    family = _literal_family(host)
+    if family is None:
         return await trio.open_tcp_stream(host, port)
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -46,6 +46,19 @@ async def open_plain(member: Member, timeout: float) -> trio.abc.Stream:
         sock.close()
         raise
     return trio.SocketStream(sock)
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The address family of an IP literal, None for a host name.
+
+    Memoised: parsing the address on every connection cost more than the
+    connect's own Python work, and a farm has few distinct server addresses.
+    """
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
 
 
 def failure_reason(exc: BaseException) -> str:
