@@ -333,7 +333,10 @@ class ClientSession:
             ejected = backend.outliers is not None and backend.outliers.is_ejected(
                 current.member.name, now
             )
-            panic = not any(m.eligible for m in backend.pool.members)
+            # Panic (no eligible member) matters only when this member is not eligible.
+            panic = not current.member.eligible and not any(
+                m.eligible for m in backend.pool.members
+            )
             if current.reusable(panic=panic) and not ejected:
                 return current, 0, ""
             self._drop(pool_name)

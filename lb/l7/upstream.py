@@ -155,19 +155,38 @@ def describe_error(exc: BaseException) -> str:
     return text[:200]
 
 
-def _readable_now(stream: trio.abc.Stream) -> bool:
-    """Whether `stream`'s socket has bytes or EOF pending (False when it has no socket)."""
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under `stream` (through TLS layers), or None when it has none."""
     inner: object = stream
     while isinstance(inner, trio.SSLStream):
         inner = inner.transport_stream
-    if not isinstance(inner, trio.SocketStream):
-        return False
-    fd = inner.socket.fileno()
-    if fd < 0:
-        return True
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+    return inner.socket if isinstance(inner, trio.SocketStream) else None
+
+
+class _ReadableProbe:
+    """Tells whether a connection's socket has bytes or EOF pending, without waiting.
+
+    Asked before every reuse of an upstream connection, so the socket is found
+    and the poll object registered once per connection, not per request.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._socket = _socket_of(stream)
+        self._poller: select.poll | None = None
+        self._fd = -1
+
+    def __call__(self) -> bool:
+        if self._socket is None:
+            return False
+        fd = self._socket.fileno()
+        if fd < 0:
+            return True
+        if fd != self._fd:  # first use: a connection keeps its fd until closed
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN)
+            self._fd = fd
+        assert self._poller is not None
+        return bool(self._poller.poll(0))
 
 
 class UpstreamConnection:
@@ -188,6 +207,7 @@ class UpstreamConnection:
         self.io = H11Stream(stream, h11.Connection(h11.CLIENT), receive_size=receive_size)
         self.reset_by_pool = False
         self._done = trio.Event()
+        self._readable_now = _ReadableProbe(stream)
 
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.pool}/{self.member.name} {self.io!r}>"
@@ -214,7 +234,7 @@ class UpstreamConnection:
             and c.our_state is h11.IDLE
             and c.their_state is h11.IDLE
             and (self.member.eligible or panic)
-            and not _readable_now(self.io.stream)
+            and not self._readable_now()
         )
 
     def finish_cycle(self) -> bool:
