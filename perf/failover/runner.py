@@ -3,8 +3,8 @@
 Theory of operation. For each (design, fault) the runner starts a fresh farm
 process and the design against it, waits until the design reports every server
 chosen, then starts the clients and a sampler that reads the design's choice of
-the faulty server every `sample_every` seconds. After `before` seconds it reads
-the farm's request counts and injects the fault; after `fault` more seconds it
+the faulty server every `sample_every` seconds. After `before` seconds it injects
+the fault and reads the farm's request counts; after `fault` more seconds it
 reads them again and clears it; after `after` more seconds the clients are
 cancelled. Each scenario gets fresh processes so none inherits another's state.
 """
@@ -82,9 +82,11 @@ async def run_scenario(
             )
             nursery.start_soon(_sample, running, FAULTY, recorder, settings.sample_every, samples)
             await _until(recorder, phases.before)
-            counts["fault"] = await farm.counts()
             fault_at = recorder.now()
             await fault.apply(farm, FAULTY)
+            # read after injecting: whatever the farm counts from here on
+            # reached the faulty server while the fault was in force
+            counts["fault"] = await farm.counts()
             await _until(recorder, phases.before + phases.fault)
             counts["clear"] = await farm.counts()
             clear_at = recorder.now()
