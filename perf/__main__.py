@@ -127,6 +127,28 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
 
 
 @app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A results.json written by `failover`.")],
+) -> None:
+    """Rewrite results.md and the SVG timelines from a results.json, e.g. after a fix.
+
+    Example: python -m perf report perf/results/failover-20261123-142444/results.json
+    """
+    from perf.failover.report import read_run, write_run
+
+    try:
+        records, settings = read_run(results)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    skipped = settings.get("skipped", {})
+    preamble = _preamble(bool(settings.get("quick")), settings)
+    if skipped:
+        preamble += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
+    write_run(results.parent, records, settings, preamble)
+    typer.echo(f"rewrote {results.parent / 'results.md'} and its timelines")
+
+
+@app.command()
 def idle(
     connections: Annotated[int, typer.Option(help="Idle connections per design.")] = 2000,
     designs: Annotated[str | None, typer.Option(help="Comma-separated idle designs.")] = None,

@@ -22,7 +22,6 @@ Definitions (all times relative to the fault's injection or clearing):
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ def per_second(
         (server -> counts per whole second of finishing time, failures per second).
     """
     # whole seconds only: a partial last second would read as a drop in traffic
-    seconds = max(1, math.ceil(end - 1e-6))
+    seconds = max(1, round(end))
     ok: dict[str, list[int]] = {}
     failed = [0] * seconds
     for r in requests:

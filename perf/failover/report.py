@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.failover.measures import ProtocolFigures, ScenarioFigures, per_second, scenario_figures
-from perf.failover.model import ScenarioRecord
+from perf.failover.model import ChoiceSample, RequestRecord, ScenarioRecord, Timeline
 from perf.failover.svg import timeline_svg
 
 
@@ -154,3 +154,34 @@ def write_run(
         )
         (out_dir / f"timeline-{r.design}-{r.fault}.svg").write_text(svg)
     return figures
+
+
+def record_from_json(doc: dict[str, Any]) -> ScenarioRecord:
+    """Rebuild a scenario's raw record from its results.json entry."""
+    cols = doc["request_columns"]
+    return ScenarioRecord(
+        design=doc["design"],
+        fault=doc["fault"],
+        faulty=doc["faulty"],
+        servers=tuple(doc["servers"]),
+        timeline=Timeline(**doc["timeline"]),
+        requests=tuple(
+            RequestRecord(**dict(zip(cols, row, strict=True))) for row in doc["requests"]
+        ),
+        samples=tuple(ChoiceSample(s["at"], s["chosen"]) for s in doc["samples"]),
+        farm_counts=doc["farm_counts"],
+        notes=tuple(doc["notes"]),
+    )
+
+
+def read_run(path: Path) -> tuple[list[ScenarioRecord], dict[str, Any]]:
+    """Every record and the settings of a results.json written by write_run.
+
+    Raises:
+        ValueError: naming the file when it is not a results document.
+    """
+    try:
+        doc = json.loads(path.read_text())
+        return [record_from_json(s) for s in doc["scenarios"]], doc["settings"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a failover results file: {exc!r}") from None

@@ -17,7 +17,7 @@ FAILED_COLOUR = "#d62728"
 
 
 def _nice_ceiling(value: int) -> int:
-    for step in (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000):
+    for step in (5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000):
         if value <= step:
             return step
     return value

@@ -102,3 +102,23 @@ async def test_recorder_names_servers_from_headers_and_banners() -> None:
     )
     assert rec.server_named("220 cas1.lab.local Microsoft ESMTP MAIL Service ready") == "cas1"
     assert rec.server_named("CAS9") is None and rec.server_named(None) is None
+
+
+def test_results_json_reads_back_into_the_same_figures(tmp_path: Path) -> None:
+    from perf.failover.report import read_run
+
+    record = _record()
+    write_run(tmp_path, [record], {"quick": False}, "")
+    records, settings = read_run(tmp_path / "results.json")
+    assert settings == {"quick": False}
+    assert records == [record]
+    assert scenario_figures(records[0]) == scenario_figures(record)
+
+
+def test_read_run_names_a_foreign_file(tmp_path: Path) -> None:
+    from perf.failover.report import read_run
+
+    path = tmp_path / "x.json"
+    path.write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not a failover results file"):
+        read_run(path)
