@@ -53,6 +53,10 @@ def fault_plans(slow_seconds: float) -> dict[str, FaultPlan]:
         _farm_fault("crash", "process gone: connects refused, flows reset (§6 #1)"),
         _farm_fault("blackhole", "host silent: connects time out, flows stall (§6 #2)"),
         _farm_fault("hang", "accepts, never answers (§6 #3)"),
+        _farm_fault(
+            "hang_tls",
+            "accepts, never answers the TLS ClientHello nor sends a banner (§6 #3)",
+        ),
         _component(
             "ews_inactive", "EwsProxy Inactive (HealthApi): only EWS checks fail (§6 #5)",
             "EwsProxy", "HealthApi",
