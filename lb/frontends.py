@@ -24,6 +24,13 @@ from lb.metrics import Metrics
 from lb.pool import Member, Pool
 from probes.outlier import OutlierSettings
 
+# Envoy ejects after 5 consecutive 5xx; each pool of an Exchange frontend learns
+# on its own, so a server-wide fault (Kerberos, AD, back-end proxy: EXCHANGE.md §6
+# fault 11) costs that many errors per protocol. Three in a row is enough here,
+# because a farm-wide burst (fault 12) never ejects: the server must also stand
+# out from the rest of its pool.
+EXCHANGE_OUTLIERS = OutlierSettings(consecutive_errors=3, consecutive_gateway_failures=3)
+
 Report = Callable[[str, str, bool, str], None]
 Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
 
@@ -90,7 +97,7 @@ def build_http(
         connector=cast(l7upstream.Connector | None, connector),
         report=report,
         events=metrics,
-        outlier=OutlierSettings(),
+        outlier=EXCHANGE_OUTLIERS,
     )
 
 

@@ -137,3 +137,20 @@ async def test_graceful_stop_refuses_new_connections_and_ends() -> None:
             return
         await stream.aclose()
         raise AssertionError("a stopped balancer accepted a connection")
+
+
+async def test_errors_behind_a_green_probe_eject_the_server_after_three() -> None:
+    async with casfarm.running(servers=3) as farm, balancer(farm, farm_config(farm)) as app:
+        await spread(app, farm, "/EWS/Exchange.asmx", 6)  # every server has a good record
+        farm.inject("cas1", "errors", vdir="ews", status=500)
+        statuses: Counter[tuple[str, int]] = Counter()
+        for _ in range(30):
+            c = await client(app, farm)
+            try:
+                response = await c.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            finally:
+                await c.aclose()
+            statuses[(response.header("x-feserver") or "?", response.status)] += 1
+        assert statuses[("CAS1", 500)] == 3  # then ejected from the EWS pool
+        assert sum(n for (server, _), n in statuses.items() if server == "CAS1") == 3
+        assert app.pools["owa"].member("cas1").eligible  # probes still green everywhere
