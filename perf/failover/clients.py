@@ -14,12 +14,20 @@ HTTP success is any status below 500: an unauthenticated OWA GET earns a 401 or
 302 from real Exchange, and that is the server answering. A request on a reused
 keep-alive connection that is reset before any answer is retried once on a new
 connection and not counted, as browsers and WinHTTP do.
+
+Besides the long-lived clients, a "new connections" load opens fresh TLS
+connections at a steady rate, as browsers and Outlook do all day: each does a
+full handshake (SNI = the design's OWA name), one OWA GET, and closes. One task
+launches them on a schedule; a CapacityLimiter bounds how many are in flight.
+A balancer that hands such a connection to a silent server costs the client
+its whole handshake timeout; this is what makes that cost visible.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +36,7 @@ import trio
 from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
 from perf.failover.http import HttpConnection, exchange, header
 from perf.failover.mail import imap_session, pop_session, smtp_session
+from perf.failover.model import NEW_CONNECTIONS
 from perf.failover.recorder import Recorder
 
 
@@ -40,12 +49,15 @@ class ClientTimeouts:
         request: for a short request (OWA, EWS, Autodiscover, mail dialogues).
         long_poll: extra patience beyond a long poll's expected duration.
         think: pause between a client's requests, and before reconnecting.
+        handshake: connect plus TLS handshake of a new-connections client, the
+            patience of a browser or Outlook before it gives up on a connection.
     """
 
     connect: float = 21.0
     request: float = 10.0
     long_poll: float = 5.0
     think: float = 0.25
+    handshake: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,28 @@ class LoadMix:
         per_connection: requests a keep-alive client sends on one connection.
         long_poll: how long the farm holds a Ping / NotificationWait (its heartbeat).
         channel_life: how long an Outlook Anywhere channel pair is kept open.
+        new_connections_per_second: fresh TLS connections (one OWA GET each)
+            opened per second, in total; 0 for none.
+        new_connections_in_flight: at most this many of them open at once; a
+            connection due while the limit is reached waits for a slot.
     """
 
     clients: Mapping[str, int]
     per_connection: int = 8
     long_poll: float = 2.0
     channel_life: float = 4.0
+    new_connections_per_second: float = 0.0
+    new_connections_in_flight: int = 200
+
+    def __post_init__(self) -> None:
+        if self.new_connections_per_second < 0:
+            raise ValueError(
+                f"new_connections_per_second {self.new_connections_per_second} is negative"
+            )
+        if self.new_connections_in_flight < 1:
+            raise ValueError(
+                f"new_connections_in_flight {self.new_connections_in_flight} is below 1"
+            )
 
 
 SOAP = (
@@ -293,6 +321,48 @@ class Client:
             await trio.aclose_forcefully(stream)
 
 
+class NewConnections(Client):
+    """The new-connections load: fresh TLS connections, one OWA GET each, on a schedule."""
+
+    def __init__(
+        self, endpoint: Endpoint, recorder: Recorder, timeouts: ClientTimeouts, mix: LoadMix
+    ) -> None:
+        super().__init__(NEW_CONNECTIONS, endpoint, recorder, timeouts, mix, 0)
+
+    async def run_for(self, duration: float) -> None:
+        """Launch `rate × duration` connections, evenly spaced, and wait for them."""
+        rate = self.mix.new_connections_per_second
+        if rate <= 0:
+            return
+        limiter = trio.CapacityLimiter(self.mix.new_connections_in_flight)
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for index in range(math.floor(duration * rate)):
+                await trio.sleep_until(start + index / rate)
+                nursery.start_soon(self._one, limiter, index)
+
+    async def _one(self, limiter: trio.CapacityLimiter, index: int) -> None:
+        async with limiter:
+            await self._attempt(functools.partial(self._fresh_get, index))
+
+    async def _fresh_get(self, index: int) -> str | None:
+        patience = self.timeouts.handshake
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_after(patience):
+            # index rotates DNS answers, so a DNS client starts on each address in turn
+            stream, _ = await open_stream(self.endpoint, patience, index)
+        if stream is None:
+            raise ClientError("timeout", f"connect and TLS handshake over {patience:g} s")
+        conn = HttpConnection(stream, self.endpoint.server_name)
+        try:
+            head, _ = await exchange(conn, "GET", "/owa/", (), b"", self.timeouts.request)
+        finally:
+            await conn.aclose()
+        if head.status_code >= 500:
+            raise ClientError(f"http {head.status_code}")
+        return self.recorder.server_named(header(head, "X-FEServer"))
+
+
 async def run_clients(
     endpoints: Mapping[str, Endpoint],
     recorder: Recorder,
@@ -303,6 +373,9 @@ async def run_clients(
     """Run the whole mix for `duration` seconds, then cancel every client."""
     with trio.move_on_after(duration):
         async with trio.open_nursery() as nursery:
+            if "owa" in endpoints:
+                fresh = NewConnections(endpoints["owa"], recorder, timeouts, mix)
+                nursery.start_soon(fresh.run_for, duration)
             index = 0
             for protocol, count in mix.clients.items():
                 if protocol not in endpoints:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from perf.failover.model import ChoiceSample, RequestRecord, ScenarioRecord
+from perf.failover.model import CHOSEN_AS, ChoiceSample, RequestRecord, ScenarioRecord
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class ScenarioFigures:
 
 def first_unchosen(samples: Iterable[ChoiceSample], protocol: str, after: float) -> float | None:
     """When the faulty server was first seen not chosen for `protocol`, or None."""
+    protocol = CHOSEN_AS.get(protocol, protocol)
     for s in samples:
         if s.at >= after and not s.chosen.get(protocol, True):
             return s.at
@@ -80,6 +81,7 @@ def first_unchosen(samples: Iterable[ChoiceSample], protocol: str, after: float)
 
 def first_rechosen(samples: Iterable[ChoiceSample], protocol: str, after: float) -> float | None:
     """When the faulty server was first seen chosen again for `protocol`, or None."""
+    protocol = CHOSEN_AS.get(protocol, protocol)
     for s in samples:
         if s.at >= after and s.chosen.get(protocol, False):
             return s.at

@@ -8,13 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The protocol name of the "new connections" load (a TLS handshake and one OWA
+# GET per connection), and the protocol whose pool the balancer picks for it.
+NEW_CONNECTIONS = "owa-new"
+CHOSEN_AS = {NEW_CONNECTIONS: "owa"}
+
 
 @dataclass(frozen=True)
 class RequestRecord:
     """One client request (or mail transaction) and how it ended.
 
     Attributes:
-        protocol: catalog name of the protocol (owa, ews, imap, ...).
+        protocol: catalog name of the protocol (owa, ews, imap, ...), or
+            NEW_CONNECTIONS for the one-GET connections.
         started: when the client began the request (or its connection).
         finished: when the client saw the answer or gave up.
         server: the CAS server that answered (X-FEServer or mail banner), or None.
