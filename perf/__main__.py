@@ -115,6 +115,13 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
     assert isinstance(probes, dict) and isinstance(phases, dict) and isinstance(timeouts, dict)
     assert isinstance(clients, dict)
     mix = ", ".join(f"{n} {p}" for p, n in clients["clients"].items())
+    rate = clients.get("new_connections_per_second") or 0  # absent from older results
+    fresh = (
+        f" Plus {rate:g} new connections/s (TLS handshake and one OWA GET each, "
+        f"connect + handshake timeout {timeouts.get('handshake')} s)."
+        if rate
+        else ""
+    )
     return (
         f"## Failover matrix{' (--quick)' if quick else ''}\n\n"
         f"Probes: inter {probes['inter']} s, fastinter {probes['fastinter']} s, "
@@ -122,7 +129,7 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
         f"{probes['timeout']} s, retries {probes['retries']}. Phases: {phases['before']} s "
         f"before the fault, {phases['fault']} s of fault, {phases['after']} s after. Client "
         f"connect timeout {timeouts['connect']} s (Windows: ~21 s), request timeout "
-        f"{timeouts['request']} s. The faulty server is cas1 of 3. Clients: {mix}.\n"
+        f"{timeouts['request']} s. The faulty server is cas1 of 3. Clients: {mix}.{fresh}\n"
     )
 
 

@@ -65,7 +65,10 @@ def test_quick_crash_matrix_is_sane(tmp_path: Path) -> None:
             assert _answered_by(s, other, t["fault_at"], t["clear_at"]) > 0
         # before the fault every protocol worked without error
         assert all(p["baseline_errors"] == 0 for p in figures["protocols"].values())
-        assert {"owa", "ews", "mapi", "rpc"} <= set(figures["protocols"])
+        assert {"owa", "ews", "mapi", "rpc", "owa-new"} <= set(figures["protocols"])
+        # the new-connections load ran: at least one second's worth over the whole load
+        rate = doc["settings"]["mix"]["new_connections_per_second"]
+        assert rate > 0 and figures["protocols"]["owa-new"]["requests"] >= rate
         if s["design"] == "dns-rr":
             assert s["samples"] == [] and figures["detection"] is None
         else:
