@@ -18,7 +18,7 @@ from lb.pool import Pool
 from probes.checks import CheckResult, Target
 from probes.passive import PassivePolicy
 from probes.runner import ProbeRunner
-from probes.state import Transition
+from probes.state import CheckState, Transition
 
 log = logging.getLogger("caslb.health")
 
@@ -93,10 +93,19 @@ class HealthWiring:
         observe = pool.observe
         passive = None if observe is None else PassivePolicy(observe.error_limit, observe.on_error)
         self.runner.add(key, pool.check.spec, registration.target, pool.check.timing,
-                        passive=passive)
+                        passive=passive, initial=self._current_state(key))
         self._registered[key] = registration
         if observe is not None:
             self._observed[(key.check, key.server)] = key
+
+    def _current_state(self, key: ProbeKey) -> CheckState:
+        # A probe re-registered by a reload starts where the member is, or a DOWN
+        # member whose server is fine would never see the transition back to UP.
+        pool = self._pools.get(key.check)
+        try:
+            return CheckState.UP if pool is None else pool.member(key.server).check_state
+        except KeyError:
+            return CheckState.UP
 
     def report(self, pool: str, server: str, ok: bool, reason: str) -> None:
         """A live-traffic outcome from a frontend; counts when the pool observes."""

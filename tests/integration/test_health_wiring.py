@@ -1,0 +1,74 @@
+"""lb.health: live-traffic reports and probe transitions reach the pools; reloads keep state."""
+
+from __future__ import annotations
+
+import tomllib
+
+import trio
+
+from lb.config import Config, parse
+from lb.health import HealthWiring, ProbeKey
+from lb.pool import Pool
+from probes.runner import ProbeRunner
+from probes.state import CheckState
+
+CONFIG = """
+[frontends.web]
+bind = "127.0.0.1:8443"
+mode = "tcp"
+pool = "watched"
+
+[frontends.other]
+bind = "127.0.0.1:8444"
+mode = "tcp"
+pool = "plain"
+
+[pools.watched]
+servers = [{{ name = "cas1", address = "127.0.0.11:443", fqdn = "cas1.lab.local" }}]
+observe = {{ error_limit = 2, on_error = "mark-down" }}
+check = {{ kind = "tcp", rise = {rise} }}
+
+[pools.plain]
+servers = [{{ name = "cas1", address = "127.0.0.11:443", fqdn = "cas1.lab.local" }}]
+check = {{ kind = "tcp" }}
+"""
+
+
+def config(rise: int = 2) -> Config:
+    return parse(tomllib.loads(CONFIG.format(rise=rise)))
+
+
+def wiring_for(cfg: Config) -> tuple[HealthWiring, dict[str, Pool]]:
+    pools = {name: Pool(pc) for name, pc in cfg.pools.items()}
+    wiring = HealthWiring(ProbeRunner(), pools)
+    wiring.sync(pools)
+    return wiring, pools
+
+
+async def test_live_errors_mark_a_server_down_only_where_the_pool_observes() -> None:
+    wiring, pools = wiring_for(config())
+    for _ in range(2):
+        wiring.report("watched", "cas1", False, "refused")
+        wiring.report("plain", "cas1", False, "refused")
+    assert pools["watched"].member("cas1").check_state is CheckState.DOWN
+    assert pools["plain"].member("cas1").check_state is CheckState.UP
+
+
+async def test_a_success_between_errors_resets_the_count() -> None:
+    wiring, pools = wiring_for(config())
+    wiring.report("watched", "cas1", False, "refused")
+    wiring.report("watched", "cas1", True, "answered")
+    wiring.report("watched", "cas1", False, "refused")
+    assert pools["watched"].member("cas1").check_state is CheckState.UP
+
+
+async def test_a_probe_re_registered_by_a_reload_starts_where_the_member_is() -> None:
+    wiring, pools = wiring_for(config())
+    for _ in range(2):
+        wiring.report("watched", "cas1", False, "refused")
+    for name, pool_config in config(rise=3).pools.items():
+        pools[name].reconfigure(pool_config, trio.current_time())
+    wiring.sync(pools)  # the check changed (rise 3): a new probe
+    key = ProbeKey("cas1", "watched")
+    assert wiring.runner.health(key).state is CheckState.DOWN
+    assert wiring.runner.health(ProbeKey("cas1", "plain")).state is CheckState.UP
