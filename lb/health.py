@@ -13,6 +13,8 @@ import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
+import trio
+
 from lb.config_model import PoolConfig, ServerConfig
 from lb.pool import Pool
 from probes.checks import CheckResult, Target
@@ -50,6 +52,13 @@ def _same_probe(a: _Registration, b: _Registration) -> bool:
     )
 
 
+def _forget_check(pool: Pool) -> None:
+    """A pool without a check (any more) has every member UP, as HAProxy's `no check`."""
+    for member in pool.members:
+        if member.check_state is not CheckState.UP:
+            pool.set_check_state(member.name, CheckState.UP, trio.current_time())
+
+
 class HealthWiring:
     """Keeps a runner's probes in step with the pools, and their results flowing back.
 
@@ -73,6 +82,7 @@ class HealthWiring:
         wanted: dict[ProbeKey, _Registration] = {}
         for pool in pools.values():
             if pool.config.check is None:
+                _forget_check(pool)
                 continue
             for server in pool.config.servers:
                 wanted[ProbeKey(server.name, pool.name)] = _Registration(

@@ -72,3 +72,15 @@ async def test_a_probe_re_registered_by_a_reload_starts_where_the_member_is() ->
     key = ProbeKey("cas1", "watched")
     assert wiring.runner.health(key).state is CheckState.DOWN
     assert wiring.runner.health(ProbeKey("cas1", "plain")).state is CheckState.UP
+
+
+async def test_a_check_removed_by_a_reload_brings_its_members_up() -> None:
+    wiring, pools = wiring_for(config())
+    for _ in range(2):
+        wiring.report("watched", "cas1", False, "refused")
+    unchecked = parse(tomllib.loads(CONFIG.format(rise=2).replace(
+        'check = { kind = "tcp", rise = 2 }', "check = false")))
+    pools["watched"].reconfigure(unchecked.pools["watched"], trio.current_time())
+    wiring.sync(pools)
+    assert ProbeKey("cas1", "watched") not in wiring.runner
+    assert pools["watched"].member("cas1").check_state is CheckState.UP
