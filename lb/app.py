@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from lb import frontends
-from lb.admin import serve_admin
+from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
 from lb.health import HealthWiring
 from lb.metrics import Metrics
@@ -46,6 +47,8 @@ from probes.runner import ProbeRunner
 log = logging.getLogger("caslb.app")
 
 Listeners = Sequence[trio.abc.Listener[Any]]
+PassiveReport = frontends.Report
+"""`(pool, server, ok, reason)`: a live-traffic outcome from a frontend."""
 
 
 class GateListener(trio.abc.Listener[trio.abc.Stream]):
@@ -95,6 +98,59 @@ def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
     return str(sockname[0]), int(sockname[1])
 
 
+@dataclass(frozen=True)
+class Roles:
+    """Which parts of the balancer one process runs (all of them by default).
+
+    `caslb run --workers N` (lb/workers.py) runs a supervisor with probes and
+    the admin API but no frontends, and N workers with frontends only.
+
+    Attributes:
+        probes: run the probe runner (else pool states come from elsewhere).
+        frontends: serve the config's frontends.
+        admin: serve the admin API.
+        reuse_port: bind frontends with SO_REUSEPORT, so several processes
+            share one address and the kernel spreads new connections.
+        report: where frontends send passive outcomes instead of the local probes.
+        on_admin: told of every admin change made through the admin API.
+        before_accept: called with the balancer before any frontend accepts
+            (a worker applies the supervisor's member states there).
+    """
+
+    probes: bool = True
+    frontends: bool = True
+    admin: bool = True
+    reuse_port: bool = False
+    report: PassiveReport | None = None
+    on_admin: AdminHook | None = None
+    before_accept: Callable[[Balancer], None] | None = None
+
+
+async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A TCP listener on (host, port) with SO_REUSEADDR and SO_REUSEPORT set.
+
+    Raises:
+        OSError: the address cannot be resolved or bound.
+    """
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                          flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve listen address {host!r}")
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = trio.socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind(sockaddr)
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
 @dataclass(eq=False)
 class _Served:
     """One frontend object and the gates it accepts through."""
@@ -120,9 +176,10 @@ class Balancer:
 
     def __init__(
         self, config: Config, *, connector: frontends.Connector | None,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry, roles: Roles | None = None,
     ) -> None:
         self.config = config
+        self.roles = roles or Roles()
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
         self.metrics = Metrics(registry)
         self.runner = ProbeRunner()
@@ -157,10 +214,17 @@ class Balancer:
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return frontends.build(fe, self.config, self.pools, connector=self._connector,
-                               report=self.wiring.report, metrics=self.metrics)
+                               report=self.roles.report or self.wiring.report,
+                               metrics=self.metrics)
+
+    def _frontends(self, config: Config) -> Sequence[FrontendConfig]:
+        return config.frontends if self.roles.frontends else ()
 
     async def _open(self, fe: FrontendConfig) -> Listeners:
-        opened = await trio.open_tcp_listeners(fe.port, host=fe.host)
+        if self.roles.reuse_port:
+            opened: Listeners = [await open_reuse_port_listener(fe.host, fe.port)]
+        else:
+            opened = await trio.open_tcp_listeners(fe.port, host=fe.host)
         self._sockets.extend(opened)
         return opened
 
@@ -208,10 +272,10 @@ class Balancer:
             else:
                 self.pools[name] = Pool(pool_config)
         self.config = config
-        for name in set(self._served) - {fe.name for fe in config.frontends}:
+        for name in set(self._served) - {fe.name for fe in self._frontends(config)}:
             await self._retire(self._served.pop(name), close=True)
             self.addresses.pop(name, None)
-        for fe in config.frontends:
+        for fe in self._frontends(config):
             await self._replace(fe, old_config)
         for name in set(self.pools) - set(config.pools):
             del self.pools[name]
@@ -243,8 +307,11 @@ class Balancer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(self.runner.run)
-                for fe in self.config.frontends:
+                if self.roles.probes:
+                    await nursery.start(self.runner.run)
+                if self.roles.before_accept is not None:
+                    self.roles.before_accept(self)
+                for fe in self._frontends(self.config):
                     given = (injected or {}).get(fe.name)
                     if given is not None:
                         self._sockets.extend(given)
@@ -266,12 +333,14 @@ class Balancer:
 
     async def _start_admin(self, admin_listeners: Listeners | None) -> None:
         assert self._nursery is not None
+        if not self.roles.admin:
+            return
         admin = self.config.admin
         listen: Any = admin_listeners or (admin.host, admin.port)
         started = await self._nursery.start(
             lambda task_status: serve_admin(
                 listen, pools=self.pools, metrics=self.metrics, token=admin.token,
-                task_status=task_status,
+                on_admin=self.roles.on_admin, task_status=task_status,
             )
         )
         if started:
@@ -300,6 +369,7 @@ async def serve(
     admin_listeners: Listeners | None = None,
     connector: frontends.Connector | None = None,
     registry: CollectorRegistry | None = None,
+    roles: Roles | None = None,
     task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the balancer for `config` until cancelled or stopped.
@@ -310,11 +380,14 @@ async def serve(
         admin_listeners: listeners for the admin API instead of binding.
         connector: opens upstream streams (tests inject memory streams).
         registry: where metrics go (a fresh registry by default).
+        roles: which parts this process runs (all of them by default; lb/workers.py
+            splits them between a supervisor and its workers).
         task_status: started with the `Balancer` handle once everything accepts.
 
     Raises:
         ValueError: a frontend setting refused at start, naming the frontend.
         OSError: an address could not be bound.
     """
-    balancer = Balancer(config, connector=connector, registry=registry or CollectorRegistry())
+    balancer = Balancer(config, connector=connector, registry=registry or CollectorRegistry(),
+                        roles=roles)
     await balancer.run(listeners, admin_listeners, task_status)

@@ -7,6 +7,11 @@ finishes its connections. A config that does not validate is logged and
 ignored; the old one stays. SIGTERM
 or Ctrl-C stops gracefully: listeners close, open connections get the
 configured `grace`, then the process exits.
+
+With `--workers N` (N >= 2) this process becomes a supervisor: it runs the
+probes and the admin API and starts N worker processes that share the
+frontend addresses through SO_REUSEPORT (lb/workers.py). `--worker` is how
+the supervisor starts each of them; it is not meant to be typed.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import trio
 import typer
 
-from lb import logs
+from lb import logs, workers
 from lb.app import Balancer, serve
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
@@ -83,13 +89,24 @@ def run(
     config: Annotated[Path, typer.Argument(help="the TOML config file")],
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     access_log: Annotated[bool, typer.Option(help="log one line per HTTP request")] = True,
+    worker_count: Annotated[int, typer.Option(
+        "--workers", min=1, help="processes serving traffic (2 uses 2 cores; ports must be fixed)"
+    )] = 1,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
 ) -> None:
     """Run the balancer: SIGHUP reloads, SIGTERM or Ctrl-C drains and exits.
 
-    Example: caslb run config/lab.toml
+    Example: caslb run config/lab.toml --workers 2
     """
     loaded = load_or_exit(config)
     logs.setup(log_level, access_log=access_log)
+    if worker:
+        raise typer.Exit(start(workers.run_worker, loaded, config, apply_reload))
+    if worker_count > 1:
+        argv = workers.worker_argv(config, log_level, access_log)
+        raise typer.Exit(start(
+            partial(workers.run_supervisor, argv=argv), loaded, config, worker_count, apply_reload
+        ))
     raise typer.Exit(start(run_until_signalled, loaded, config))
 
 
