@@ -104,10 +104,15 @@ def role_backend() -> None:
     threading.Event().wait()
 
 
-def role_caslb(bulk_target: int, ping_target: int) -> None:
-    """caslb TcpFrontends in front of the backend's two ports; prints its ports."""
+def role_caslb(bulk_target: int, ping_target: int, shared: list[int] | None = None) -> None:
+    """caslb TcpFrontends in front of the backend's two ports; prints its ports.
+
+    With `shared` ports it binds those with SO_REUSEPORT, as each worker of
+    `caslb run --workers N` does, so several of these processes share them.
+    """
     import trio
 
+    from lb.app import open_reuse_port_listener
     from lb.config_model import PoolConfig, ServerConfig
     from lb.l4.frontend import Route, TcpFrontend
     from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
@@ -122,7 +127,7 @@ def role_caslb(bulk_target: int, ping_target: int) -> None:
     async def main() -> None:
         ports = []
         async with trio.open_nursery() as nursery:
-            for name, target in (("bulk", bulk_target), ("ping", ping_target)):
+            for i, (name, target) in enumerate((("bulk", bulk_target), ("ping", ping_target))):
                 pool = Pool(PoolConfig(name, (ServerConfig("b1", HOST, target, "b1"),)))
                 policy = UpstreamPolicy(first_response_timeout=1.0)
                 frontend = TcpFrontend(
@@ -131,7 +136,10 @@ def role_caslb(bulk_target: int, ping_target: int) -> None:
                     events=Quiet(),  # type: ignore[arg-type]
                     report=lambda *r: None,
                 )
-                listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=1024)
+                if shared:
+                    listeners = [await open_reuse_port_listener(HOST, shared[i])]
+                else:
+                    listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=1024)
                 ports.append(listeners[0].socket.getsockname()[1])
                 await nursery.start(frontend.serve, listeners)
             print(json.dumps(ports), flush=True)
@@ -272,6 +280,16 @@ def _measure(bulk: int, ping: int, seconds: float) -> dict[str, float]:
     return results
 
 
+def _measure_workers(bulk: int, ping: int, workers: int, seconds: float) -> dict[str, float]:
+    """The same data path in `workers` processes sharing two ports (SO_REUSEPORT)."""
+    ports = [str(_free_port()), str(_free_port())]
+    with contextlib.ExitStack() as stack:
+        for _ in range(workers):
+            proc = stack.enter_context(_running(_spawn("_caslb", str(bulk), str(ping), *ports)))
+            _first_line(proc)  # bound and serving
+        return _measure(int(ports[0]), int(ports[1]), seconds)
+
+
 def _table(rows: dict[str, dict[str, float]]) -> str:
     haproxies = [r for n, r in rows.items() if n.startswith("haproxy")]
     keys = ("bulk1", "bulk8", "rate")
@@ -298,6 +316,7 @@ def main(seconds: float = 2.5) -> None:
             lb_ports = _first_line(lb)
             assert isinstance(lb_ports, list)
             rows["caslb"] = _measure(lb_ports[0], lb_ports[1], seconds)
+        rows["caslb-2workers"] = _measure_workers(bulk, ping, 2, seconds)
         if tools.ensure("haproxy"):
             print("haproxy not found and could not be installed: no HAProxy comparison")
         else:
@@ -314,7 +333,7 @@ def _dispatch(argv: list[str]) -> None:
     elif argv[0] == "_backend":
         role_backend()
     elif argv[0] == "_caslb":
-        role_caslb(int(argv[1]), int(argv[2]))
+        role_caslb(int(argv[1]), int(argv[2]), [int(a) for a in argv[3:5]])
     elif argv[0] == "_bulk":
         role_bulk(int(argv[1]), int(argv[2]), float(argv[3]))
     elif argv[0] == "_rate":

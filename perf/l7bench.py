@@ -1,6 +1,6 @@
 """L7 bench: small keep-alive requests through caslb's HTTP frontend, direct, and HAProxy.
 
-    python -m perf.l7bench [--seconds S] [--connections N] [--profile]
+    python -m perf.l7bench [--seconds S] [--connections N] [--workers W] [--profile]
 
 Everything runs on 127.0.0.1 in separate processes:
 
@@ -8,7 +8,8 @@ Everything runs on 127.0.0.1 in separate processes:
   so the backend is never the bottleneck;
 - the proxy under test: caslb's `HttpFrontend` (plain HTTP, one pool of one
   server, outlier detection on, access log off), or HAProxy `mode http` with
-  keep-alive both ways;
+  keep-alive both ways. With --workers W, W caslb processes share the port
+  through SO_REUSEPORT, as the workers of `caslb run --workers W` do;
 - the load: `wrk` with one thread, N keep-alive connections for S seconds
   (requests per second), then one connection (p50/p99 latency).
 
@@ -117,7 +118,8 @@ def haproxy(config: str, port: int, workdir: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def caslb(
-    port: int, target: int, *, run_for: float | None = None, profile: Path | None = None
+    port: int, target: int, *, run_for: float | None = None, profile: Path | None = None,
+    workers: int = 1,
 ) -> Iterator[subprocess.Popen[bytes]]:
     argv = [
         sys.executable,
@@ -134,9 +136,16 @@ def caslb(
         argv += ["--run-for", str(run_for)]
     if profile is not None:
         argv += ["--profile-out", str(profile)]
-    with process(argv) as proc:
+    if workers == 1:
+        with process(argv) as proc:
+            wait_listening(port)
+            yield proc
+        return
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(process([*argv, "--reuse-port"])) for _ in range(workers)]
         wait_listening(port)
-        yield proc
+        time.sleep(1.0)  # the others bind too: a connection made before sticks to the first
+        yield procs[0]
 
 
 @dataclass(frozen=True)
@@ -228,10 +237,14 @@ class _StaticPool:
             member.active -= 1
 
 
-def role_caslb(port: int, target: int, run_for: float | None, profile_out: Path | None) -> None:
+def role_caslb(
+    port: int, target: int, run_for: float | None, profile_out: Path | None,
+    reuse_port: bool = False,
+) -> None:
     """Serve caslb's L7 frontend on `port` in front of `target` until killed or `run_for`."""
     import trio
 
+    from lb.app import open_reuse_port_listener
     from lb.l7.frontend import HttpFrontend
     from lb.l7.routing import RouteTable
     from lb.l7.settings import HttpFrontendSettings
@@ -247,7 +260,10 @@ def role_caslb(port: int, target: int, run_for: float | None, profile_out: Path 
     )
 
     async def main() -> None:
-        listeners = await trio.open_tcp_listeners(port, host=HOST)
+        if reuse_port:
+            listeners = [await open_reuse_port_listener(HOST, port)]
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=HOST)
         with trio.move_on_after(math.inf if run_for is None else run_for):
             await frontend.serve(listeners)
 
@@ -264,7 +280,7 @@ def role_caslb(port: int, target: int, run_for: float | None, profile_out: Path 
 # -- the driver -----------------------------------------------------------------------
 
 
-def bench(seconds: float, connections: int, profile: bool) -> int:
+def bench(seconds: float, connections: int, profile: bool, workers: int = 1) -> int:
     missing = missing_tools()
     if missing:
         print(
@@ -280,7 +296,7 @@ def bench(seconds: float, connections: int, profile: bool) -> int:
             wrk(backend, connections, 1)  # warm up
             results["direct"] = (wrk(backend, connections, seconds), wrk(backend, 1, seconds))
             port = free_port()
-            with caslb(port, backend):
+            with caslb(port, backend, workers=workers):
                 wrk(port, connections, 1)
                 results["caslb"] = (wrk(port, connections, seconds), wrk(port, 1, seconds))
             port = free_port()
@@ -289,11 +305,13 @@ def bench(seconds: float, connections: int, profile: bool) -> int:
                 results["haproxy"] = (wrk(port, connections, seconds), wrk(port, 1, seconds))
             if profile:
                 print_profile(workdir, backend, connections, seconds)
-    report(results, connections)
+    report(results, connections, workers)
     return 0
 
 
-def report(results: dict[str, tuple[Measure, Measure]], connections: int) -> None:
+def report(
+    results: dict[str, tuple[Measure, Measure]], connections: int, workers: int = 1
+) -> None:
     print(
         f"\nL7 small keep-alive requests (wrk, 1 thread): {connections} connections; "
         "latency at 1 connection"
@@ -309,8 +327,9 @@ def report(results: dict[str, tuple[Measure, Measure]], connections: int) -> Non
         )
     caslb, haproxy_, direct = results["caslb"], results["haproxy"], results["direct"]
     print(
-        f"\ncaslb / HAProxy requests/s: {caslb[0].rps / haproxy_[0].rps:.2f}x "
-        "(target >= 0.08x on one process)"
+        f"\ncaslb ({workers} process{'es' if workers > 1 else ''}) / HAProxy requests/s: "
+        f"{caslb[0].rps / haproxy_[0].rps:.2f}x "
+        f"({'target >= 0.08x on one process' if workers == 1 else 'target >= 0.15x with 2'})"
     )
     added = caslb[1].p50_ms - direct[1].p50_ms
     print(
@@ -339,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measure (default 5)")
     parser.add_argument("--connections", type=int, default=16, help="for requests/s (default 16)")
     parser.add_argument("--profile", action="store_true", help="also profile caslb's hot path")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="caslb processes sharing the port (default 1)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=["caslb"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", type=int, help=argparse.SUPPRESS)
@@ -346,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "caslb":
-        role_caslb(args.port, args.target, args.run_for, args.profile_out)
+        role_caslb(args.port, args.target, args.run_for, args.profile_out, args.reuse_port)
         return 0
     if not 0.5 <= args.seconds <= 8:
         parser.error(
@@ -354,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not 1 <= args.connections <= 256:
         parser.error(f"--connections must be within 1..256, not {args.connections!r}")
-    return bench(args.seconds, args.connections, args.profile)
+    if not 1 <= args.workers <= 4:
+        parser.error(f"--workers must be within 1..4, not {args.workers!r}")
+    return bench(args.seconds, args.connections, args.profile, args.workers)
 
 
 if __name__ == "__main__":
