@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import urllib.request
@@ -151,3 +152,54 @@ async def test_drain_and_a_crash_seen_by_the_supervisor_reach_every_worker(
         assert await total(run, "caslb_server_http_responses_total", server="cas2") == cas2_before
         assert await total(run, "caslb_server_connection_errors_total",
                            server="cas2") == errors_before
+
+
+def children(pid: int) -> set[int]:
+    """The process ids whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces: fields after its closing paren.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+async def test_a_killed_worker_is_restarted_and_takes_traffic_again(tmp_path: Path) -> None:
+    async with running(tmp_path, servers=2) as run:
+        first = children(run.process.pid)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(15):
+            while len(now := children(run.process.pid)) != 2 or victim in now:
+                await trio.sleep(0.1)
+        before = await per_worker(run)
+        made = 0
+        with trio.fail_after(30):
+            while True:  # the new worker binds a moment after it starts
+                made += sum((await new_connections(run, 10)).values())
+                await settled(run, made)
+                after = await per_worker(run)
+                if all(after[w] > before[w] for w in ("0", "1")):
+                    break
+
+
+async def test_sighup_reloads_supervisor_and_workers_keeping_a_drain(tmp_path: Path) -> None:
+    async with running(tmp_path, servers=2) as run:
+        await trio.to_thread.run_sync(post, f"{run.admin}/servers/cas1/drain?pool=owa")
+        config = tmp_path / "caslb.toml"
+        config.write_text(config.read_text().replace('fqdn = "cas2.lab.local"',
+                                                     'fqdn = "cas2.lab.local", weight = 3'))
+        run.process.send_signal(signal.SIGHUP)
+        with trio.fail_after(10):
+            while member(await wait_status(run.admin, run.process), "owa", "cas2")["weight"] != 3:
+                await trio.sleep(0.1)
+        seen = await new_connections(run, 20)
+        assert seen == Counter({"CAS2": 20})
+        assert member(await wait_status(run.admin, run.process), "owa", "cas1")["admin"] == "DRAIN"
