@@ -102,7 +102,7 @@ def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
 class Roles:
     """Which parts of the balancer one process runs (all of them by default).
 
-    `caslb run --workers N` (lb/workers.py) runs a supervisor with probes and
+    `caslb run --workers N` (lb/workers/) runs a supervisor with probes and
     the admin API but no frontends, and N workers with frontends only.
 
     Attributes:
@@ -380,7 +380,7 @@ async def serve(
         admin_listeners: listeners for the admin API instead of binding.
         connector: opens upstream streams (tests inject memory streams).
         registry: where metrics go (a fresh registry by default).
-        roles: which parts this process runs (all of them by default; lb/workers.py
+        roles: which parts this process runs (all of them by default; lb/workers/
             splits them between a supervisor and its workers).
         task_status: started with the `Balancer` handle once everything accepts.
 

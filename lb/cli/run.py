@@ -10,7 +10,7 @@ configured `grace`, then the process exits.
 
 With `--workers N` (N >= 2) this process becomes a supervisor: it runs the
 probes and the admin API and starts N worker processes that share the
-frontend addresses through SO_REUSEPORT (lb/workers.py). `--worker` is how
+frontend addresses through SO_REUSEPORT (lb/workers/). `--worker` is how
 the supervisor starts each of them; it is not meant to be typed.
 """
 

@@ -1,4 +1,4 @@
-"""The supervisor/worker messages and metric sums of lb/workers.py, without processes."""
+"""The supervisor/worker messages and metric sums of lb/workers/, without processes."""
 
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+"""`caslb run --workers N`: one supervisor (control plane) and N workers (data plane).
+
+Theory of operation
+-------------------
+One Python process is bound to one core, so the data plane runs in N worker
+processes that share each frontend address through SO_REUSEPORT (the kernel
+spreads new connections over them). Everything that must be decided once
+stays in the supervisor, the process `caslb run` starts:
+
+- The supervisor runs a `Balancer` with probes, pools and the admin API but
+  no frontends. It starts each worker as `caslb run CONFIG --worker` with
+  pipes on its stdin and stdout, and restarts one that dies (at most
+  `MAX_RESTARTS` times per slot, each logged).
+- A worker runs a `Balancer` with the frontends only: no probe runs, no admin
+  listener. Its members' check and admin states are whatever the supervisor
+  last said.
+
+Messages are JSON lines, one object each, with a `t` field naming the kind:
+
+- supervisor → worker (stdin): `check` (pool, server, UP|DOWN) for every
+  probe transition, `admin` (pool, server, READY|DRAIN|MAINT) for every change
+  made through the admin API, and a snapshot (one `check` and one `admin` per
+  member, then `synced`) when the worker starts and after it reloads. The
+  worker applies each with `Pool.set_check_state`/`Pool.set_admin` at its own
+  clock, so resets and drain deadlines act on its own connections as they
+  would in one process. A worker reads the whole first snapshot before its
+  frontends accept, so it never serves a member the supervisor knows is DOWN.
+- worker → supervisor (stdout): `report` (pool, server, ok, reason), the
+  passive outcomes of live traffic: every failure, and a success only when the
+  worker's previous report for that member was a failure (`ReportFilter`), so
+  healthy traffic costs no message; `reloaded` after a SIGHUP reload (the
+  supervisor answers with a snapshot); `metrics` every `METRICS_INTERVAL`.
+
+Metrics: a worker sends the samples of its counters and histograms (and the
+current-connections gauge), without `_created`. The supervisor keeps the last
+set per worker (`WorkerTotals`) and, when a worker is replaced, folds its
+counters into a retired total so no counter goes backwards. Its `/metrics`
+is `MergedCollector`: its own series (pool state, checks) with the workers'
+samples added per label set, plus `caslb_worker_frontend_connections_total
+{worker}` and `caslb_worker_http_requests_total{worker}` to show how the
+kernel spread the traffic. prometheus_client's
+multiprocess mode was not used: it needs a shared directory and environment
+set before import, and does not fit the injected registries. The cost is that
+worker traffic counters lag by up to one interval.
+
+Signals: SIGHUP to the supervisor reloads its config, then is forwarded to
+every worker (which reloads frontends and pools from the file). SIGTERM or
+SIGINT is forwarded; each worker drains for `grace` and exits, and the
+supervisor exits 0 once they all have. Workers ignore SIGINT themselves (a
+Ctrl-C reaches the whole process group; the forwarded stop is enough) and stop
+when their stdin ends, so a supervisor that dies takes them with it.
+"""
+
+from lb.workers.merged import MergedCollector, WorkerTotals, traffic_families
+from lb.workers.messages import (
+    AdminChange,
+    CheckChange,
+    Family,
+    LineSplitter,
+    MetricsUpdate,
+    PassiveReport,
+    Reloaded,
+    ReportFilter,
+    Synced,
+    apply_control,
+    decode_control,
+    decode_worker,
+    encode_control,
+    encode_worker,
+    snapshot,
+)
+from lb.workers.supervisor import run_supervisor
+from lb.workers.worker import run_worker, worker_argv
+
+__all__ = [
+    "AdminChange",
+    "CheckChange",
+    "Family",
+    "LineSplitter",
+    "MergedCollector",
+    "MetricsUpdate",
+    "PassiveReport",
+    "Reloaded",
+    "ReportFilter",
+    "Synced",
+    "WorkerTotals",
+    "apply_control",
+    "decode_control",
+    "decode_worker",
+    "encode_control",
+    "encode_worker",
+    "run_supervisor",
+    "run_worker",
+    "snapshot",
+    "traffic_families",
+    "worker_argv",
+]

@@ -1,0 +1,262 @@
+"""The supervisor process: probes, admin and merged metrics; starts and feeds the workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from lb.app import Balancer, Roles, serve
+from lb.config_model import Config
+from lb.health import ProbeKey
+from lb.workers.merged import MergedCollector, WorkerTotals
+from lb.workers.messages import (
+    CHANNEL_BUFFER,
+    AdminChange,
+    CheckChange,
+    ControlMessage,
+    MetricsUpdate,
+    PassiveReport,
+    Reloader,
+    WorkerMessage,
+    decode_worker,
+    encode_control,
+    snapshot,
+)
+from lb.workers.worker import LineReader, write_lines
+from probes.checks import CheckResult
+from probes.state import AdminState, Transition
+
+log = logging.getLogger("caslb.workers")
+
+MAX_RESTARTS = 5
+RESTART_DELAY = 1.0
+
+
+
+class Supervisor:
+    """Spawns and restarts the workers, and carries messages to and from them.
+
+    Args:
+        count: how many workers.
+        argv: the command line of one worker.
+    """
+
+    def __init__(self, count: int, argv: list[str]) -> None:
+        self.count = count
+        self.argv = argv
+        self.totals = WorkerTotals()
+        self.stopping = False
+        self.balancer: Balancer | None = None
+        self._channels: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._processes: dict[int, trio.Process] = {}
+
+    # sync hooks, called from the balancer's tasks
+
+    def broadcast(self, message: ControlMessage) -> None:
+        """Send a state change to every running worker."""
+        line = encode_control(message)
+        for slot, channel in list(self._channels.items()):
+            try:
+                channel.send_nowait(line)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.error("worker %d is not reading its state changes", slot)
+
+    def on_admin(self, pool: str, server: str, state: AdminState) -> None:
+        """The admin API's hook: an operator changed a member."""
+        self.broadcast(AdminChange(pool, server, state))
+
+    def on_probe(
+        self, key: object, result: CheckResult | None, transition: Transition | None
+    ) -> None:
+        """A probe runner subscriber: forward check transitions."""
+        if transition is not None and isinstance(key, ProbeKey):
+            self.broadcast(CheckChange(key.check, key.server, transition.new))
+
+    def signal_all(self, signum: int) -> None:
+        """Send `signum` to every running worker."""
+        for process in list(self._processes.values()):
+            if process.returncode is None:
+                process.send_signal(signum)
+
+    def pids(self) -> list[int]:
+        """The process ids of the running workers."""
+        return [p.pid for p in self._processes.values() if p.returncode is None]
+
+    async def wait_started(self) -> None:
+        """Wait until every slot has a worker process."""
+        while len(self._processes) < self.count:
+            await trio.sleep(0.01)
+
+    # tasks
+
+    async def keep(self, slot: int) -> None:
+        """Run the worker in `slot`, restarting it when it dies unexpectedly."""
+        restarts = 0
+        while True:
+            status = await self._run_once(slot)
+            self.totals.retire(slot)
+            if self.stopping:
+                return
+            if restarts >= MAX_RESTARTS:
+                log.critical("worker %d exited with %s; restarted %d times already: giving up",
+                             slot, status, restarts)
+                return
+            restarts += 1
+            log.error("worker %d exited with %s: restarting (%d/%d)",
+                      slot, status, restarts, MAX_RESTARTS)
+            await trio.sleep(RESTART_DELAY)
+
+    async def _run_once(self, slot: int) -> int | None:
+        assert self.balancer is not None
+        send, receive = trio.open_memory_channel[bytes](CHANNEL_BUFFER)
+        for message in snapshot(self.balancer.pools):
+            send.send_nowait(encode_control(message))
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(partial(
+                trio.run_process, self.argv, check=False,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            ))
+            assert process.stdin is not None and process.stdout is not None
+            self._processes[slot] = process
+            self._channels[slot] = send
+            log.info("worker %d started: pid %d", slot, process.pid)
+
+            async def pump_in() -> None:
+                assert process.stdin is not None
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await write_lines(process.stdin, receive)
+
+            async def pump_out() -> None:
+                assert process.stdout is not None
+                await self._read_worker(slot, LineReader(process.stdout))
+                await process.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(pump_in)
+            nursery.start_soon(pump_out)
+        self._channels.pop(slot, None)
+        return process.returncode
+
+    async def _read_worker(self, slot: int, reader: LineReader) -> None:
+        while True:
+            try:
+                line = await reader.next()
+            except (ValueError, trio.BrokenResourceError) as exc:
+                log.error("worker %d: output unreadable: %s", slot, exc)
+                return
+            if line is None:
+                return
+            try:
+                message = decode_worker(line)
+            except ValueError as exc:
+                log.error("worker %d: bad line: %s", slot, exc)
+                continue
+            self._handle(slot, message)
+
+    def _handle(self, slot: int, message: WorkerMessage) -> None:
+        assert self.balancer is not None
+        if isinstance(message, MetricsUpdate):
+            self.totals.update(slot, message.families)
+        elif isinstance(message, PassiveReport):
+            self.balancer.wiring.report(message.pool, message.server, message.ok,
+                                        message.reason)
+        else:
+            self.send_snapshot(slot)
+
+    def send_snapshot(self, slot: int) -> None:
+        """Send every member's state to the worker in `slot` (after its reload)."""
+        assert self.balancer is not None
+        channel = self._channels.get(slot)
+        if channel is None:
+            return
+        for control in snapshot(self.balancer.pools):
+            try:
+                channel.send_nowait(encode_control(control))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.error("worker %d is not reading its state changes", slot)
+                return
+
+
+def expose_merged(balancer: Balancer, own: CollectorRegistry, totals: WorkerTotals) -> None:
+    """Make the admin API's /metrics show the workers' traffic on top of `own`."""
+    exposed = CollectorRegistry(auto_describe=False)
+    exposed.register(MergedCollector(own, totals))
+    # The admin API reads `metrics.registry` at every scrape; the supervisor's
+    # own series keep going to `own`, which the merged collector reads.
+    balancer.metrics.registry = exposed
+
+
+def fixed_ports(config: Config) -> list[str]:
+    """Frontends listening on port 0, which workers cannot share (each would get its own)."""
+    return [fe.name for fe in config.frontends if fe.port == 0]
+
+
+async def run_supervisor(
+    config: Config,
+    path: Path,
+    count: int,
+    reload: Reloader,
+    *,
+    argv: list[str],
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the control plane and `count` workers until SIGTERM/SIGINT.
+
+    Raises:
+        ValueError: a frontend on port 0 (workers must share one fixed port).
+    """
+    unshared = fixed_ports(config)
+    if unshared:
+        raise ValueError(f"--workers needs fixed ports; port 0 on frontend {unshared[0]!r}")
+    supervisor = Supervisor(count, argv)
+    own = CollectorRegistry()
+    roles = Roles(frontends=False, on_admin=supervisor.on_admin)
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            balancer: Balancer = await nursery.start(
+                lambda task_status: serve(config, registry=own, roles=roles,
+                                          task_status=task_status)
+            )
+            supervisor.balancer = balancer
+            expose_merged(balancer, own, supervisor.totals)
+            balancer.runner.subscribe(supervisor.on_probe)
+            nursery.start_soon(_follow_signals, signals, supervisor, path, reload)
+            async with trio.open_nursery() as workers:
+                for slot in range(count):
+                    workers.start_soon(supervisor.keep, slot)
+                await supervisor.wait_started()
+                task_status.started(supervisor)
+            # Every `keep` returned: after a stop, or because every worker gave up.
+            nursery.cancel_scope.cancel()
+    if not supervisor.stopping:
+        raise OSError("every worker exited and none could be restarted; see the log")
+    log.info("all workers exited")
+
+
+async def _follow_signals(
+    signals: AsyncIterator[int], supervisor: Supervisor, path: Path, reload: Reloader
+) -> None:
+    assert supervisor.balancer is not None
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            # The supervisor reloads first, so a worker's `reloaded` finds the
+            # new pools when it asks for their states.
+            await reload(supervisor.balancer, path)
+            supervisor.signal_all(signal.SIGHUP)
+            continue
+        if supervisor.stopping:
+            log.warning("second stop signal: forwarding it, workers exit now")
+        else:
+            log.info("stop signal: workers drain for up to %gs",
+                     supervisor.balancer.config.grace)
+        supervisor.stopping = True
+        supervisor.signal_all(signal.SIGTERM)
+
