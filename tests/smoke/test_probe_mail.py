@@ -18,17 +18,6 @@ FQDN = "cas1.lab.local"
 Replies = Callable[[str], tuple[str, bool]]
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
 
 class MailServer:
     """A scripted line server: banner, then one reply per command line."""
