@@ -6,6 +6,7 @@ lb/l4 and lb/l7 never read lb.config themselves.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -58,7 +59,7 @@ def _upstream(pool: PoolConfig) -> UpstreamSettings:
     )
 
 
-def _server_tls(fe: FrontendConfig) -> Any:
+def _server_tls(fe: FrontendConfig) -> ssl.SSLContext | None:
     if not fe.tls:
         return None
     certs = [
