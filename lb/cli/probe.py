@@ -21,6 +21,7 @@ from typing import Annotated
 import trio
 import typer
 
+from lb.cli import admin
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.config import Config
@@ -107,21 +108,18 @@ def parse_protocols(text: str) -> list[str]:
 
 def format_table(rows: Sequence[ProbeRow], *, column: str = "PROTOCOL") -> str:
     """Server × protocol (or pool, by `column`): state, latency and what happened."""
-    header = ("SERVER", column, "STATE", "LATENCY", "DETAIL")
-    lines = [header] + [
-        (
-            r.server,
-            r.protocol,
-            r.state.value,
-            f"{r.result.duration * 1000:.1f}ms",
-            str(r.result) if not r.result.ok else r.result.detail,
-        )
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True)) + "  " + line[4]
-        for line in lines
+    return admin.format_table(
+        ("SERVER", column, "STATE", "LATENCY", "DETAIL"),
+        [
+            (
+                r.server,
+                r.protocol,
+                r.state.value,
+                f"{r.result.duration * 1000:.1f}ms",
+                str(r.result) if not r.result.ok else r.result.detail,
+            )
+            for r in rows
+        ],
     )
 
 
