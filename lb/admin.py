@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ import h11
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lb.config_model import is_loopback
 from lb.metrics import LastCheckLookup, Metrics
 from lb.pool import Member, Pool
 from lb.statuspage import member_document, render_html, status_document
@@ -139,15 +139,7 @@ def check_bind(host: str, token: str | None) -> None:
     Raises:
         AdminBindError: naming the host.
     """
-    if token:
-        return
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not token and not is_loopback(host):
         raise AdminBindError(
             f"refusing to bind the admin API to {host!r} without a token "
             "(set admin.token or use 127.0.0.1)"
