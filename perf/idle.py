@@ -19,8 +19,8 @@ from tempfile import TemporaryDirectory
 
 import trio
 
+from perf import tools
 from perf.failover.designs.caslb import CASLB_COMMAND
-from perf.failover.designs.haproxy import haproxy_binary
 from perf.failover.procs import LineProcess, child, free_port
 
 WARMUP = 200
@@ -66,7 +66,7 @@ async def _haproxy(front: int, back: int, count: int, workdir: Path) -> AsyncIte
         f"frontend idle\n    bind 127.0.0.1:{front}\n    default_backend sink\n"
         f"backend sink\n    server sink 127.0.0.1:{back}\n"
     )
-    argv = [haproxy_binary() or "haproxy", "-db", "-f", str(cfg)]
+    argv = [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
     async with child(argv, log=workdir / "haproxy.log") as proc:
         yield proc
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from lb.config import load
+from perf import tools
 from perf.failover.designs.caslb import render_config as caslb_config
 from perf.failover.designs.haproxy import (
     Ports,
-    haproxy_binary,
     parse_stat,
     write_pem,
 )
@@ -56,7 +56,7 @@ def test_caslb_config_refuses_a_bad_mode() -> None:
         caslb_config(FARM, PROBES, "l5", {}, 1, None)
 
 
-@pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed")
+@pytest.mark.skipif(tools.which("haproxy") is None, reason="haproxy is not installed")
 @pytest.mark.parametrize("mode", ["tcp", "http"])
 def test_haproxy_accepts_its_config(tmp_path: Path, mode: str) -> None:
     pem = write_pem(FARM, tmp_path) if mode == "http" else None
@@ -65,9 +65,8 @@ def test_haproxy_accepts_its_config(tmp_path: Path, mode: str) -> None:
     assert "fastinter 250ms" in text and "option redispatch" in text
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(text)
-    done = subprocess.run(
-        [str(haproxy_binary()), "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
-    )
+    command = [str(tools.which("haproxy")), "-c", "-f", str(cfg)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 import trio
 import trustme
 
+from perf import tools
 from perf.failover.connect import Endpoint
 from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design, wait_all_chosen
 from perf.failover.farm import FarmInfo
@@ -215,7 +215,7 @@ def _mode_starter(mode: str):  # type: ignore[no-untyped-def]
         endpoints = {p: Endpoint((("127.0.0.1", ports.https),), farm.namespace) for p in HTTP_LOAD}
         for name, port in ports.mail.items():
             endpoints[name] = Endpoint((("127.0.0.1", port),), farm.namespace, name != "smtp")
-        argv = [haproxy_binary() or "haproxy", "-db", "-f", str(cfg)]
+        argv = [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
         async with child(argv, log=workdir / "haproxy.log") as proc:
             running = HaproxyRunning(endpoints, sock, mode)
             await wait_all_chosen(running, farm, proc)
@@ -224,16 +224,9 @@ def _mode_starter(mode: str):  # type: ignore[no-untyped-def]
     return start
 
 
-def haproxy_binary() -> str | None:
-    """Path of the haproxy executable, or None."""
-    return shutil.which("haproxy") or (
-        "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
-    )
-
-
 def haproxy_missing() -> str | None:
     """Why HAProxy designs cannot run here, or None."""
-    if haproxy_binary() is None:
+    if tools.which("haproxy") is None:
         return "haproxy is not installed (apt-get install -y haproxy)"
     return None
 
