@@ -21,20 +21,12 @@ Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
 """connector(member, timeout) → a connected stream; raises OSError or TimeoutError."""
 
 
-async def tcp_connect(member: Member, timeout: float) -> trio.abc.Stream:
-    """A plain TCP stream to `member`, within `timeout` seconds.
+async def open_plain(member: Member, timeout: float) -> trio.abc.Stream:
+    """A plain TCP stream to `member`; unbounded, for callers that hold their own deadline.
 
     Raises:
-        TimeoutError: the connect took longer than `timeout`.
         OSError: refused, unreachable, reset.
     """
-    with trio.move_on_after(timeout):
-        return await open_plain(member, timeout)
-    raise TimeoutError(f"connect to {member.host}:{member.port} timed out after {timeout:g}s")
-
-
-async def open_plain(member: Member, timeout: float) -> trio.abc.Stream:
-    """Like `tcp_connect` but unbounded: for callers that hold their own deadline."""
     host, port = member.host, member.port
     family = _literal_family(host)
     if family is None:

@@ -36,9 +36,7 @@ from dataclasses import dataclass
 import trio
 
 from lb.l4.connector import failure_reason
-from lb.l4.pump import COPY_CHUNK, IdleTimer, Link, RelayResult, Side
-
-_PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, Link, RelayResult, Side, send_eof
 
 
 class FirstFlight:
@@ -51,12 +49,11 @@ class FirstFlight:
         limit: bytes kept at most.
     """
 
-    def __init__(self, limit: int, initial: bytes = b"") -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.data = bytearray()
         self.total = 0
         self.eof = False
-        self.add(initial)
 
     @property
     def overflowed(self) -> bool:
@@ -140,12 +137,6 @@ class _Recorder:
         self.timer.arm()
 
 
-async def send_eof(stream: trio.abc.Stream) -> None:
-    """Half-close a stream if it can be half-closed."""
-    if isinstance(stream, trio.abc.HalfCloseableStream):
-        await stream.send_eof()
-
-
 async def run_attempt(
     client: trio.abc.Stream,
     server: trio.abc.Stream,
@@ -177,7 +168,7 @@ async def run_attempt(
             await server.send_all(preamble + bytes(flight.data))
         if flight.eof:
             await send_eof(server)
-    except _PEER_ERRORS as exc:
+    except PEER_ERRORS as exc:
         return Outcome(Verdict.CLOSED, reason=failure_reason(exc))
     timer = _Timer(timeout, server_speaks_first or bool(flight.data) or flight.eof)
     recorder = _Recorder(flight, timer)
@@ -222,7 +213,7 @@ async def _first_read(
     with timer.scope:
         try:
             data = bytes(await server.receive_some(COPY_CHUNK))
-        except _PEER_ERRORS as exc:
+        except PEER_ERRORS as exc:
             return _FirstRead(Verdict.CLOSED, reason=failure_reason(exc))
         if data or flight.eof:
             # A server closing after the client's own EOF is an answer, not a failure.

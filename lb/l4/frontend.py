@@ -42,7 +42,7 @@ from lb.config_model import PoolConfig
 from lb.l4 import proxy_protocol
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
-from lb.l4.pump import COPY_CHUNK, IdleTimer, close, close_after, reset
+from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l4.sni import HelloStatus, parse_client_hello
 from lb.pool import Member, Pool
@@ -56,7 +56,6 @@ Report = Callable[[str, str, bool, str], None]
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
-_PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 _CONNECT_ERRORS = (OSError, TimeoutError, trio.TooSlowError)
 
 
@@ -240,7 +239,7 @@ class TcpFrontend:
                 await self._route_and_serve(client, idle)
             if idle_scope.cancelled_caught:
                 log.debug("frontend %s: idle timeout", self.name)
-        except _PEER_ERRORS as exc:
+        except PEER_ERRORS as exc:
             log.debug("frontend %s: client error %r", self.name, exc)
         finally:
             # Bookkeeping first: under cancellation the close below re-raises Cancelled.

@@ -43,7 +43,7 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 _CAN_SPLICE = hasattr(os, "splice")
 _LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 # Errors that mean "this end is gone", as opposed to a bug in the relay.
-_PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class Side(enum.Enum):
@@ -202,7 +202,7 @@ class Link:
                 await _splice_flow(flow, src, dst, self.idle, tap)
             else:
                 await _copy_flow(flow, src, dst, self.idle, tap)
-        except _PEER_ERRORS:
+        except PEER_ERRORS:
             flow.failed = flow.at
             stop.cancel()
 
@@ -212,7 +212,6 @@ async def relay(
     server: trio.abc.Stream,
     *,
     idle: IdleTimer | None = None,
-    upstream_done: bool = False,
 ) -> RelayResult:
     """Relay both directions until both end or either end fails.
 
@@ -223,13 +222,10 @@ async def relay(
         client: the accepted client stream.
         server: the connected upstream stream.
         idle: touched on every transfer; its scope should enclose this call.
-        upstream_done: the client's EOF was already passed to the server, so
-            only the server → client direction is left.
     """
     link = Link(client, server, idle)
     async with trio.open_nursery() as nursery:
-        if not upstream_done:
-            nursery.start_soon(link.run_up, nursery.cancel_scope)
+        nursery.start_soon(link.run_up, nursery.cancel_scope)
         nursery.start_soon(link.run_down, nursery.cancel_scope)
     return link.result()
 
@@ -262,8 +258,13 @@ async def _copy_flow(
         if idle is not None:
             idle.touch()
     flow.at = flow.dst
-    if isinstance(dst, trio.abc.HalfCloseableStream):
-        await dst.send_eof()
+    await send_eof(dst)
+
+
+async def send_eof(stream: trio.abc.Stream) -> None:
+    """Half-close a stream if it can be half-closed."""
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        await stream.send_eof()
 
 
 class _Pipe:
