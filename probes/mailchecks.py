@@ -136,7 +136,7 @@ async def _smtp_reply(
 
 async def _smtp_command(session: Session, command: str, expect: int) -> str:
     await session.send(f"{command}\r\n".encode())
-    verb = command.split(":")[0].split()[0] if ":" in command else command.split()[0]
+    verb = command.partition(":")[0].split()[0]  # "MAIL FROM:<>" -> "MAIL"
     code, text = await _smtp_reply(session, verb)
     if code == expect:
         return text
