@@ -20,7 +20,7 @@ import trio
 from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
-from casfarm.faults import Fault, FaultKind
+from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.traffic import TrafficProfile
 
@@ -122,10 +122,8 @@ class Farm:
         runtime = self.runtime(server)
         kind = FaultKind.parse(fault)
         if status is None:
-            spec = Fault(kind, vdir=vdir, seconds=seconds, mode=mode)
-        else:
-            spec = Fault(kind, vdir=vdir, seconds=seconds, mode=mode, status=status)
-        runtime.inject(spec)
+            status = DEFAULT_ERROR_STATUS
+        runtime.inject(Fault(kind, vdir=vdir, seconds=seconds, mode=mode, status=status))
 
     def clear(
         self, server: str, fault: str | FaultKind | None = None, *, vdir: str | None = None
