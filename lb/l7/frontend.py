@@ -19,7 +19,14 @@ import trio
 from lb.l7.events import L7Events, NullEvents, Report
 from lb.l7.proxy import Backend, ClientSession, ProxyContext
 from lb.l7.settings import HttpFrontendSettings
-from lb.l7.upstream import Connector, Pool, UpstreamSettings, describe_error, tcp_connector
+from lb.l7.upstream import (
+    Connector,
+    Pool,
+    UpstreamSettings,
+    describe_error,
+    socket_of,
+    tcp_connector,
+)
 from probes.outlier import OutlierDetector, OutlierSettings
 
 log = logging.getLogger("caslb.l7")
@@ -36,16 +43,14 @@ def _ignore_report(pool: str, server: str, ok: bool, reason: str) -> None:
 
 def peer_name(stream: trio.abc.Stream) -> str:
     """The client address of `stream` ("-" when it has none, e.g. in memory)."""
-    inner: object = stream
-    while isinstance(inner, trio.SSLStream):
-        inner = inner.transport_stream
-    if isinstance(inner, trio.SocketStream):
-        try:
-            addr = inner.socket.getpeername()
-        except OSError:
-            return "-"
-        return str(addr[0]) if isinstance(addr, tuple) else str(addr)
-    return "-"
+    sock = socket_of(stream)
+    if sock is None:
+        return "-"
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return "-"
+    return str(addr[0]) if isinstance(addr, tuple) else str(addr)
 
 
 class HttpFrontend:

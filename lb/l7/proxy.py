@@ -566,8 +566,7 @@ class ClientSession:
     @staticmethod
     def _arm_head_wait(relay: _Relay, profile: TimeoutProfile) -> None:
         if relay.head_wait is not None and not relay.response_started:
-            wait = profile.response_timeout or profile.idle_timeout
-            relay.head_wait.deadline = trio.current_time() + wait
+            relay.head_wait.deadline = trio.current_time() + _head_wait(profile)
 
     async def _relay_response(
         self,
@@ -629,9 +628,8 @@ class ClientSession:
     async def _read_head(
         self, upstream: UpstreamConnection, relay: _Relay, profile: TimeoutProfile
     ) -> h11.Response | None:
-        wait = profile.response_timeout if relay.request_done else None
-        if wait is None and relay.request_done:
-            wait = profile.idle_timeout
+        # Until the request ends the pump arms this wait (`_arm_head_wait`).
+        wait = _head_wait(profile) if relay.request_done else None
         with trio.CancelScope(deadline=deadline_after(wait)) as scope:
             relay.head_wait = scope
             while True:
@@ -652,8 +650,7 @@ class ClientSession:
         if relay.upstream_write_failed:
             relay.fail(Termination.UPSTREAM_ERROR, "server stopped reading the request")
         else:
-            wait = profile.response_timeout or profile.idle_timeout
-            relay.fail(Termination.UPSTREAM_TIMEOUT, f"no response within {wait:g}s")
+            relay.fail(Termination.UPSTREAM_TIMEOUT, f"no response within {_head_wait(profile):g}s")
         return None
 
     async def _forward_informational(self, event: h11.InformationalResponse, relay: _Relay) -> bool:
@@ -671,6 +668,11 @@ class ClientSession:
             relay.fail(Termination.CLIENT_ABORT, describe_error(exc))
             return False
         return True
+
+
+def _head_wait(profile: TimeoutProfile) -> float:
+    """Seconds a finished request waits for the response head (the idle bound when long-lived)."""
+    return profile.response_timeout or profile.idle_timeout
 
 
 def _take_ready(io: H11Stream, batch: list[h11.Event]) -> None:

@@ -155,7 +155,7 @@ def describe_error(exc: BaseException) -> str:
     return text[:200]
 
 
-def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     """The socket under `stream` (through TLS layers), or None when it has none."""
     inner: object = stream
     while isinstance(inner, trio.SSLStream):
@@ -171,7 +171,7 @@ class _ReadableProbe:
     """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
-        self._socket = _socket_of(stream)
+        self._socket = socket_of(stream)
         self._poller: select.poll | None = None
         self._fd = -1
 
