@@ -21,7 +21,7 @@ from lb.config_model import (
     PoolConfig,
     ServerConfig,
     UpstreamTlsConfig,
-    parse_address,
+    read_address,
     resolve_file,
 )
 from lb.config_reader import Table, join, show
@@ -43,17 +43,13 @@ class ServerEntry:
 
 
 def _read_entry(table: Table) -> ServerEntry | None:
-    address = table.string("address", required=True)
+    address = read_address(table, "address", required=True)
     fqdn = table.string("fqdn")
     weight = table.integer("weight", 1, low=1, high=1000)
     table.finish()
     if address is None:
         return None
-    try:
-        host, port = parse_address(address)
-    except ValueError as exc:
-        table.error("address", str(exc))
-        return None
+    _, host, port = address
     return ServerEntry(host, port, fqdn or host, weight)
 
 
