@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from lb.balancer import Balance
 from lb.config_reader import Table, show
-from probes.checks import CheckSpec
+from probes.checks import CheckSpec, Target
 from probes.state import OnError, Timing
 
 DEFAULT_ADMIN_PORT = 9090
@@ -133,6 +133,17 @@ class PoolConfig:
     proxy_protocol: int = 0
     upstream_tls: UpstreamTlsConfig | None = None
     observe: ObserveConfig | None = None
+
+    def check_target(self, server: ServerConfig) -> Target:
+        """Where this pool's check dials `server`: its FQDN for Host and SNI, its
+        address, and the check's own port when it has one.
+
+        Raises:
+            ValueError: the pool has no check.
+        """
+        if self.check is None:
+            raise ValueError(f"pool {self.name!r} has no check")
+        return Target(server.fqdn, server.host, self.check.port or server.port)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config_model import PoolConfig
 from lb.pool import Pool
 from probes.checks import CheckResult, Target
 from probes.passive import PassivePolicy
@@ -37,11 +37,6 @@ class ProbeKey:
 class _Registration:
     target: Target
     pool: PoolConfig
-
-
-def _target(pool: PoolConfig, server: ServerConfig) -> Target:
-    assert pool.check is not None
-    return Target(server.fqdn, server.host, pool.check.port or server.port)
 
 
 def _same_probe(a: _Registration, b: _Registration) -> bool:
@@ -86,7 +81,7 @@ class HealthWiring:
                 continue
             for server in pool.config.servers:
                 wanted[ProbeKey(server.name, pool.name)] = _Registration(
-                    _target(pool.config, server), pool.config
+                    pool.config.check_target(server), pool.config
                 )
         for key in list(self._registered):
             if key not in wanted or not _same_probe(self._registered[key], wanted[key]):

@@ -221,7 +221,7 @@ def config_checks(config: Config) -> list[tuple[str, str, Target, CheckSpec]]:
         (
             pool.name,
             server.name,
-            Target(server.fqdn, server.host, check.port or server.port),
+            pool.check_target(server),
             check.spec,
         )
         for pool in config.pools.values()
