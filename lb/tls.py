@@ -21,10 +21,13 @@ import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger("caslb.tls")
 
 ALPN_HTTP1 = ("http/1.1",)
+
+T = TypeVar("T")
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -83,13 +86,26 @@ def _name_table(certs: Iterable[tuple[Certificate, ssl.SSLContext]]) -> dict[str
     return table
 
 
-def select_context(table: Mapping[str, ssl.SSLContext], server_name: str) -> ssl.SSLContext | None:
-    """The context serving `server_name`: an exact name first, then a wildcard."""
+def match_server_name(table: Mapping[str, T], server_name: str) -> T | None:
+    """The entry for `server_name`: an exact name first, then a `*.parent` wildcard.
+
+    Shared by TLS termination and the SNI-routing L4 frontend, so a name picks
+    the same way whether the balancer decrypts or passes through.
+
+    Args:
+        table: lowercased names (or `*.domain`) → entries.
+        server_name: the client's SNI name, in any case, with or without a final dot.
+    """
     name = server_name.lower().rstrip(".")
-    if (ctx := table.get(name)) is not None:
-        return ctx
+    if (hit := table.get(name)) is not None:
+        return hit
     _, dot, parent = name.partition(".")
     return table.get("*." + parent) if dot else None
+
+
+def select_context(table: Mapping[str, ssl.SSLContext], server_name: str) -> ssl.SSLContext | None:
+    """The context serving `server_name`: an exact name first, then a wildcard."""
+    return match_server_name(table, server_name)
 
 
 def server_context(

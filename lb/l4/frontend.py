@@ -46,6 +46,7 @@ from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, r
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l4.sni import HelloStatus, parse_client_hello
 from lb.pool import Member, Pool
+from lb.tls import match_server_name
 
 log = logging.getLogger("caslb.l4")
 
@@ -278,13 +279,8 @@ class TcpFrontend:
 
     def _lookup(self, name: str | None) -> Route | None:
         assert self._sni is not None
-        if name is not None:
-            if name in self._sni:
-                return self._sni[name]
-            _, _, parent = name.partition(".")
-            if parent and f"*.{parent}" in self._sni:
-                return self._sni[f"*.{parent}"]
-        return self._default
+        route = None if name is None else match_server_name(self._sni, name)
+        return route or self._default
 
     async def _attempts(self, conn: _Connection, pool: Pool, policy: UpstreamPolicy) -> None:
         route = _Resolved(pool, policy)
