@@ -3,7 +3,7 @@
 `caslb status|drain|enable|maint` (the balancer's admin API) and `caslb farm ...`
 (casfarm's control API) both send one urllib request and want a JSON object
 back. This module does the exchange; each caller builds its request and words
-its own errors from `JsonStatusError` (an HTTP error answer) or `JsonApiError`.
+its own errors from `JsonStatusError` (an HTTP error answer and its `detail`) or `JsonApiError`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ class JsonStatusError(JsonApiError):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.body = body
+
+    @property
+    def detail(self) -> str:
+        """The `error` field of a JSON error answer, else the body as text ("" if empty)."""
+        try:
+            return str(json.loads(self.body)["error"])
+        except (ValueError, KeyError, TypeError):
+            return self.body.decode("utf-8", "replace").strip()
 
 
 def fetch_json(request: urllib.request.Request, *, peer: str, timeout: float) -> dict[str, Any]:

@@ -62,16 +62,9 @@ def call_admin(
     try:
         return fetch_json(request, peer=f"the admin API at {base_url}", timeout=TIMEOUT_SECONDS)
     except JsonStatusError as exc:
-        raise AdminApiError(f"{exc.status} {_error_text(exc.body)}") from None
+        raise AdminApiError(f"{exc.status} {exc.detail or '(no detail)'}") from None
     except JsonApiError as exc:
         raise AdminApiError(str(exc)) from None
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode("utf-8", "replace").strip() or "(no detail)"
 
 
 def action_path(server: str, action: str, pool: str | None, protocol: str | None) -> str:

@@ -59,16 +59,9 @@ def call_control(base_url: str, path: str, payload: dict[str, Any] | None = None
     try:
         return fetch_json(request, peer=f"the farm at {base_url}", timeout=TIMEOUT_SECONDS)
     except JsonStatusError as exc:
-        raise ControlApiError(_error_text(exc.body) or f"HTTP {exc.status}") from None
+        raise ControlApiError(exc.detail or f"HTTP {exc.status}") from None
     except JsonApiError as exc:
         raise ControlApiError(str(exc)) from None
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("error", ""))
-    except (ValueError, AttributeError):
-        return body.decode("utf-8", "replace").strip()
 
 
 def _call_or_exit(
