@@ -309,12 +309,12 @@ class Client:
             raise map_os_error(group.exceptions[0]) from None
 
     async def _mail(
-        self, session: Callable[[trio.abc.Stream, Recorder, float], Awaitable[str | None]]
+        self, session: Callable[[trio.abc.Stream, Recorder], Awaitable[str | None]]
     ) -> str | None:
         stream = await self._open()
         try:
             with trio.fail_after(self.timeouts.request):
-                return await session(stream, self.recorder, self.timeouts.request)
+                return await session(stream, self.recorder)
         except trio.TooSlowError:
             raise ClientError("timeout", f"{self.protocol} dialogue") from None
         finally:

@@ -1,8 +1,8 @@
 """IMAP, POP and SMTP sessions as the harness's mail clients run them.
 
-Each session is one short dialogue on an open stream and returns the server the
-banner names. A refusal (IMAP `* BYE`, POP `-ERR`, SMTP 4xx/5xx) is a
-ClientError with the protocol's own words as its kind.
+Each session is one short dialogue on an open stream, bounded in time by the
+caller, and returns the server the banner names. A refusal (IMAP `* BYE`, POP
+`-ERR`, SMTP 4xx/5xx) is a ClientError with the protocol's own words as its kind.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class LineReader:
         await self.stream.send_all(text.encode() + b"\r\n")
 
 
-async def imap_session(stream: trio.abc.Stream, recorder: Recorder, timeout: float) -> str | None:
-    """Banner, LOGIN, SELECT, NOOP, LOGOUT."""
+async def imap_session(stream: trio.abc.Stream, recorder: Recorder) -> str | None:
+    """Banner, LOGIN, NOOP, LOGOUT."""
     io = LineReader(stream)
     banner = await io.line()
     if not banner.startswith("* OK"):
@@ -62,7 +62,7 @@ async def imap_session(stream: trio.abc.Stream, recorder: Recorder, timeout: flo
     return recorder.server_named(banner)
 
 
-async def pop_session(stream: trio.abc.Stream, recorder: Recorder, timeout: float) -> str | None:
+async def pop_session(stream: trio.abc.Stream, recorder: Recorder) -> str | None:
     """Banner, USER, PASS, STAT, QUIT."""
     io = LineReader(stream)
     banner = await io.line()
@@ -85,7 +85,7 @@ async def _smtp_reply(io: LineReader) -> tuple[int, str]:
             return int(line[:3]), line
 
 
-async def smtp_session(stream: trio.abc.Stream, recorder: Recorder, timeout: float) -> str | None:
+async def smtp_session(stream: trio.abc.Stream, recorder: Recorder) -> str | None:
     """Banner, EHLO, MAIL FROM, RCPT TO, DATA, QUIT: one submitted message."""
     io = LineReader(stream)
     code, banner = await _smtp_reply(io)
