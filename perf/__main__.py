@@ -99,10 +99,8 @@ def failover(
             settings,
             Path(tmp),
         )
-    preamble = _preamble(quick, settings.describe())
-    if skipped:
-        preamble += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
-    write_run(out_dir, records, {**settings.describe(), "skipped": skipped}, preamble)
+    described = {**settings.describe(), "skipped": skipped}
+    write_run(out_dir, records, described, _preamble(quick, described))
     typer.echo((out_dir / "results.md").read_text())
     typer.echo(f"results in {out_dir}")
 
@@ -122,6 +120,9 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
         if rate
         else ""
     )
+    skipped = settings.get("skipped") or {}
+    assert isinstance(skipped, dict)
+    why = "; ".join(f"{k} ({v})" for k, v in skipped.items())
     return (
         f"## Failover matrix{' (--quick)' if quick else ''}\n\n"
         f"Probes: inter {probes['inter']} s, fastinter {probes['fastinter']} s, "
@@ -130,6 +131,7 @@ def _preamble(quick: bool, settings: dict[str, object]) -> str:
         f"before the fault, {phases['fault']} s of fault, {phases['after']} s after. Client "
         f"connect timeout {timeouts['connect']} s (Windows: ~21 s), request timeout "
         f"{timeouts['request']} s. The faulty server is cas1 of 3. Clients: {mix}.{fresh}\n"
+        + (f"\nSkipped: {why}\n" if why else "")
     )
 
 
@@ -147,11 +149,7 @@ def report(
         records, settings = read_run(results)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    skipped = settings.get("skipped", {})
-    preamble = _preamble(bool(settings.get("quick")), settings)
-    if skipped:
-        preamble += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
-    write_run(results.parent, records, settings, preamble)
+    write_run(results.parent, records, settings, _preamble(bool(settings.get("quick")), settings))
     typer.echo(f"rewrote {results.parent / 'results.md'} and its timelines")
 
 
