@@ -46,7 +46,7 @@ from lb.pool import Member, Pool
 from probes.catalog import protocol_for_path
 from probes.checks import CheckResult
 from probes.outlier import Ejection
-from probes.state import Transition
+from probes.state import AdminState, Transition
 
 PREFIX = "caslb_"
 
@@ -117,10 +117,9 @@ def server_state(member: Member) -> str:
     Admin state wins over health, as in HAProxy: a server in maintenance reads
     MAINT whatever its checks say, a drained one DRAIN.
     """
-    admin = state_name(member.admin)
-    if admin in ("MAINT", "DRAIN"):
-        return admin
-    return "UP" if state_name(member.check_state) == "UP" else "DOWN"
+    if member.admin is not AdminState.READY:
+        return member.admin.name
+    return member.check_state.name
 
 
 def state_name(value: Any) -> str:
