@@ -132,7 +132,7 @@ def _https(farm: Farm) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     default = "owa" if "owa" in http else http[0]
     idle = _longest([PROTOCOLS[p].idle_timeout for p in http])
     fqdn_check = {"expect_fqdn": True}
-    if farm.mode.value == "l4":
+    if farm.mode is ExchangeMode.L4:
         proto = PROTOCOLS[farm.l4_check]
         check = {"kind": proto.check.value, "path": proto.healthcheck_path,
                  "timeout": format_duration(proto.check_timeout), **fqdn_check}
@@ -145,7 +145,7 @@ def _https(farm: Farm) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         pool = _pool(farm, "https", check=check, extra=extra)
         frontend = _frontend(farm, "https", "tcp", pool="https", idle_timeout=idle)
         return {"https": frontend}, {"https": pool}, []
-    if farm.mode.value == "l4-sni":
+    if farm.mode is ExchangeMode.L4_SNI:
         pools = {p: _pool(farm, "https", protocol=p, check=fqdn_check) for p in http}
         sni = {name: p for p in http for name in farm.hostnames[p]}
         sni.setdefault(farm.namespace, default)
