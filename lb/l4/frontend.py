@@ -243,7 +243,7 @@ class TcpFrontend:
         except PEER_ERRORS as exc:
             log.debug("frontend %s: client error %r", self.name, exc)
         finally:
-            # Bookkeeping first: under cancellation the close below re-raises Cancelled.
+            # Bookkeeping first: closing a non-socket stream can still raise Cancelled.
             self.active -= 1
             self._events.frontend_connection_closed(self.name)
             await close(client)
