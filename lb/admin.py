@@ -38,7 +38,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lb.config_model import is_loopback
-from lb.metrics import LastCheckLookup, Metrics
+from lb.metrics import Metrics
 from lb.pool import Member, Pool
 from lb.statuspage import member_document, render_html, status_document
 from probes.checks import CheckResult
@@ -101,9 +101,8 @@ class AdminContext:
 
     Attributes:
         pools: the live pools by name (the app may update this mapping on reload).
-        metrics: the metrics whose registry `GET /metrics` exposes.
-        last_check: `(pool, server)` → last check result; defaults to what
-            `metrics` saw from the probe runner.
+        metrics: the metrics whose registry `GET /metrics` exposes, and
+            whose last check results the status shows.
         token: when set, POSTs need `Authorization: Bearer <token>`.
         on_admin: called as `(pool, server, state)` after each admin change,
             so the app can log it or keep it across reloads.
@@ -112,15 +111,12 @@ class AdminContext:
 
     pools: Mapping[str, Pool]
     metrics: Metrics
-    last_check: LastCheckLookup | None = None
     token: str | None = None
     on_admin: AdminHook | None = None
     now: Callable[[], float] = field(default=trio.current_time)
 
     def lookup(self, pool: str, server: str) -> CheckResult | None:
         """The last check result for `server` in `pool`, or None."""
-        if self.last_check is not None:
-            return self.last_check(pool, server)
         return self.metrics.last_result(server, pool)
 
 
@@ -277,7 +273,6 @@ async def serve_admin(
     *,
     pools: Mapping[str, Pool],
     metrics: Metrics,
-    last_check: LastCheckLookup | None = None,
     token: str | None = None,
     on_admin: AdminHook | None = None,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
@@ -289,7 +284,6 @@ async def serve_admin(
             (port 0 picks a free port; read it from the started value).
         pools: the live pools by name.
         metrics: the metrics to expose and read frontend counts from.
-        last_check: `(pool, server)` → last check result (see `AdminContext`).
         token: bearer token POSTs must present; required to bind beyond loopback.
         on_admin: `(pool, server, state)` hook run after each admin change.
         task_status: started with the list of listeners.
@@ -308,7 +302,7 @@ async def serve_admin(
         for listener in listeners:
             _check_listener(listener, token)
     ctx = AdminContext(
-        pools=pools, metrics=metrics, last_check=last_check, token=token, on_admin=on_admin
+        pools=pools, metrics=metrics, token=token, on_admin=on_admin
     )
 
     async def handler(stream: trio.abc.Stream) -> None:

@@ -269,7 +269,6 @@ class Metrics:
         self.registry = registry
         self._now = now or _trio_now
         self._pools: PoolSource = dict
-        self._last_check: LastCheckLookup | None = None
         self._first_failure: dict[tuple[str, str], float] = {}
         self._last_results: dict[tuple[str, str], CheckResult] = {}
         self._frontend_current: dict[str, int] = {}
@@ -280,17 +279,13 @@ class Metrics:
 
     # -- wiring ---------------------------------------------------------------
 
-    def watch_pools(self, pools: PoolSource, last_check: LastCheckLookup | None = None) -> None:
+    def watch_pools(self, pools: PoolSource) -> None:
         """Read these pools at every scrape (call again after a reload to swap them).
 
         Args:
             pools: returns the current pools by name.
-            last_check: `(pool, server)` → last check result; when None, the
-                results this object saw through `on_probe` are looked up with
-                the pool's name as the check name.
         """
         self._pools = pools
-        self._last_check = last_check
 
     def last_result(self, server: str, check: str) -> CheckResult | None:
         """The last check result seen by `on_probe` for `(server, check)`, or None."""
@@ -301,8 +296,7 @@ class Metrics:
         return dict(self._frontend_current)
 
     def _lookup_last_check(self, pool: str, server: str) -> CheckResult | None:
-        if self._last_check is not None:
-            return self._last_check(pool, server)
+        # lb/health.py keys probes ProbeKey(server, pool): the check is named after the pool.
         return self._last_results.get((server, pool))
 
     # -- frontend events ------------------------------------------------------
