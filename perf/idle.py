@@ -21,7 +21,8 @@ import trio
 
 from perf import tools
 from perf.failover.designs.caslb import CASLB_COMMAND
-from perf.failover.procs import LineProcess, child, free_port
+from perf.failover.procs import LineProcess, child
+from perf.net import free_port
 
 WARMUP = 200
 GREETING = b"*"

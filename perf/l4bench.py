@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from perf import tools
+from perf.net import free_port, wait_listening
 
 HOST = "127.0.0.1"
 CHUNK = 1 << 20
@@ -232,7 +233,7 @@ def _running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 
 @contextlib.contextmanager
 def _haproxy(template: str, bulk: int, ping: int) -> Iterator[tuple[int, int]]:
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     targets = zip(ports, (bulk, ping), strict=True)
     pairs = "".join(HAPROXY_PAIR.format(host=HOST, port=p, target=t) for p, t in targets)
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,28 +243,11 @@ def _haproxy(template: str, bulk: int, ping: int) -> Iterator[tuple[int, int]]:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         try:
             for port in ports:
-                _wait_port(port, proc)
+                wait_listening(port, proc=proc)
             yield ports[0], ports[1]
         finally:
             proc.kill()
             proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    for _ in range(100):
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"haproxy exited with status {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port}")
 
 
 def _measure(bulk: int, ping: int, seconds: float) -> dict[str, float]:
@@ -282,7 +266,7 @@ def _measure(bulk: int, ping: int, seconds: float) -> dict[str, float]:
 
 def _measure_workers(bulk: int, ping: int, workers: int, seconds: float) -> dict[str, float]:
     """The same data path in `workers` processes sharing two ports (SO_REUSEPORT)."""
-    ports = [str(_free_port()), str(_free_port())]
+    ports = [str(free_port()), str(free_port())]
     with contextlib.ExitStack() as stack:
         for _ in range(workers):
             proc = stack.enter_context(_running(_spawn("_caslb", str(bulk), str(ping), *ports)))

@@ -29,7 +29,6 @@ import io
 import math
 import pstats
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import tools
+from perf.net import free_port, wait_listening
 
 HOST = "127.0.0.1"
 PATH = "/owa/bench"
@@ -70,23 +70,6 @@ frontend front
 backend servers
     server s1 {host}:{target}
 """
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on the loopback address."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, limit: float = 10.0) -> None:
-    """Block until something accepts on `port` (or raise after `limit` seconds)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {limit:g}s")
 
 
 @contextlib.contextmanager

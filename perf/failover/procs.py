@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -19,18 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def python() -> str:
     """The interpreter running the harness (the project's venv)."""
     return sys.executable
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
-
-    Processes configured by file (HAProxy, caslb) need a number up front; the
-    tiny race with other programs is acceptable on a test machine.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class LineProcess:

@@ -27,8 +27,9 @@ import trustme
 from perf.failover.connect import Endpoint
 from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design, wait_all_chosen
 from perf.failover.farm import FarmInfo
-from perf.failover.procs import REPO_ROOT, child, free_port, python
+from perf.failover.procs import REPO_ROOT, child, python
 from perf.failover.settings import ProbeSettings
+from perf.net import free_port
 
 LISTENERS = ("https", "imaps", "pops", "smtp", "submission")
 # the `caslb` console script, run with the harness's interpreter

@@ -36,8 +36,9 @@ from perf import tools
 from perf.failover.connect import Endpoint
 from perf.failover.designs.base import HTTP_LOAD, MAIL_LISTENER, Design, wait_all_chosen
 from perf.failover.farm import FarmInfo
-from perf.failover.procs import child, free_port
+from perf.failover.procs import child
 from perf.failover.settings import ProbeSettings
+from perf.net import free_port
 from probes.catalog import protocol as catalog_protocol
 
 MAIL_CHECKS = {
