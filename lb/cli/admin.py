@@ -57,6 +57,9 @@ def call_admin(
     if not url.startswith(("http://", "https://")):
         raise AdminApiError(f"bad admin URL {base_url!r}: want http://host:port")
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if method == "POST":
+        # The admin API refuses state changes without it (no browser form can send it).
+        request.add_header("X-Caslb-Request", "1")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.smoke
 HOST = "127.0.0.1"
 # Only a bound on a broken test; no assertion depends on it.
 SAFETY = 10
+MARKED = (("x-caslb-request", "1"),)
 
 
 async def start_admin(
@@ -45,11 +46,19 @@ async def http(
             return await exchange(stream, h11.Connection(h11.CLIENT), method, target, headers)
 
 
+def host_of(stream: trio.abc.Stream) -> str:
+    """The Host value naming the listener a client stream is connected to."""
+    assert isinstance(stream, trio.SocketStream)
+    host, port = stream.socket.getpeername()[:2]
+    return f"{host}:{port}"
+
+
 async def exchange(
     stream: trio.abc.Stream, conn: h11.Connection, method: str, target: str,
     headers: tuple[tuple[str, str], ...] = (),
 ) -> tuple[int, dict[str, str], bytes]:
-    head = [("host", "admin"), ("content-length", "0"), *headers]
+    # The Host this socket was sent to, and the marker every state change needs.
+    head = [("host", host_of(stream)), ("content-length", "0"), *MARKED, *headers]
     await stream.send_all(
         conn.send(h11.Request(method=method, target=target, headers=head))
         + (conn.send(h11.EndOfMessage()) or b"")

@@ -32,7 +32,9 @@ def get_json(url: str) -> Any:
 
 
 def post(url: str) -> None:
-    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=2):
+    marked = {"X-Caslb-Request": "1"}  # the admin API refuses unmarked state changes
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST", headers=marked),
+                                timeout=2):
         pass
 
 

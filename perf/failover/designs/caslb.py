@@ -124,7 +124,7 @@ async def http_get(port: int, path: str, timeout: float = 2.0) -> bytes:
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
             chunks = []
             while data := await stream.receive_some(65536):
                 chunks.append(data)
