@@ -181,12 +181,12 @@ class Balancer:
         self.config = config
         self.roles = roles or Roles()
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
-        self.metrics = Metrics(registry)
         self.runner = ProbeRunner()
         self.wiring = HealthWiring(self.runner, self.pools)
         self.wiring.sync(self.pools)
-        self.runner.subscribe(self.metrics.on_probe)
-        self.metrics.watch_pools(lambda: self.pools)
+        self.metrics = Metrics(registry, pools=lambda: self.pools,
+                               last_check=self.wiring.last_result)
+        self.wiring.subscribe(self.metrics.on_probe)
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
@@ -339,7 +339,8 @@ class Balancer:
         listen: Any = admin_listeners or (admin.host, admin.port)
         started = await self._nursery.start(
             lambda task_status: serve_admin(
-                listen, pools=self.pools, metrics=self.metrics, token=admin.token,
+                listen, pools=self.pools, metrics=self.metrics,
+                last_check=self.wiring.last_result, token=admin.token,
                 on_admin=self.roles.on_admin, task_status=task_status,
             )
         )

@@ -1,7 +1,10 @@
 """Wiring between the probe runner and the pools.
 
-Each pool with a check gets one probe per member, keyed `ProbeKey(server, pool)`.
-Check transitions move the member's check state in that pool; live-traffic
+Each pool with a check gets one probe per member, keyed `ProbeKey(server, pool)`:
+a pool's check runs once per server for that pool alone, so two pools with the
+same check still probe apart. Check transitions move the member's check state
+in that pool, and the last result of every probe is kept here, where the
+metrics collector and the admin API read it (`last_result`); live-traffic
 outcomes reported by the frontends go back into the same probe (HAProxy's
 `observe layer4`) when the pool asks for it. A reload re-registers a probe only
 when what it checks or how often changed, so health survives a SIGHUP.
@@ -10,7 +13,7 @@ when what it checks or how often changed, so health survives a SIGHUP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -27,10 +30,18 @@ log = logging.getLogger("caslb.health")
 
 @dataclass(frozen=True)
 class ProbeKey:
-    """Names one probe: a server as checked for one pool (metrics labels server, check)."""
+    """Names one probe: a server as checked for one pool.
+
+    The check series of lb/metrics are labelled `server` and `protocol`, the
+    latter the pool's name.
+    """
 
     server: str
-    check: str
+    pool: str
+
+
+CheckSubscriber = Callable[[ProbeKey, CheckResult | None, Transition | None], None]
+"""`(key, result, transition)`: told of every check result and transition, after the pool."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,17 @@ class HealthWiring:
         # (pool, server) → key of every probe that observes live traffic: `report`
         # runs on every request and connection, so it looks up a plain tuple.
         self._observed: dict[tuple[str, str], ProbeKey] = {}
+        self._last: dict[ProbeKey, CheckResult] = {}
+        self._subscribers: list[CheckSubscriber] = []
         runner.subscribe(self._on_probe)
+
+    def subscribe(self, callback: CheckSubscriber) -> None:
+        """Call `callback(key, result, transition)` after every check result and transition."""
+        self._subscribers.append(callback)
+
+    def last_result(self, pool: str, server: str) -> CheckResult | None:
+        """The last result of the check `pool` runs on `server`, or None before the first."""
+        return self._last.get(ProbeKey(server, pool))
 
     def sync(self, pools: Mapping[str, Pool]) -> None:
         """Register, replace or remove probes to match these pools."""
@@ -87,7 +108,9 @@ class HealthWiring:
             if key not in wanted or not _same_probe(self._registered[key], wanted[key]):
                 self.runner.remove(key)
                 del self._registered[key]
-                self._observed.pop((key.check, key.server), None)
+                self._observed.pop((key.pool, key.server), None)
+            if key not in wanted:
+                self._last.pop(key, None)
         for key, registration in wanted.items():
             if key not in self._registered:
                 self._add(key, registration)
@@ -101,12 +124,12 @@ class HealthWiring:
                         passive=passive, initial=self._current_state(key))
         self._registered[key] = registration
         if observe is not None:
-            self._observed[(key.check, key.server)] = key
+            self._observed[(key.pool, key.server)] = key
 
     def _current_state(self, key: ProbeKey) -> CheckState:
         # A probe re-registered by a reload starts where the member is, or a DOWN
         # member whose server is fine would never see the transition back to UP.
-        pool = self._pools.get(key.check)
+        pool = self._pools.get(key.pool)
         try:
             return CheckState.UP if pool is None else pool.member(key.server).check_state
         except KeyError:
@@ -121,16 +144,24 @@ class HealthWiring:
     def _on_probe(
         self, key: Hashable, result: CheckResult | None, transition: Transition | None
     ) -> None:
-        if transition is None or not isinstance(key, ProbeKey):
-            return
-        pool = self._pools.get(key.check)
+        if not isinstance(key, ProbeKey):
+            return  # a probe someone else registered on this runner
+        if result is not None:
+            self._last[key] = result
+        if transition is not None:
+            self._apply(key, transition)
+        for callback in list(self._subscribers):
+            callback(key, result, transition)
+
+    def _apply(self, key: ProbeKey, transition: Transition) -> None:
+        pool = self._pools.get(key.pool)
         if pool is None:
             return
         log.warning(
             "pool %s server %s is %s (was %s): %s",
-            key.check, key.server, transition.new.value, transition.old.value, transition.reason,
+            key.pool, key.server, transition.new.value, transition.old.value, transition.reason,
         )
         try:
             pool.set_check_state(key.server, transition.new, transition.at)
         except KeyError:
-            log.debug("transition for a server no longer in pool %s: %s", key.check, key.server)
+            log.debug("transition for a server no longer in pool %s: %s", key.pool, key.server)

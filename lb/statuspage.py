@@ -13,7 +13,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from lb.metrics import LastCheckLookup, server_state, state_name
+from lb.metrics.collectors import LastCheckLookup, server_state
 from lb.pool import Member, Pool
 from probes.checks import CheckResult
 
@@ -70,8 +70,8 @@ def member_document(
         "fqdn": member.fqdn,
         "weight": member.weight,
         "state": server_state(member),
-        "check": state_name(member.check_state),
-        "admin": state_name(member.admin),
+        "check": member.check_state.name,
+        "admin": member.admin.name,
         "eligible": bool(member.eligible),
         "active": member.active,
         "total": member.total,
@@ -83,7 +83,7 @@ def check_document(result: CheckResult) -> Document:
     """A check result: success, reason, detail and duration in seconds."""
     return {
         "ok": bool(result.ok),
-        "reason": state_name(result.reason),
+        "reason": result.reason.name,
         "detail": str(result.detail),
         "duration": round(float(result.duration), 6),
     }

@@ -20,9 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lb.admin.guard import foreign_origin, misdirected, unauthorized, unmarked
 from lb.admin.messages import HTML, Reply, Request
 from lb.metrics import Metrics
+from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Member, Pool
 from lb.statuspage import member_document, render_html, status_document
-from probes.checks import CheckResult
 from probes.state import AdminState
 
 log = logging.getLogger("caslb.admin")
@@ -45,8 +45,10 @@ class AdminContext:
     Attributes:
         pools: the live pools by name (the app may update this mapping on reload).
         metrics: the metrics whose registry `GET /metrics` exposes, and
-            whose last check results the status shows.
+            whose frontend counts the status shows.
         hosts: the Host values served (`guard.listener_hosts`); others get 421.
+        last_check: `(pool, server)` → the last check result, from its owner
+            (lb.health.HealthWiring.last_result).
         token: when set, POSTs need `Authorization: Bearer <token>`.
         on_admin: called as `(pool, server, state)` after each admin change,
             so the app can log it or keep it across reloads.
@@ -56,13 +58,10 @@ class AdminContext:
     pools: Mapping[str, Pool]
     metrics: Metrics
     hosts: frozenset[str]
+    last_check: LastCheckLookup = no_check_results
     token: str | None = None
     on_admin: AdminHook | None = None
     now: Callable[[], float] = field(default=trio.current_time)
-
-    def lookup(self, pool: str, server: str) -> CheckResult | None:
-        """The last check result for `server` in `pool`, or None."""
-        return self.metrics.last_result(server, pool)
 
 
 def respond(request: Request, ctx: AdminContext) -> Reply:
@@ -106,7 +105,7 @@ def _page(ctx: AdminContext) -> Reply:
 
 def _document(ctx: AdminContext) -> dict[str, Any]:
     return status_document(
-        ctx.pools, frontends=ctx.metrics.frontend_connections(), last_check=ctx.lookup
+        ctx.pools, frontends=ctx.metrics.frontend_connections(), last_check=ctx.last_check
     )
 
 
@@ -137,7 +136,7 @@ def _action(
         "server": server,
         "admin": state.name,
         "pools": {
-            pool.name: member_document(pool.name, pool.member(server), ctx.lookup)
+            pool.name: member_document(pool.name, pool.member(server), ctx.last_check)
             for pool in selected
         },
     })

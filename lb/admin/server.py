@@ -32,6 +32,7 @@ from lb.admin.messages import Reply, Request
 from lb.admin.routes import AdminContext, AdminHook, respond
 from lb.config_model import is_loopback
 from lb.metrics import Metrics
+from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Pool
 
 log = logging.getLogger("caslb.admin")
@@ -79,6 +80,7 @@ async def serve_admin(
     *,
     pools: Mapping[str, Pool],
     metrics: Metrics,
+    last_check: LastCheckLookup = no_check_results,
     token: str | None = None,
     on_admin: AdminHook | None = None,
     hosts: Sequence[str] = (),
@@ -92,6 +94,8 @@ async def serve_admin(
             (port 0 picks a free port; read it from the started value).
         pools: the live pools by name.
         metrics: the metrics to expose and read frontend counts from.
+        last_check: `(pool, server)` → the last check result, from its owner
+            (lb.health.HealthWiring.last_result); none by default.
         token: bearer token POSTs must present; required to bind beyond loopback.
         on_admin: `(pool, server, state)` hook run after each admin change.
         hosts: further Host names the API is reached by (each bound address,
@@ -114,7 +118,7 @@ async def serve_admin(
         for listener in listeners:
             _check_listener(listener, token)
     ctx = AdminContext(
-        pools=pools, metrics=metrics, token=token, on_admin=on_admin,
+        pools=pools, metrics=metrics, last_check=last_check, token=token, on_admin=on_admin,
         hosts=listener_hosts(_addresses(listeners), hosts),
     )
 

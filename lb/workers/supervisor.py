@@ -78,7 +78,7 @@ class Supervisor:
     ) -> None:
         """A probe runner subscriber: forward check transitions."""
         if transition is not None and isinstance(key, ProbeKey):
-            self.broadcast(CheckChange(key.check, key.server, transition.new))
+            self.broadcast(CheckChange(key.pool, key.server, transition.new))
 
     def signal_all(self, signum: int) -> None:
         """Send `signum` to every running worker."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import tomllib
 
 import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
 
 from lb.config import Config, parse
 from lb.health import HealthWiring, ProbeKey
+from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.runner import ProbeRunner
 from probes.state import CheckState
@@ -84,3 +87,39 @@ async def test_a_check_removed_by_a_reload_brings_its_members_up() -> None:
     wiring.sync(pools)
     assert ProbeKey("cas1", "watched") not in wiring.runner
     assert pools["watched"].member("cas1").check_state is CheckState.UP
+
+
+async def test_check_results_are_kept_per_pool_and_read_live_by_the_metrics(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Nothing listens on 127.0.0.11:443, so every TCP check is refused at once.
+    wiring, pools = wiring_for(config())
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, pools=lambda: pools, last_check=wiring.last_result)
+    seen: list[ProbeKey] = []
+    wiring.subscribe(lambda key, result, transition: seen.append(key))
+    wiring.subscribe(metrics.on_probe)
+    assert wiring.last_result("watched", "cas1") is None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(wiring.runner.run)
+        for _ in range(100):
+            if wiring.last_result("watched", "cas1") and wiring.last_result("plain", "cas1"):
+                break
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    watched = wiring.last_result("watched", "cas1")
+    assert watched is not None and not watched.ok
+    assert set(seen) == {ProbeKey("cas1", "watched"), ProbeKey("cas1", "plain")}
+    assert registry.get_sample_value(
+        "caslb_server_check_status",
+        {"pool": "watched", "server": "cas1", "state": watched.reason.name}) == 1
+    assert (registry.get_sample_value(
+        "caslb_server_check_results_total",
+        {"server": "cas1", "protocol": "plain", "reason": watched.reason.name}) or 0) >= 1
+    assert wiring.last_result("watched", "cas2") is None
+    unchecked = parse(tomllib.loads(CONFIG.format(rise=2).replace(
+        'check = { kind = "tcp", rise = 2 }', "check = false")))
+    pools["watched"].reconfigure(unchecked.pools["watched"], trio.current_time())
+    wiring.sync(pools)
+    assert wiring.last_result("watched", "cas1") is None  # its probe is gone
+    assert wiring.last_result("plain", "cas1") is not None

@@ -41,9 +41,15 @@ class Balancer:
     """A running admin server on loopback over real pools."""
 
     def __init__(self, pools: dict[str, Pool], metrics: Metrics, port: int,
-                 changes: list[tuple[str, str, AdminState]]) -> None:
+                 changes: list[tuple[str, str, AdminState]],
+                 checks: dict[tuple[str, str], CheckResult]) -> None:
         self.pools, self.metrics, self.port, self.changes = pools, metrics, port, changes
+        self.checks = checks
         self.url = f"http://127.0.0.1:{port}"
+
+    def checked(self, pool: str, server: str, result: CheckResult) -> None:
+        """The last check result of `server` in `pool`, as the health wiring keeps it."""
+        self.checks[(pool, server)] = result
 
     async def samples(self, name: str) -> list[Sample]:
         status, _, body = await http(self.port, "GET", "/metrics")
@@ -79,16 +85,20 @@ class Balancer:
 
 
 async def start(nursery: trio.Nursery, pools: dict[str, Pool]) -> Balancer:
-    metrics = Metrics(CollectorRegistry())
-    metrics.watch_pools(lambda: pools)
+    checks: dict[tuple[str, str], CheckResult] = {}
+
+    def last_check(pool: str, server: str) -> CheckResult | None:
+        return checks.get((pool, server))
+
+    metrics = Metrics(CollectorRegistry(), pools=lambda: pools, last_check=last_check)
     changes: list[tuple[str, str, AdminState]] = []
     listeners = await nursery.start(
         lambda task_status: serve_admin(
-            ("127.0.0.1", 0), pools=pools, metrics=metrics, task_status=task_status,
-            on_admin=lambda *change: changes.append(change),
+            ("127.0.0.1", 0), pools=pools, metrics=metrics, last_check=last_check,
+            task_status=task_status, on_admin=lambda *change: changes.append(change),
         )
     )
-    return Balancer(pools, metrics, listeners[0].socket.getsockname()[1], changes)
+    return Balancer(pools, metrics, listeners[0].socket.getsockname()[1], changes, checks)
 
 
 @pytest.fixture
@@ -146,17 +156,16 @@ async def test_panic_gauge(nursery: trio.Nursery) -> None:
 async def test_check_status_is_one_hot_over_reasons(lb: Balancer) -> None:
     assert await lb.one_hot("caslb_server_check_status", "owa", "cas1") == {}  # no check yet
     reasons = [r.name for r in Reason]
-    lb.metrics.on_probe(("cas1", "owa"), CheckResult(True, Reason.OK, "", 0.01), None)
+    lb.checked("owa", "cas1", CheckResult(True, Reason.OK, "", 0.01))
     assert await lb.one_hot("caslb_server_check_status", "owa", "cas1") == hot("OK", reasons)
-    lb.metrics.on_probe(("cas1", "owa"), CheckResult(False, Reason.RESET, "rst", 0.002), None)
+    lb.checked("owa", "cas1", CheckResult(False, Reason.RESET, "rst", 0.002))
     assert await lb.one_hot("caslb_server_check_status", "owa", "cas1") == hot("RESET", reasons)
     assert await lb.one_hot("caslb_server_check_status", "owa", "cas2") == {}
 
 
 async def test_status_document_shape(lb: Balancer) -> None:
     lb.metrics.frontend_connection_opened("https")
-    lb.metrics.on_probe(("cas2", "owa"), CheckResult(False, Reason.BAD_STATUS, "HTTP 503",
-                                                     0.004), None)
+    lb.checked("owa", "cas2", CheckResult(False, Reason.BAD_STATUS, "HTTP 503", 0.004))
     doc = await lb.status()
     assert doc["frontends"] == {"https": {"current_connections": 1}}
     pools = doc["pools"]
@@ -244,7 +253,7 @@ async def test_cli_drain_status_enable_round_trip(lb: Balancer) -> None:
     assert lb.pools["ews-pool"].member("cas1").admin is AdminState.DRAIN
     assert lb.pools["owa"].member("cas1").admin is AdminState.READY
 
-    lb.metrics.on_probe(("cas2", "owa"), CheckResult(False, Reason.RESET, "", 0.0015), None)
+    lb.checked("owa", "cas2", CheckResult(False, Reason.RESET, "", 0.0015))
     code, out, _ = await cli("status", "--admin", lb.url)
     assert code == 0
     rows = [line.split() for line in out.splitlines()]

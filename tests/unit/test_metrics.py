@@ -8,9 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb.health import ProbeKey
 from lb.l4.frontend import L4Events
 from lb.l7.events import L7Events, RequestRecord, Termination
-from lb.metrics import Metrics, check_labels, code_class
+from lb.metrics import Metrics, code_class
 from probes.checks import CheckResult
 from probes.outlier import Ejection
 from probes.state import CheckState, Transition
@@ -36,15 +37,13 @@ def test_code_class_follows_haproxy(status: int, cls: str) -> None:
     assert code_class(status) == cls
 
 
-def test_check_labels_accepts_pairs_and_objects() -> None:
-    class Key:
-        server = "cas1"
-        protocol = "ews"
-
-    assert check_labels(("cas2", "owa")) == ("cas2", "owa")
-    assert check_labels(Key()) == ("cas1", "ews")
-    with pytest.raises(ValueError, match="unrecognised probe key 42"):
-        check_labels(42)
+def test_check_series_are_labelled_by_the_probe_key_s_server_and_pool() -> None:
+    m, r = _metrics()
+    m.on_probe(ProbeKey(server="cas2", pool="owa"), _result(True, Reason.OK, 0.01), None)
+    assert value(r, "caslb_server_check_results_total",
+                 server="cas2", protocol="owa", reason="OK") == 1
+    assert value(r, "caslb_server_check_results_total",
+                 server="owa", protocol="cas2", reason="OK") is None
 
 
 def test_frontend_connections_count_up_and_down() -> None:
@@ -168,9 +167,10 @@ def test_two_metrics_objects_never_share_series() -> None:
 
 def test_up_down_transitions_count_only_up_to_down() -> None:
     m, r = _metrics()
-    m.on_probe(("cas1", "owa"), None, Transition(CheckState.UP, CheckState.DOWN, 5.0, "reset"))
-    m.on_probe(("cas1", "owa"), None, Transition(CheckState.DOWN, CheckState.UP, 9.0, "ok"))
-    m.on_probe(("cas1", "owa"), None, Transition(CheckState.UP, CheckState.DOWN, 12.0, "reset"))
+    key = ProbeKey("cas1", "owa")
+    m.on_probe(key, None, Transition(CheckState.UP, CheckState.DOWN, 5.0, "reset"))
+    m.on_probe(key, None, Transition(CheckState.DOWN, CheckState.UP, 9.0, "ok"))
+    m.on_probe(key, None, Transition(CheckState.UP, CheckState.DOWN, 12.0, "reset"))
     assert value(r, "caslb_server_check_up_down_total", server="cas1", protocol="owa") == 2
 
 
@@ -182,7 +182,7 @@ def test_detection_latency_runs_from_first_failed_check_start_to_down() -> None:
     clock = {"now": 0.0}
     r = CollectorRegistry()
     m = Metrics(r, now=lambda: clock["now"])
-    key = ("cas1", "ews")
+    key = ProbeKey("cas1", "ews")
     clock["now"] = 10.0
     m.on_probe(key, _result(True, Reason.OK, 0.01), None)
     # A black hole: two timed-out checks of 1 s each; the first started at 19.0.
@@ -201,15 +201,13 @@ def test_detection_latency_runs_from_first_failed_check_start_to_down() -> None:
                  server="cas1", protocol="ews", reason="TIMEOUT") == 2
     assert value(r, "caslb_server_check_duration_seconds_count",
                  server="cas1", protocol="ews") == 3
-    last = m.last_result("cas1", "ews")
-    assert last is not None and last.reason is Reason.TIMEOUT
 
 
 def test_a_success_between_failures_restarts_the_detection_clock() -> None:
     clock = {"now": 0.0}
     r = CollectorRegistry()
     m = Metrics(r, now=lambda: clock["now"])
-    key = ("cas1", "owa")
+    key = ProbeKey("cas1", "owa")
     clock["now"] = 5.0
     m.on_probe(key, _result(False, Reason.RESET, 0.0), None)
     clock["now"] = 6.0

@@ -162,9 +162,8 @@ def test_totals_sum_workers_and_keep_a_replaced_workers_counters() -> None:
 
 def test_merged_exposition_adds_worker_traffic_to_the_supervisors_own_series() -> None:
     own = CollectorRegistry()
-    supervisor = Metrics(own)
     pools = {"owa": _pool("owa")}
-    supervisor.watch_pools(lambda: pools)
+    Metrics(own, pools=lambda: pools)
     totals = WorkerTotals()
     totals.update(0, traffic_families(_worker_metrics(2, 5).registry))
     totals.update(1, traffic_families(_worker_metrics(1, 4).registry))
