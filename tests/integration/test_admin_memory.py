@@ -200,3 +200,22 @@ async def test_an_unexpected_error_ends_only_its_connection(
     assert "ValueError: a bug below the admin server" in record.getMessage()
     assert record.exc_info is None  # one line: the traceback is for DEBUG
     assert await status_code(listener) == b"200"
+
+
+async def test_a_peer_that_never_reads_its_answer_is_closed_after_the_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener, errors = await start_counting(nursery, {})
+    # A lockstep pair has no buffer: the server's send waits for the peer to read.
+    client, server = trio.testing.lockstep_stream_pair()
+    await listener._send.send(server)
+    await client.send_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+    start = trio.current_time()
+    await trio.sleep(READ_TIMEOUT * 2)
+    assert await status_code(listener) == b"200"  # others are served meanwhile
+    # The server gave up on the send and closed: what it had handed over, then EOF,
+    # at once (a server still sending would finish, then wait for the next request).
+    answer = await read_all(client)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert trio.current_time() - start == pytest.approx(READ_TIMEOUT * 2)
+    assert errors == []
