@@ -85,8 +85,8 @@ class WorkerTotals:
             for families in (self._retired.get(slot, {}), self._latest.get(slot, {})):
                 family = families.get(name)
                 if family is not None:
-                    count += sum(v for (name, _), v in family.samples.items()
-                                 if name.endswith("_total"))
+                    count += sum(v for (sample, _), v in family.samples.items()
+                                 if sample.endswith("_total"))
             out[slot] = count
         return out
 
