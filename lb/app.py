@@ -341,7 +341,8 @@ class Balancer:
             lambda task_status: serve_admin(
                 listen, pools=self.pools, metrics=self.metrics,
                 last_check=self.wiring.last_result, token=admin.token,
-                on_admin=self.roles.on_admin, task_status=task_status,
+                on_admin=self.roles.on_admin, on_internal_error=self.metrics.internal_error,
+                task_status=task_status,
             )
         )
         if started:

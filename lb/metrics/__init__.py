@@ -45,7 +45,7 @@ from lb.metrics.collectors import (
     no_check_results,
     server_state,
 )
-from lb.metrics.series import PREFIX, build_series
+from lb.metrics.series import INTERNAL_ERROR_PLACES, PREFIX, build_series
 from probes.catalog import protocol_for_path
 from probes.checks import CheckResult
 from probes.outlier import Ejection
@@ -98,12 +98,18 @@ class Metrics:
         series = build_series(registry)
         self._counters, self._histograms = series.counters, series.histograms
         self._fe_current = series.gauges["fe_current"]
+        for where in INTERNAL_ERROR_PLACES:
+            self._counters["internal_errors"].labels(where)
 
     def frontend_connections(self) -> dict[str, int]:
         """Current connections per frontend, as counted from the events."""
         return dict(self._frontend_current)
 
     # -- frontend events ------------------------------------------------------
+
+    def internal_error(self, where: str) -> None:
+        """A unit of work at `where` (see INTERNAL_ERROR_PLACES) ended on an unexpected error."""
+        self._counters["internal_errors"].labels(where).inc()
 
     def frontend_connection_opened(self, frontend: str) -> None:
         """A client connection was accepted on `frontend`."""

@@ -32,6 +32,9 @@ REQUEST_DURATION_BUCKETS = (
 )
 DETECTION_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
+INTERNAL_ERROR_PLACES = ("l4", "l7", "admin", "probe", "task")
+"""Where an unexpected error can end a unit of work: each is exported at 0 from the start."""
+
 FE = ("frontend",)
 SRV = ("pool", "server")
 CHK = ("server", "protocol")
@@ -82,6 +85,10 @@ COUNTERS: Mapping[str, SeriesSpec] = {
     "check_results": SeriesSpec(
         "server_check_results", "Health check results by reason.", (*CHK, "reason")),
     "check_up_down": SeriesSpec("server_check_up_down", "Transitions from UP to DOWN.", CHK),
+    "internal_errors": SeriesSpec(
+        "internal_errors",
+        "Units of work (a connection, a probe, a task) ended by an error caslb did not expect.",
+        ("where",)),
 }
 """Counters: key → series (prometheus_client adds `_total`)."""
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 import trio
 import trio.testing
 
-from lb.admin import READ_TIMEOUT
+from lb.admin import READ_TIMEOUT, routes
 from lb.app import Balancer, serve
 from lb.config import parse
 
@@ -85,3 +86,50 @@ async def test_stalled_admin_peers_end_alone_and_the_balancer_keeps_serving(
     assert not app.stopped.is_set()
     assert await round_trip(app.addresses["tcp"], b"still here") == b"still here"
     assert await admin_status(app.admin_address) == b"HTTP/1.1 200"
+
+
+async def admin_get(address: tuple[str, int], path: str) -> bytes:
+    host, port = address
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+        return bytes(answer)
+
+
+def internal_errors(metrics_page: bytes, where: str) -> float:
+    line = f'caslb_internal_errors_total{{where="{where}"}} '.encode()
+    [value] = [row[len(line):] for row in metrics_page.splitlines() if row.startswith(line)]
+    return float(value)
+
+
+async def test_an_admin_bug_is_counted_in_internal_errors_and_the_process_stays_up(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [server] = await nursery.start(
+        lambda task_status: trio.serve_tcp(echo, 0, host="127.0.0.1", task_status=task_status)
+    )
+    config = parse(tomllib.loads(config_text(server.socket.getsockname()[1])))
+    frontend = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    admin = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    app: Balancer = await nursery.start(lambda task_status: serve(
+        config, listeners={"tcp": frontend}, admin_listeners=admin, task_status=task_status
+    ))
+    assert app.admin_address is not None
+    before = await admin_get(app.admin_address, "/metrics")
+    assert internal_errors(before, "admin") == 0  # exported before the first error
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug in the status route")
+
+    monkeypatch.setattr(routes, "status_document", broken)
+    assert (await admin_get(app.admin_address, "/status")).startswith(b"HTTP/1.1 500")
+    monkeypatch.undo()
+    after = await admin_get(app.admin_address, "/metrics")
+    assert internal_errors(after, "admin") == 1
+    assert not app.stopped.is_set()
+    assert await round_trip(app.addresses["tcp"], b"still here") == b"still here"
