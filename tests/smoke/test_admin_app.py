@@ -61,9 +61,8 @@ async def admin_status(address: tuple[str, int]) -> bytes:
         return bytes(await stream.receive_some(65536))[:12]
 
 
-async def test_stalled_admin_peers_end_alone_and_the_balancer_keeps_serving(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def start_balancer(nursery: trio.Nursery) -> Balancer:
+    """An echo server, and the app in front of it with a TCP frontend and the admin API."""
     [server] = await nursery.start(
         lambda task_status: trio.serve_tcp(echo, 0, host="127.0.0.1", task_status=task_status)
     )
@@ -73,6 +72,13 @@ async def test_stalled_admin_peers_end_alone_and_the_balancer_keeps_serving(
     app: Balancer = await nursery.start(lambda task_status: serve(
         config, listeners={"tcp": frontend}, admin_listeners=admin, task_status=task_status
     ))
+    return app
+
+
+async def test_stalled_admin_peers_end_alone_and_the_balancer_keeps_serving(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = await start_balancer(nursery)
     assert app.admin_address is not None
     idle = await trio.open_tcp_stream(*app.admin_address)
     half = await trio.open_tcp_stream(*app.admin_address)
@@ -110,15 +116,7 @@ def internal_errors(metrics_page: bytes, where: str) -> float:
 async def test_an_admin_bug_is_counted_in_internal_errors_and_the_process_stays_up(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [server] = await nursery.start(
-        lambda task_status: trio.serve_tcp(echo, 0, host="127.0.0.1", task_status=task_status)
-    )
-    config = parse(tomllib.loads(config_text(server.socket.getsockname()[1])))
-    frontend = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    admin = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    app: Balancer = await nursery.start(lambda task_status: serve(
-        config, listeners={"tcp": frontend}, admin_listeners=admin, task_status=task_status
-    ))
+    app = await start_balancer(nursery)
     assert app.admin_address is not None
     before = await admin_get(app.admin_address, "/metrics")
     assert internal_errors(before, "admin") == 0  # exported before the first error
