@@ -41,6 +41,7 @@ import trio
 from lb.l7 import responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout, deadline_after
 from lb.l7.events import L7Events, Report, RequestRecord, Termination, log_access
+from lb.l7.framing import ambiguous_framing
 from lb.l7.headers import (
     HOP_BY_HOP,
     Headers,
@@ -220,6 +221,10 @@ class ClientSession:
             await self._refuse(
                 responses.headers_too_large(detail), Termination.HEADERS_TOO_LARGE, "-"
             )
+            return None
+        framing = ambiguous_framing(event.headers.raw_items())
+        if framing is not None:
+            await self._refuse(responses.bad_request(framing), Termination.BAD_REQUEST, "-")
             return None
         if len(event.headers) > s.max_header_count:
             detail = f"{len(event.headers)} header fields, limit {s.max_header_count}"
@@ -578,6 +583,13 @@ class ClientSession:
         """Server → client: the response head, then each body event as it arrives."""
         response = await self._read_head(upstream, relay, profile)
         if response is None:
+            if cancel is not None:
+                cancel.cancel()
+            return
+        framing = ambiguous_framing(response.headers.raw_items())
+        if framing is not None:
+            # Never relayed, and the upstream is dropped: its next bytes cannot be trusted.
+            relay.fail(Termination.UPSTREAM_ERROR, f"server sent {framing}")
             if cancel is not None:
                 cancel.cancel()
             return

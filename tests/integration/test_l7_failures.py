@@ -264,3 +264,56 @@ async def test_in_panic_a_kept_alive_client_keeps_its_upstream_connection() -> N
         for _ in range(3):
             assert (await client.request("GET", "/owa/"))[0].status_code == 200
     assert len(rig.farm.connections) == 1  # NTLM-bound upstream kept, not re-opened
+
+
+SMUGGLING_HEADS = [
+    b"content-length: 4\r\ntransfer-encoding: chunked\r\n",
+    b"transfer-encoding: chunked\r\ncontent-length: 4\r\n",
+    b"content-length: 4\r\nTransfer-Encoding: CHUNKED\r\n",
+    b"content-length: 4\r\ntransfer-encoding: chunked \r\n",
+    b"content-length: 4\r\ntransfer-encoding:\tchunked\r\n",
+    b"content-length: 4\r\ntransfer-encoding: gzip, chunked\r\n",
+    b"transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+    b"transfer-encoding: xchunked\r\n",
+    b"content-length: 4\r\ncontent-length: 5\r\n",
+    b"content-length: 4, 5\r\n",
+    b"content-length: +4\r\n",
+]
+
+
+@pytest.mark.parametrize("fields", SMUGGLING_HEADS)
+async def test_ambiguous_request_framing_gets_400_and_reaches_no_server(
+    fields: bytes, autojump_clock: trio.abc.Clock
+) -> None:
+    body = b"0\r\n\r\nGET /ecp/ HTTP/1.1\r\nhost: h\r\n\r\n"
+    async with make_rig() as rig, rig.client() as good:
+        async with rig.client() as bad:
+            head = b"POST /owa/a HTTP/1.1\r\nhost: h\r\n" + fields + b"\r\n"
+            await bad.stream.send_all(head + body)
+            head, _ = await bad.response()
+            assert head.status_code == 400
+            assert await bad.closed()
+        head, _ = await good.request("GET", "/owa/")
+        assert head.status_code == 200
+    assert rig.farm.connections == ["cas1"]  # only the good client's request reached a server
+    assert [r.termination for r in rig.events.requests] == [
+        Termination.BAD_REQUEST, Termination.COMPLETE,
+    ]
+
+
+async def test_a_response_with_both_content_length_and_chunked_gets_502_and_is_dropped() -> None:
+    async def ambiguous(side: ServerSide, request: h11.Request) -> None:
+        await side.read_body()
+        await side.stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nINJECTED"
+        )
+
+    async with make_rig() as rig, rig.client() as client:
+        rig.farm.handlers = {name: ambiguous for name in ALL}
+        head, body = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+        assert head.status_code == 502
+        assert b"INJECTED" not in body and b"hello" not in body
+    [record] = rig.events.requests
+    assert record.termination is Termination.UPSTREAM_ERROR
+    assert any(not ok for _, _, ok, _ in rig.reports)  # the server's fault, not the client's
