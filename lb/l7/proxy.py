@@ -540,6 +540,10 @@ class ClientSession:
             with trio.move_on_after(profile.idle_timeout) as idle:
                 try:
                     event = await self.client.next_event()
+                except h11.RemoteProtocolError as exc:  # a malformed body (bad chunk framing)
+                    relay.fail(Termination.BAD_REQUEST, describe_error(exc))
+                    cancel.cancel()
+                    return
                 except _CLIENT_ERRORS as exc:
                     relay.fail(Termination.CLIENT_ABORT, describe_error(exc))
                     cancel.cancel()
@@ -692,7 +696,10 @@ def _take_ready(io: H11Stream, batch: list[h11.Event]) -> None:
     if batch and isinstance(batch[-1], h11.EndOfMessage):
         return
     while True:
-        event = io.ready_event()
+        try:
+            event = io.ready_event()
+        except h11.RemoteProtocolError:
+            return  # h11 is in ERROR now: the caller's next read raises it where it is handled
         if not isinstance(event, h11.Data | h11.EndOfMessage):
             return
         batch.append(event)
