@@ -30,6 +30,7 @@ import trio
 from lb.admin.guard import listener_hosts
 from lb.admin.messages import Reply, Request
 from lb.admin.routes import AdminContext, AdminHook, respond
+from lb.boundary import log_internal_error
 from lb.config_model import is_loopback
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
@@ -155,12 +156,11 @@ async def serve_connection(
     except _PEER_GONE:
         pass  # the peer went away mid-exchange: nothing left to tell it
     except Exception as exc:  # the failure boundary: this connection ends, nothing else
-        _internal_error(on_internal_error, "admin connection failed", exc)
+        _internal_error(on_internal_error, "admin connection", exc)
 
 
 def _internal_error(on_internal_error: InternalErrorHook, what: str, exc: Exception) -> None:
-    log.error("%s: %s: %s", what, type(exc).__name__, exc)
-    log.debug("%s", what, exc_info=exc)
+    log_internal_error(log, what, exc)
     on_internal_error(WHERE)
 
 

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import trio
 
+from lb.boundary import log_internal_error
 from lb.config_model import PoolConfig
 from lb.l4 import proxy_protocol
 from lb.l4.connector import Connector, failure_reason, open_plain
@@ -75,6 +76,7 @@ class L4Events(Protocol):
     def redispatched(self, pool: str, server: str) -> None: ...
     def first_response_timeout(self, pool: str, server: str) -> None: ...
     def replayed(self, pool: str, server: str) -> None: ...
+    def internal_error(self, where: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,9 @@ class TcpFrontend:
                 log.debug("frontend %s: idle timeout", self.name)
         except PEER_ERRORS as exc:
             log.debug("frontend %s: client error %r", self.name, exc)
+        except Exception as exc:  # the failure boundary: this connection ends, nothing else
+            log_internal_error(log, f"frontend {self.name}: a connection", exc)
+            self._events.internal_error("l4")
         finally:
             # Bookkeeping first: closing a non-socket stream can still raise Cancelled.
             self.active -= 1

@@ -93,6 +93,9 @@ class L7Events(Protocol):
     def tls_handshake_failed(self, frontend: str, reason: str) -> None:
         """A client's TLS handshake failed or stalled."""
 
+    def internal_error(self, where: str) -> None:
+        """A connection ended on an error caslb did not expect (a bug)."""
+
 
 class NullEvents:
     """An `L7Events` that drops everything."""
@@ -109,6 +112,9 @@ class NullEvents:
     def tls_handshake_failed(self, frontend: str, reason: str) -> None:
         """Ignore."""
 
+    def internal_error(self, where: str) -> None:
+        """Ignore."""
+
 
 @dataclass
 class RecordingEvents:
@@ -118,6 +124,7 @@ class RecordingEvents:
     retries: list[tuple[str, str, str]] = field(default_factory=list)
     ejections: list[tuple[str, Ejection]] = field(default_factory=list)
     handshake_failures: list[tuple[str, str]] = field(default_factory=list)
+    internal_errors: list[str] = field(default_factory=list)
 
     def request_finished(self, record: RequestRecord) -> None:
         """Keep the record."""
@@ -134,6 +141,10 @@ class RecordingEvents:
     def tls_handshake_failed(self, frontend: str, reason: str) -> None:
         """Keep the failure."""
         self.handshake_failures.append((frontend, reason))
+
+    def internal_error(self, where: str) -> None:
+        """Keep where it happened."""
+        self.internal_errors.append(where)
 
 
 def log_access(record: RequestRecord) -> None:

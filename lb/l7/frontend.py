@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import trio
 
+from lb.boundary import log_internal_error
 from lb.l7.events import L7Events, NullEvents, Report
 from lb.l7.proxy import Backend, ClientSession, ProxyContext
 from lb.l7.settings import HttpFrontendSettings
@@ -169,8 +170,9 @@ class HttpFrontend:
         """
         try:
             await self._serve_connection(stream, client)
-        except Exception:
-            log.exception("frontend %s: connection from %s failed", self.settings.name, client)
+        except Exception as exc:  # the failure boundary: this connection ends, nothing else
+            log_internal_error(log, f"frontend {self.settings.name}: connection from {client}", exc)
+            self.events.internal_error("l7")
         finally:
             await trio.aclose_forcefully(stream)
 

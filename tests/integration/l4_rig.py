@@ -49,6 +49,9 @@ class RecordingEvents:
     def retried(self, pool: str, server: str, reason: str = "") -> None:
         self.counts["retried", pool, server, reason] += 1
 
+    def internal_error(self, where: str) -> None:
+        self.counts["internal_error", where] += 1
+
     def redispatched(self, pool: str, server: str) -> None:
         self.counts["redispatched", pool, server] += 1
 
@@ -102,12 +105,16 @@ class Backends:
     behaviour: dict[str, Behaviour]
     refuse: set[str] = field(default_factory=set)
     blackhole: set[str] = field(default_factory=set)
+    buggy: set[str] = field(default_factory=set)  # the next connect to each raises, once
     connections: list[str] = field(default_factory=list)
     nursery: trio.Nursery | None = None
 
     async def connect(self, member: Member, timeout: float) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
+        if member.name in self.buggy:
+            self.buggy.discard(member.name)
+            raise RuntimeError("a bug below the frontend")
         if member.name in self.blackhole:
             await trio.sleep(math.inf)
         ours, theirs = trio.testing.memory_stream_pair()

@@ -302,3 +302,22 @@ async def test_an_sni_peek_that_fills_the_flight_loses_no_byte(
         assert await client.receive_some(10) == b"ok"
         n.cancel_scope.cancel()
     assert received == [garbage + b"END"]
+
+
+async def test_a_bug_ends_only_its_own_connection_in_one_log_line(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with trio.open_nursery() as n:
+        rig = make_rig(n, {"cas1": echo_on_data}, pool=make_pool(servers=("cas1",)))
+        rig.backends.buggy = {"cas1"}
+        hit = await rig.client()
+        await hit.send_all(b"HELLO")
+        assert await hit.receive_some(100) == b""  # this connection ends ...
+        good = await rig.client()
+        await good.send_all(b"HELLO")
+        assert (await good.receive_some(100)).endswith(b":HELLO")  # ... the next is served
+        n.cancel_scope.cancel()
+    assert rig.events.counts["internal_error", "l4"] == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "RuntimeError: a bug below the frontend" in errors[0].getMessage()

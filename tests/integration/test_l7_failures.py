@@ -317,3 +317,67 @@ async def test_a_response_with_both_content_length_and_chunked_gets_502_and_is_d
     [record] = rig.events.requests
     assert record.termination is Termination.UPSTREAM_ERROR
     assert any(not ok for _, _, ok, _ in rig.reports)  # the server's fault, not the client's
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+    ],
+)
+async def test_a_malformed_chunked_request_body_gets_400_and_closes(
+    body: bytes, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_rig() as rig, rig.client() as good:
+        async with rig.client() as bad:
+            head = b"POST /owa/a HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n"
+            await bad.stream.send_all(head + body)
+            answer, _ = await bad.response()
+            assert answer.status_code == 400
+            assert await bad.closed()
+        answer, _ = await good.request("GET", "/owa/")
+        assert answer.status_code == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert rig.events.requests[0].termination is Termination.BAD_REQUEST
+
+
+async def test_a_malformed_chunked_response_body_cuts_the_client_and_drops_the_upstream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken_chunks(side: ServerSide, request: h11.Request) -> None:
+        await side.read_body()
+        await side.stream.send_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"
+        )
+
+    async with make_rig() as rig, rig.client() as client:
+        rig.farm.handlers = {name: broken_chunks for name in ALL}
+        request = h11.Request(method="GET", target="/owa/", headers=[("host", "h")])
+        await client.send(request, h11.EndOfMessage())
+        head = await client.next_event()
+        assert isinstance(head, h11.Response) and head.status_code == 200
+        assert await client.closed()  # the head was out already: the only honest answer is a cut
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert rig.events.requests[0].termination is Termination.UPSTREAM_ERROR
+
+
+async def test_a_bug_ends_only_its_own_connection_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with make_rig(servers=("cas1",)) as rig:
+        rig.farm.buggy = {"cas1"}
+        async with rig.client() as hit:
+            await hit.send(
+                h11.Request(method="GET", target="/owa/", headers=[("host", "h")]),
+                h11.EndOfMessage(),
+            )
+            assert await hit.closed()  # this connection ends ...
+        async with rig.client() as good:
+            head, _ = await good.request("GET", "/owa/")
+            assert head.status_code == 200  # ... the next is served
+    assert rig.events.internal_errors == ["l7"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "RuntimeError: a bug below the proxy" in errors[0].getMessage()

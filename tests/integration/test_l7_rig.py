@@ -149,6 +149,7 @@ class Farm:
     handlers: dict[str, Handler] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
     blackhole: set[str] = field(default_factory=set)
+    buggy: set[str] = field(default_factory=set)  # the next connect to each raises, once
     connections: list[str] = field(default_factory=list)  # server of each accepted connection
     requests: list[tuple[str, h11.Request]] = field(default_factory=list)
     lockstep: bool = False
@@ -156,6 +157,9 @@ class Farm:
     async def connect(self, member: FakeMember, timeout: float) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
+        if member.name in self.buggy:
+            self.buggy.discard(member.name)
+            raise RuntimeError("a bug below the proxy")
         if member.name in self.blackhole:
             await trio.sleep_forever()  # SYN never answered
         pair = (
