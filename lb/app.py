@@ -181,7 +181,10 @@ class Balancer:
         self.config = config
         self.roles = roles or Roles()
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
-        self.runner = ProbeRunner()
+        # Metrics are built after the runner they read: the hook reaches them at call time.
+        self.runner = ProbeRunner(
+            on_internal_error=lambda where: self.metrics.internal_error(where)
+        )
         self.wiring = HealthWiring(self.runner, self.pools)
         self.wiring.sync(self.pools)
         self.metrics = Metrics(registry, pools=lambda: self.pools,

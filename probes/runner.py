@@ -60,6 +60,10 @@ class _Entry:
     checks_run: int = 0
 
 
+def _ignore_error(where: str) -> None:
+    """The default internal-error hook: the log line is all."""
+
+
 class ProbeRunner:
     """Runs health checks on schedule and publishes results and transitions.
 
@@ -70,7 +74,12 @@ class ProbeRunner:
     """
 
     def __init__(
-        self, *, max_concurrent: int = 32, jitter: float = 0.1, seed: int | None = None
+        self,
+        *,
+        max_concurrent: int = 32,
+        jitter: float = 0.1,
+        seed: int | None = None,
+        on_internal_error: Callable[[str], None] = _ignore_error,
     ) -> None:
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ValueError(f"max_concurrent must be an integer, got {max_concurrent!r}")
@@ -85,6 +94,7 @@ class ProbeRunner:
         self._subscribers: list[Subscriber] = []
         self._admin_subscribers: list[AdminSubscriber] = []
         self._nursery: trio.Nursery | None = None
+        self._on_internal_error = on_internal_error
 
     # --- registration -------------------------------------------------------------
 
@@ -255,7 +265,7 @@ class ProbeRunner:
             with trio.move_on_after(timeout):
                 result = await entry.check(entry.spec, entry.target)
         except Exception as exc:  # a broken check must not stop the others
-            log.exception("check %r raised", entry.key)
+            self._internal_error(f"check {entry.key!r}", exc)
             return CheckResult(False, Reason.CHECK_ERROR, repr(exc), trio.current_time() - started)
         if result is None:
             return CheckResult(False, Reason.TIMEOUT, f"no verdict within {timeout:g}s", timeout)
@@ -278,12 +288,17 @@ class ProbeRunner:
         for callback in list(self._subscribers):
             self._call(callback, key, result, transition)
 
-    @staticmethod
-    def _call(callback: Callable[..., None], *args: object) -> None:
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
         try:
             callback(*args)
-        except Exception:
-            log.exception("probe subscriber %r raised", callback)
+        except Exception as exc:
+            self._internal_error(f"probe subscriber {callback!r}", exc)
+
+    def _internal_error(self, what: str, exc: Exception) -> None:
+        """The failure boundary of one check or subscriber: one line, counted, nothing stops."""
+        log.error("%s raised %s: %s", what, type(exc).__name__, exc)
+        log.debug("%s raised", what, exc_info=exc)
+        self._on_internal_error("probe")
 
     def _entry(self, key: Hashable) -> _Entry:
         try:

@@ -59,6 +59,9 @@ class H11Stream:
         self.receive_size = receive_size
         self.bytes_received = 0
         self.bytes_sent = 0
+        # Set once the peer's EOF reached h11: tells a cut-short message (the peer
+        # left) from a malformed one (the peer broke the protocol).
+        self.peer_closed = False
         # The trio socket under a plain SocketStream: the syscall-first path. TLS
         # and in-memory streams go through their own methods.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
@@ -125,6 +128,7 @@ class H11Stream:
         else:
             data = bytes(await self.stream.receive_some(self.receive_size))
         self.bytes_received += len(data)
+        self.peer_closed = not data
         self.conn.receive_data(data)
 
     def encode(self, *events: h11.Event) -> bytes:

@@ -540,8 +540,14 @@ class ClientSession:
             with trio.move_on_after(profile.idle_timeout) as idle:
                 try:
                     event = await self.client.next_event()
-                except h11.RemoteProtocolError as exc:  # a malformed body (bad chunk framing)
-                    relay.fail(Termination.BAD_REQUEST, describe_error(exc))
+                except h11.RemoteProtocolError as exc:
+                    # A body cut short by the client leaving is an abort; anything
+                    # else (bad chunk framing) is a bad request.
+                    left = self.client.peer_closed
+                    relay.fail(
+                        Termination.CLIENT_ABORT if left else Termination.BAD_REQUEST,
+                        describe_error(exc),
+                    )
                     cancel.cancel()
                     return
                 except _CLIENT_ERRORS as exc:

@@ -204,7 +204,8 @@ async def test_broken_checks_and_subscribers_do_not_stop_the_runner(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = FakeServer("nonsense")
-    runner = ProbeRunner(jitter=0.0)
+    errors: list[str] = []
+    runner = ProbeRunner(jitter=0.0, on_internal_error=errors.append)
     recorder = Recorder()
 
     def broken(key: Hashable, result: CheckResult | None, tr: Transition | None) -> None:
@@ -221,6 +222,8 @@ async def test_broken_checks_and_subscribers_do_not_stop_the_runner(
     assert "bad mode nonsense" in first.detail
     assert len(server.started) >= 3
     assert "subscriber bug" in caplog.text
+    assert "Traceback" not in caplog.text  # one line each; the traceback is at DEBUG
+    assert errors and set(errors) == {"probe"}
 
 
 async def test_add_while_running_and_remove(

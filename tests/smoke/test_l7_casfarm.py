@@ -195,6 +195,7 @@ async def test_rpc_channels_and_big_downloads_stream_with_flat_memory(tmp_path: 
     records = {r.method: r for r in front.events.requests}
     assert records["RPC_IN_DATA"].bytes_in >= in_size - len(piece)
     assert records["RPC_IN_DATA"].status is None  # it never had a response
+    assert records["RPC_IN_DATA"].termination is Termination.CLIENT_ABORT  # not a bad request
     # 48 MB went through; the balancer, the farm and the clients together held a few MB.
     assert peak < 6 << 20, f"peak traced memory {peak} bytes"
 
