@@ -82,8 +82,10 @@ async def run_scenario(
             )
             nursery.start_soon(_sample, running, FAULTY, recorder, settings.sample_every, samples)
             await _until(recorder, phases.before)
-            fault_at = recorder.now()
             await fault.apply(farm, FAULTY)
+            # stamped once the fault is in force: a request that started while it
+            # was being applied may still be served by the faulty server
+            fault_at = recorder.now()
             # read after injecting: whatever the farm counts from here on
             # reached the faulty server while the fault was in force
             counts["fault"] = await farm.counts()
