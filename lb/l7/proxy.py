@@ -41,7 +41,6 @@ import trio
 from lb.l7 import responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout, deadline_after
 from lb.l7.events import L7Events, Report, RequestRecord, Termination, log_access
-from lb.l7.framing import ambiguous_framing
 from lb.l7.headers import (
     HOP_BY_HOP,
     Headers,
@@ -50,8 +49,10 @@ from lb.l7.headers import (
     forwarded_response_headers,
     header_value,
 )
-from lb.l7.routing import TimeoutProfile, host_name, request_path, timeout_profile
+from lb.l7.heads import HeadLimits, request_refusal, response_problem
+from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
 from lb.l7.settings import HttpFrontendSettings
+from lb.l7.target import Target, parse_target
 from lb.l7.upstream import (
     ConnectFailed,
     Connector,
@@ -165,6 +166,7 @@ class ClientSession:
         self.nursery = nursery
         self.upstreams: dict[str, UpstreamConnection] = {}
         self.requests = 0
+        self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
 
     def __repr__(self) -> str:
         pools = list(self.upstreams)
@@ -183,17 +185,17 @@ class ClientSession:
         s = self.ctx.settings
         deadline = trio.current_time() + s.header_timeout
         while True:
-            request = await self._read_request(deadline)
-            if request is None:
+            head = await self._read_request(deadline)
+            if head is None:
                 return
             started = trio.current_time()
             self.requests += 1
-            profile, keep = await self._handle(request, started)
+            profile, keep = await self._handle(*head, started)
             if not keep or not self._next_cycle():
                 return
             deadline = trio.current_time() + profile.idle_timeout
 
-    async def _read_request(self, deadline: float) -> h11.Request | None:
+    async def _read_request(self, deadline: float) -> tuple[h11.Request, Target] | None:
         s = self.ctx.settings
         try:
             event = await self.client.next_request(deadline, s.header_timeout)
@@ -213,26 +215,15 @@ class ClientSession:
             return None
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed: the client is done
-        # h11 bounds only heads that arrive in pieces; a whole head read at once is checked here.
-        # (raw_items() is a plain list: iterating h11's Headers itself costs a call per field.)
-        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers.raw_items())
-        if size > s.max_header_bytes:
-            detail = f"{size} bytes, limit {s.max_header_bytes}"
-            await self._refuse(
-                responses.headers_too_large(detail), Termination.HEADERS_TOO_LARGE, "-"
-            )
-            return None
-        framing = ambiguous_framing(event.headers.raw_items())
-        if framing is not None:
-            await self._refuse(responses.bad_request(framing), Termination.BAD_REQUEST, "-")
-            return None
-        if len(event.headers) > s.max_header_count:
-            detail = f"{len(event.headers)} header fields, limit {s.max_header_count}"
-            await self._refuse(
-                responses.headers_too_large(detail), Termination.HEADERS_TOO_LARGE, "-"
-            )
-            return None
-        return event
+        verdict = request_refusal(event, self.limits)
+        if verdict is None:
+            target = parse_target(event.method, event.target)
+            if isinstance(target, Target):
+                return event, target
+            verdict = target
+        term = Termination.HEADERS_TOO_LARGE if verdict.status == 431 else Termination.BAD_REQUEST
+        await self._refuse(responses.refused(verdict.status, verdict.reason), term, "-")
+        return None
 
     async def _refuse(self, events: responses.ErrorEvents, term: Termination, path: str) -> None:
         """Answer a request the proxy rejects on its own (the connection then closes)."""
@@ -261,13 +252,21 @@ class ClientSession:
             return True
         return False
 
-    async def _handle(self, request: h11.Request, started: float) -> tuple[TimeoutProfile, bool]:
+    async def _handle(
+        self, request: h11.Request, target: Target, started: float
+    ) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
         # The header fields as one plain list, read by every step below: h11's
         # Headers is a Sequence whose iteration costs a method call per field.
         fields: Headers = list(request.headers)
-        path = request_path(request.target)
-        pool_name = s.routes.pool_for(path, host_name(header_value(fields, b"host")))
+        if target.host is not None:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
+            fields = [(b"host", target.host), *(f for f in fields if f[0] != b"host")]
+        if target.forward != request.target:
+            request = h11.Request(
+                method=request.method, target=target.forward, headers=request.headers
+            )
+        path = target.path
+        pool_name = s.routes.pool_for(target.route_path, host_name(header_value(fields, b"host")))
         backend = None if pool_name is None else self.ctx.backends.get(pool_name)
         response_timeout = 60.0 if backend is None else backend.settings.response_timeout
         profile = timeout_profile(
@@ -596,10 +595,10 @@ class ClientSession:
             if cancel is not None:
                 cancel.cancel()
             return
-        framing = ambiguous_framing(response.headers.raw_items())
-        if framing is not None:
+        problem = response_problem(response, self.limits)
+        if problem is not None:
             # Never relayed, and the upstream is dropped: its next bytes cannot be trusted.
-            relay.fail(Termination.UPSTREAM_ERROR, f"server sent {framing}")
+            relay.fail(Termination.UPSTREAM_ERROR, problem)
             if cancel is not None:
                 cancel.cancel()
             return

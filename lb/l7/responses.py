@@ -51,6 +51,15 @@ def bad_request(detail: str) -> ErrorEvents:
     return error_response(400, f"bad request: {detail}", close=True)
 
 
+def refused(status: int, detail: str) -> ErrorEvents:
+    """The balancer's own refusal of a request head (400, 405 or 431); the connection closes."""
+    if status == 431:
+        return headers_too_large(detail)
+    if status == 405:
+        return error_response(405, f"method not allowed: {detail}", close=True)
+    return bad_request(detail)
+
+
 def request_timeout() -> ErrorEvents:
     """408 for a client too slow to send its request head; the connection closes."""
     return error_response(408, "request header timeout", close=True)

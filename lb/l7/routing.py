@@ -41,19 +41,6 @@ def normalise_vdir(vdir: str) -> str:
     return "/" + bare
 
 
-def request_path(target: bytes) -> str:
-    """The path of a request target, without query or fragment, decoded leniently.
-
-    Absolute-form targets (`https://host/owa/`) give their path too.
-    """
-    text = target.decode("latin-1")
-    if "://" in text:
-        after_scheme = text.split("://", 1)[1]
-        slash = after_scheme.find("/")
-        text = after_scheme[slash:] if slash >= 0 else "/"
-    return text.split("?", 1)[0].split("#", 1)[0]
-
-
 def host_name(host: bytes | None) -> str | None:
     """The host name of a Host header value, lowercased, without port."""
     if not host:

@@ -238,8 +238,16 @@ class UpstreamConnection:
         )
 
     def finish_cycle(self) -> bool:
-        """Ready the connection for another request if the last one ended cleanly."""
+        """Ready the connection for another request if the last one ended cleanly.
+
+        Bytes already received past the end of the response are not an answer to
+        anything: read as the next response, they would answer another request
+        of this client with what the server (or someone on its path) injected.
+        Such a connection is not reused.
+        """
         c = self.io.conn
+        if self.io.buffered():
+            return False
         if not self.closed and c.our_state is h11.DONE and c.their_state is h11.DONE:
             c.start_next_cycle()
             return True

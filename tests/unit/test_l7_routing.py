@@ -8,9 +8,9 @@ from lb.l7.routing import (
     RouteTable,
     host_name,
     normalise_vdir,
-    request_path,
     timeout_profile,
 )
+from lb.l7.target import Target, parse_target
 from probes.catalog import PROTOCOLS
 
 TABLE = RouteTable(
@@ -40,7 +40,9 @@ def test_vdir_routes_case_insensitively_on_whole_segments(path: str, pool: str) 
 
 def test_query_string_never_routes() -> None:
     # ProxyShell: the vdir named in the query must not decide.
-    path = request_path(b"/autodiscover/autodiscover.json?@x.com/mapi/nspi/?&Email=a")
+    target = parse_target(b"GET", b"/autodiscover/autodiscover.json?@x.com/mapi/nspi/?&Email=a")
+    assert isinstance(target, Target)
+    path = target.route_path
     assert path == "/autodiscover/autodiscover.json"
     assert TABLE.pool_for(path) == "default"
 
@@ -75,11 +77,11 @@ def test_empty_pool_name_is_refused() -> None:
         (b"https://mail.contoso.com/owa/?a=b", "/owa/"),
         (b"http://host", "/"),
         (b"/rpc/rpcproxy.dll?mbx@contoso.com:6001", "/rpc/rpcproxy.dll"),
-        (b"/owa#frag", "/owa"),
     ],
 )
-def test_request_path_strips_scheme_query_and_fragment(target: bytes, path: str) -> None:
-    assert request_path(target) == path
+def test_routing_path_drops_scheme_authority_and_query(target: bytes, path: str) -> None:
+    parsed = parse_target(b"GET", target)
+    assert isinstance(parsed, Target) and parsed.route_path == path
 
 
 @pytest.mark.parametrize(

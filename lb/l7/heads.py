@@ -1,0 +1,112 @@
+"""What the proxy refuses in a message head, before any of it is forwarded.
+
+Pure checks over h11's parsed heads; the proxy turns a verdict into a response
+(request heads: 400 or 431 and a close) or a failed attempt (response heads:
+502, and the upstream connection is dropped).
+
+h11 already refuses a Transfer-Encoding other than one `chunked`, a repeated
+Transfer-Encoding, Content-Length values that differ or are not digits, two
+Host fields, no Host in HTTP/1.1, whitespace before a colon, NUL and bare CR.
+It accepts, and caslb refuses:
+- a message with both Content-Length and Transfer-Encoding. h11 frames it by
+  the latter; a hop that frames by Content-Length instead would read the rest
+  of the body as a request of its own that the balancer never routed (CL.TE
+  smuggling). RFC 9112 §6.1 lets an intermediary reject it: caslb does, both
+  ways;
+- Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1: faulty framing);
+- HTTP versions other than 1.0 and 1.1 (h11 takes any digit.digit);
+- an empty Host;
+- control characters in field values (RFC 9110 §5.5), which some servers and
+  log pipelines split lines on;
+- heads over the field-count or byte limits. h11 bounds only heads that
+  arrive in pieces, so a whole head read at once is measured here; response
+  heads get the same limits as requests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import h11
+
+from lb.l7.target import Refusal
+
+_VERSIONS = frozenset({b"1.0", b"1.1"})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """How big a head may be.
+
+    Attributes:
+        max_bytes: the most bytes of target (or reason) and fields together.
+        max_fields: the most header fields.
+    """
+
+    max_bytes: int
+    max_fields: int
+
+
+def ambiguous_framing(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a message's framing is ambiguous, or None when it is not.
+
+    Args:
+        fields: the header fields, names in any case (h11's `raw_items()`).
+    """
+    names = {name.lower() for name, _ in fields}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return "both Content-Length and Transfer-Encoding"
+    return None
+
+
+def request_refusal(request: h11.Request, limits: HeadLimits) -> Refusal | None:
+    """Why a request head is refused (431 for size, else 400), or None."""
+    fields = request.headers.raw_items()
+    problem = _size_problem(len(request.target), fields, limits)
+    if problem is not None:
+        return Refusal(431, problem)
+    if request.http_version not in _VERSIONS:
+        return Refusal(400, f"HTTP/{request.http_version.decode('ascii', 'replace')} not supported")
+    problem = _field_problem(fields)
+    if problem is not None:
+        return Refusal(400, problem)
+    if request.http_version == b"1.0" and any(
+        name.lower() == b"transfer-encoding" for name, _ in fields
+    ):
+        return Refusal(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if any(name.lower() == b"host" and not value.strip() for name, value in fields):
+        return Refusal(400, "empty Host")
+    return None
+
+
+def response_problem(response: h11.Response, limits: HeadLimits) -> str | None:
+    """Why a server's response head cannot be relayed (the client gets 502), or None."""
+    fields = response.headers.raw_items()
+    problem = _size_problem(len(response.reason), fields, limits)
+    if problem is None:
+        problem = _field_problem(fields)
+    return None if problem is None else f"server sent {problem}"
+
+
+def _size_problem(
+    first_line: int, fields: list[tuple[bytes, bytes]], limits: HeadLimits
+) -> str | None:
+    if len(fields) > limits.max_fields:
+        return f"{len(fields)} header fields, limit {limits.max_fields}"
+    size = first_line + sum(len(n) + len(v) + 4 for n, v in fields)
+    if size > limits.max_bytes:
+        return f"a {size}-byte head, limit {limits.max_bytes}"
+    return None
+
+
+def _field_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
+    framing = ambiguous_framing(fields)
+    if framing is not None:
+        return framing
+    for name, value in fields:
+        if _CONTROL.search(value):
+            return f"a control character in {name.decode('ascii', 'replace')}"
+    return None
