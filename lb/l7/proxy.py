@@ -193,6 +193,10 @@ class ClientSession:
             profile, keep = await self._handle(*head, started)
             if not keep or not self._next_cycle():
                 return
+            if self.client.buffered():
+                # A pipelined request is already here and could be served without
+                # ever blocking: let every other connection have its turn first.
+                await trio.lowlevel.checkpoint()
             deadline = trio.current_time() + profile.idle_timeout
 
     async def _read_request(self, deadline: float) -> tuple[h11.Request, Target] | None:

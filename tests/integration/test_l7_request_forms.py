@@ -115,3 +115,28 @@ async def test_a_response_head_over_the_field_limit_gets_502() -> None:
         head, _ = await client.request("POST", "/EWS/a", body=b"x")
         assert head.status_code == 502
     assert rig.events.requests[0].termination is Termination.UPSTREAM_ERROR
+
+
+async def test_a_pipelining_flood_gets_its_share_and_no_more() -> None:
+    flooders, depth, good_requests = 20, 50, 10
+    pipelined = b"GET /owa/flood HTTP/1.1\r\nhost: h\r\n\r\n" * depth
+    async with make_rig() as rig, trio.open_nursery() as nursery:
+        for _ in range(flooders):  # each writes all its requests and never reads
+
+            async def flood() -> None:
+                async with rig.client() as client:
+                    await client.stream.send_all(pipelined)
+                    await trio.sleep_forever()
+
+            nursery.start_soon(flood)
+        async with rig.client() as good:
+            for i in range(good_requests):
+                head, _ = await good.request("GET", f"/owa/good{i}")
+                assert head.status_code == 200
+        nursery.cancel_scope.cancel()
+    targets = [request.target for _, request in rig.farm.requests]
+    last_good = targets.index(f"/owa/good{good_requests - 1}".encode())
+    # Served round robin, each good request waits for about one request per flooder;
+    # served flood-first, the last good request would come after all 1,000.
+    assert last_good < good_requests * (flooders + 1) * 2
+    assert targets.count(b"/owa/flood") < flooders * depth
