@@ -1,0 +1,181 @@
+"""A client's upstream connections, one per pool: reuse or pick, connect, observe.
+
+A client connection keeps at most one upstream connection per pool (NTLM
+authenticates the connection, so it is never shared with another client). For
+each request the kept connection is reused when policy allows it
+(lb.l7.policy.keep_upstream); otherwise a server is picked from the pool,
+excluding the servers this request already tried and those outlier detection
+ejected, and connected to, with the pool's connect retries.
+
+Every attempt's outcome is observed here: it goes to passive health (the
+report callback) and to the pool's outlier detector, which may eject the
+server.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from lb.l7 import policy
+from lb.l7.events import L7Events, Report
+from lb.l7.upstream import (
+    ConnectFailed,
+    Connector,
+    Member,
+    Pool,
+    UpstreamConnection,
+    UpstreamSettings,
+    open_upstream,
+)
+from probes.outlier import Outcome, OutlierDetector
+
+log = logging.getLogger("caslb.l7")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Everything the proxy needs about one pool.
+
+    Attributes:
+        pool: the pool (picks and leases members).
+        settings: how to talk to its servers.
+        connector: opens a stream to one of its servers.
+        outliers: its outlier detector, or None when detection is off.
+    """
+
+    pool: Pool
+    settings: UpstreamSettings
+    connector: Connector
+    outliers: OutlierDetector | None
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The result of asking for an upstream connection.
+
+    Attributes:
+        upstream: the connection, or None when no server could be had.
+        retries: connect retries spent on other servers.
+        last_error: the last connect error, if any.
+    """
+
+    upstream: UpstreamConnection | None
+    retries: int
+    last_error: str = ""
+
+
+class ClientUpstreams:
+    """One client's upstream connections, keyed by pool name.
+
+    Args:
+        nursery: the client connection's nursery (lease holders run there).
+        client: the client's address (source-hash picks use it).
+        receive_size: the most bytes read from an upstream at once.
+        report: passive health callback.
+        events: metrics sink.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        client: str,
+        receive_size: int,
+        report: Report,
+        events: L7Events,
+    ) -> None:
+        self._nursery = nursery
+        self._client = client
+        self._receive_size = receive_size
+        self._report = report
+        self._events = events
+        self._open: dict[str, UpstreamConnection] = {}
+
+    def __repr__(self) -> str:
+        return f"<ClientUpstreams {list(self._open)}>"
+
+    async def get(self, pool_name: str, backend: Backend, tried: set[str]) -> Picked:
+        """This client's connection to `pool_name`, reused or opened (with connect retries).
+
+        Servers that fail to connect are added to `tried`.
+        """
+        current = self._open.get(pool_name)
+        now = trio.current_time()
+        if current is not None:
+            ejected = backend.outliers is not None and backend.outliers.is_ejected(
+                current.member.name, now
+            )
+            panic = policy.in_panic(
+                member_eligible=current.member.eligible,
+                eligible=(m.eligible for m in backend.pool.members),
+            )
+            if policy.keep_upstream(reusable=current.reusable(panic=panic), ejected=ejected):
+                return Picked(current, 0)
+            self.drop(pool_name)
+        retries, last_error = 0, ""
+        for attempt in range(backend.settings.retries + 1):
+            exclude = set(tried)
+            if backend.outliers is not None:
+                exclude |= backend.outliers.ejected(now)
+            member = backend.pool.pick(now, client=self._client, exclude=exclude)
+            if member is None:
+                break
+            if attempt:
+                retries += 1
+            try:
+                upstream = await open_upstream(
+                    self._nursery,
+                    backend.pool,
+                    member,
+                    backend.connector,
+                    backend.settings.connect_timeout,
+                    self._receive_size,
+                )
+            except ConnectFailed as exc:
+                last_error = str(exc)
+                tried.add(member.name)
+                self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect")
+                self._events.retried(pool_name, member.name, "connect")
+                log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
+                now = trio.current_time()
+                continue
+            self._open[pool_name] = upstream
+            return Picked(upstream, retries)
+        return Picked(None, retries, last_error)
+
+    def drop(self, pool_name: str) -> None:
+        """Close the connection to `pool_name`, if any."""
+        upstream = self._open.pop(pool_name, None)
+        if upstream is not None:
+            upstream.close()
+
+    def close_all(self) -> None:
+        """Close every connection (the client connection ended)."""
+        for upstream in self._open.values():
+            upstream.close()
+        self._open.clear()
+
+    def observe(
+        self, pool_name: str, backend: Backend, member: Member, outcome: Outcome, reason: str
+    ) -> None:
+        """Feed one attempt's outcome to passive health and outlier detection."""
+        self._report(pool_name, member.name, outcome is Outcome.SUCCESS, reason)
+        if backend.outliers is None:
+            return
+        size = max(1, len(backend.pool.members))
+        ejection = backend.outliers.record(
+            member.name, outcome, trio.current_time(), pool_size=size
+        )
+        if ejection is not None:
+            log.warning(
+                "pool %s: ejecting %s for %.0fs (%s, ejection #%d)",
+                pool_name,
+                member.name,
+                ejection.until - trio.current_time(),
+                ejection.reason,
+                ejection.times_ejected,
+            )
+            self._events.ejected(pool_name, ejection)
+
