@@ -107,7 +107,7 @@ def protocol_figures(record: ScenarioRecord, protocol: str) -> ProtocolFigures:
     faulty = [
         r
         for r in mine
-        if r.ok and r.server == record.faulty and t.fault_at <= r.started < t.clear_at
+        if r.ok and r.server == record.faulty and t.in_force_at <= r.started < t.clear_at
     ]
     late = [r for r in faulty if detected_at is not None and r.started >= detected_at]
     back_at = first_rechosen(record.samples, protocol, t.clear_at) if detected_at else None

@@ -57,17 +57,22 @@ class Timeline:
     """The fixed phases of a scenario.
 
     Attributes:
-        fault_at: when the fault was injected.
+        fault_at: when the fault began to be injected.
         clear_at: when the fault was cleared.
         end_at: when the load stopped.
+        in_force_at: when the injection had taken effect (a request that started
+            between `fault_at` and this may still have been served by the server).
     """
 
     fault_at: float
     clear_at: float
     end_at: float
+    in_force_at: float = -1.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.fault_at < self.clear_at < self.end_at:
+        if self.in_force_at < 0:
+            object.__setattr__(self, "in_force_at", self.fault_at)
+        if not 0 <= self.fault_at <= self.in_force_at <= self.clear_at < self.end_at:
             raise ValueError(f"bad timeline {self.fault_at}/{self.clear_at}/{self.end_at}")
 
 

@@ -82,10 +82,9 @@ async def run_scenario(
             )
             nursery.start_soon(_sample, running, FAULTY, recorder, settings.sample_every, samples)
             await _until(recorder, phases.before)
-            await fault.apply(farm, FAULTY)
-            # stamped once the fault is in force: a request that started while it
-            # was being applied may still be served by the faulty server
             fault_at = recorder.now()
+            await fault.apply(farm, FAULTY)
+            in_force_at = recorder.now()
             # read after injecting: whatever the farm counts from here on
             # reached the faulty server while the fault was in force
             counts["fault"] = await farm.counts()
@@ -102,7 +101,7 @@ async def run_scenario(
         fault=fault.name,
         faulty=FAULTY,
         servers=farm.info.names,
-        timeline=Timeline(fault_at, clear_at, max(end_at, clear_at + 1e-3)),
+        timeline=Timeline(fault_at, clear_at, max(end_at, clear_at + 1e-3), in_force_at),
         requests=tuple(sorted(recorder.records, key=lambda r: r.finished)),
         samples=tuple(samples),
         farm_counts=counts,
