@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
-from lb.health import HealthWiring
+from lb.health import HealthWiring, ProbeKey
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.runner import ProbeRunner
@@ -183,7 +183,8 @@ class Balancer:
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
         # Metrics are built after the runner they read: the hook reaches them at call time.
         self.runner = ProbeRunner(
-            on_internal_error=lambda where: self.metrics.internal_error(where)
+            on_internal_error=lambda where: self.metrics.internal_error(where),
+            on_inconclusive=self._check_inconclusive,
         )
         self.wiring = HealthWiring(self.runner, self.pools)
         self.wiring.sync(self.pools)
@@ -201,6 +202,10 @@ class Balancer:
 
     def __repr__(self) -> str:
         return f"<Balancer frontends={sorted(self._served)} pools={sorted(self.pools)}>"
+
+    def _check_inconclusive(self, key: Hashable, stolen: float) -> None:
+        if isinstance(key, ProbeKey):
+            self.metrics.check_inconclusive(key)
 
     def active_connections(self) -> int:
         """Connections currently leased on any pool member."""

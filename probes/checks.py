@@ -21,6 +21,7 @@ import trio
 
 from probes import httpcheck, mailchecks
 from probes.catalog import CheckKind, ExchangeProtocol
+from probes.lag import LagMeter, run_within
 from probes.wire import CheckFailed, Reason, Session, tls_context
 
 __all__ = ["CheckKind", "CheckResult", "CheckSpec", "Reason", "Target", "run_check"]
@@ -182,8 +183,13 @@ async def _converse(session: Session, spec: CheckSpec) -> str:
     return await _DIALOGUES[spec.kind](session, spec)
 
 
-async def run_check(spec: CheckSpec, target: Target) -> CheckResult:
+async def run_check(
+    spec: CheckSpec, target: Target, *, lag: LagMeter | None = None
+) -> CheckResult:
     """Run one check against one server, bounded by ``spec.timeout``.
+
+    With a `lag` meter, the timeout counts only the time the balancer could
+    run (probes.lag): what its own lateness stole is added back, up to once more.
 
     Never raises for network trouble: refusals, resets, TLS failures, timeouts
     and protocol errors all come back as a failed :class:`CheckResult`.
@@ -195,9 +201,8 @@ async def run_check(spec: CheckSpec, target: Target) -> CheckResult:
     session = Session(target.fqdn, target.host, target.port)
     started = trio.current_time()
     try:
-        with trio.move_on_after(spec.timeout) as deadline:
-            detail = await _converse(session, spec)
-        if deadline.cancelled_caught:
+        detail = await run_within(lag, spec.timeout, lambda: _converse(session, spec))
+        if detail is None:
             raise _timed_out(session.phase, spec.timeout)
     except CheckFailed as failed:
         result = CheckResult(False, failed.reason, failed.detail, trio.current_time() - started)

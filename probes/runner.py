@@ -17,6 +17,14 @@ from the data path. They go through the key's :class:`~probes.passive.Layer4Obse
 into the same Health; a penalty may pull the next check forward, so the task
 is woken to re-read its due time.
 
+A check's timeout counts only the time this process could run (probes.lag):
+the runner keeps a LagMeter, and a check that timed out while the balancer
+itself stole so much that the check never had its timeout's worth of time
+is inconclusive. It is not fed to
+Health (a busy balancer never marks a healthy server down), it is checked
+again after ``fastinter``, and the overload is logged once per interval and
+reported through ``on_inconclusive``.
+
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
@@ -25,6 +33,7 @@ health checking. Time is trio's clock throughout, so tests drive all of this on
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Hashable, Iterator
@@ -33,6 +42,7 @@ from dataclasses import dataclass, field
 import trio
 
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
+from probes.lag import LagMeter, overloaded, run_within
 from probes.passive import Layer4Observer, PassivePolicy, observe
 from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
 
@@ -64,6 +74,14 @@ def _ignore_error(where: str) -> None:
     """The default internal-error hook: the log line is all."""
 
 
+def _ignore_inconclusive(key: Hashable, stolen: float) -> None:
+    """The default inconclusive-check hook: the log line is all."""
+
+
+_TIMEOUTS = frozenset({Reason.TIMEOUT, Reason.CONNECT_TIMEOUT})
+OVERLOAD_LOG_INTERVAL = 10.0
+
+
 class ProbeRunner:
     """Runs health checks on schedule and publishes results and transitions.
 
@@ -80,6 +98,7 @@ class ProbeRunner:
         jitter: float = 0.1,
         seed: int | None = None,
         on_internal_error: Callable[[str], None] = _ignore_error,
+        on_inconclusive: Callable[[Hashable, float], None] = _ignore_inconclusive,
     ) -> None:
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ValueError(f"max_concurrent must be an integer, got {max_concurrent!r}")
@@ -95,6 +114,11 @@ class ProbeRunner:
         self._admin_subscribers: list[AdminSubscriber] = []
         self._nursery: trio.Nursery | None = None
         self._on_internal_error = on_internal_error
+        self._on_inconclusive = on_inconclusive
+        self.lag = LagMeter()
+        self.inconclusive = 0
+        self._overload_logged_at = -float("inf")
+        self._overload_unlogged = 0
 
     # --- registration -------------------------------------------------------------
 
@@ -132,6 +156,7 @@ class ProbeRunner:
             raise ValueError(f"check {key!r} is already registered")
         if check is run_check:
             spec.tls_context()  # a bad CA file fails here, at configuration time
+            check = functools.partial(run_check, lag=self.lag)
         entry = _Entry(
             key,
             spec,
@@ -228,6 +253,7 @@ class ProbeRunner:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self.lag.run)
                 for entry in self._entries.values():
                     nursery.start_soon(self._loop, entry)
                 task_status.started()
@@ -246,8 +272,17 @@ class ProbeRunner:
             while True:
                 await self._sleep_until_due(entry)
                 async with self._limiter:
-                    result = await self._check_once(entry)
-                self._feed(entry, result)
+                    started = trio.current_time()
+                    with self.lag.measuring():
+                        result = await self._check_once(entry)
+                elapsed = trio.current_time() - started
+                stolen = self.lag.stolen(started, started + elapsed)
+                if result.reason in _TIMEOUTS and overloaded(
+                    entry.timing.timeout, stolen, elapsed
+                ):
+                    self._inconclusive(entry, stolen)
+                else:
+                    self._feed(entry, result)
 
     async def _sleep_until_due(self, entry: _Entry) -> None:
         assert entry.due is not None
@@ -262,8 +297,9 @@ class ProbeRunner:
         started = trio.current_time()
         result: CheckResult | None = None
         try:
-            with trio.move_on_after(timeout):
-                result = await entry.check(entry.spec, entry.target)
+            result = await run_within(
+                self.lag, timeout, lambda: entry.check(entry.spec, entry.target)
+            )
         except Exception as exc:  # a broken check must not stop the others
             self._internal_error(f"check {entry.key!r}", exc)
             return CheckResult(False, Reason.CHECK_ERROR, repr(exc), trio.current_time() - started)
@@ -279,6 +315,23 @@ class ProbeRunner:
         spread = health.next_interval() * self._rng.uniform(-self._jitter, self._jitter)
         entry.due = health.next_due + spread
         self._publish(entry.key, result, transition)
+
+    def _inconclusive(self, entry: _Entry, stolen: float) -> None:
+        """A timeout the balancer caused: not the server's fault, so not fed to Health."""
+        now = trio.current_time()
+        entry.due = now + (entry.timing.fastinter or entry.timing.inter)
+        self.inconclusive += 1
+        self._overload_unlogged += 1
+        if now - self._overload_logged_at >= OVERLOAD_LOG_INTERVAL:
+            log.warning(
+                "caslb is overloaded: checks late by %.0f ms (%d inconclusive in the last %.0fs)",
+                stolen * 1000,
+                self._overload_unlogged,
+                min(now - self._overload_logged_at, OVERLOAD_LOG_INTERVAL),
+            )
+            self._overload_logged_at = now
+            self._overload_unlogged = 0
+        self._call(self._on_inconclusive, entry.key, stolen)
 
     # --- helpers -----------------------------------------------------------------
 

@@ -216,6 +216,10 @@ class Metrics:
         if transition is not None:
             self._record_transition(key, transition)
 
+    def check_inconclusive(self, key: ProbeKey) -> None:
+        """A check of `key` timed out only because the balancer was late (probes.lag)."""
+        self._counters["check_inconclusive"].labels(key.server, key.pool).inc()
+
     def _record_result(self, key: ProbeKey, result: CheckResult) -> None:
         labels = (key.server, key.pool)
         self._histograms["check_duration"].labels(*labels).observe(result.duration)

@@ -85,6 +85,10 @@ COUNTERS: Mapping[str, SeriesSpec] = {
     "check_results": SeriesSpec(
         "server_check_results", "Health check results by reason.", (*CHK, "reason")),
     "check_up_down": SeriesSpec("server_check_up_down", "Transitions from UP to DOWN.", CHK),
+    "check_inconclusive": SeriesSpec(
+        "server_check_inconclusive",
+        "Checks that timed out while caslb itself was too late to judge (not held against"
+        " the server).", CHK),
     "internal_errors": SeriesSpec(
         "internal_errors",
         "Units of work (a connection, a probe, a task) ended by an error caslb did not expect.",

@@ -174,6 +174,14 @@ def test_up_down_transitions_count_only_up_to_down() -> None:
     assert value(r, "caslb_server_check_up_down_total", server="cas1", protocol="owa") == 2
 
 
+def test_inconclusive_checks_are_counted_apart_from_results() -> None:
+    m, r = _metrics()
+    m.check_inconclusive(ProbeKey("cas1", "owa"))
+    assert value(r, "caslb_server_check_inconclusive_total", server="cas1", protocol="owa") == 1
+    assert value(r, "caslb_server_check_results_total", server="cas1", protocol="owa",
+                 reason="TIMEOUT") is None
+
+
 def _result(ok: bool, reason: Reason, duration: float) -> CheckResult:
     return CheckResult(ok=ok, reason=reason, detail="", duration=duration)
 
