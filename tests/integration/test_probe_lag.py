@@ -7,7 +7,7 @@ yield: every timer then fires late by the jump, as when the process was busy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 import pytest
 import trio
@@ -99,26 +99,35 @@ async def test_stalls_of_the_balancer_never_mark_a_healthy_server_down(
         assert inconclusive == []
 
 
-class HungServer:
-    async def check(self, spec: CheckSpec, target: Target) -> CheckResult:
+async def _first_verdict_on_a_hung_server(
+    busy: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[float, CheckResult, ProbeRunner]:
+    """Run checks of a server that never answers until it is DOWN: (when, first result)."""
+
+    async def hung(spec: CheckSpec, target: Target) -> CheckResult:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-
-async def test_a_hung_server_is_still_failed_on_an_idle_balancer_at_its_timeout(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
     runner = ProbeRunner(seed=1, jitter=0)
-    health = runner.add("cas1", SPEC, TARGET, TIMING, check=HungServer().check)
+    health = runner.add("cas1", SPEC, TARGET, TIMING, check=hung)
     results: list[tuple[float, CheckResult | None]] = []
     runner.subscribe(lambda key, result, transition: results.append((trio.current_time(), result)))
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
+        if busy is not None:
+            nursery.start_soon(busy)
         while health.state is not CheckState.DOWN:
             await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     first_at, first = results[0]
     assert first is not None and first.reason is Reason.TIMEOUT
+    return first_at, first, runner
+
+
+async def test_a_hung_server_is_still_failed_on_an_idle_balancer_at_its_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first_at, _, runner = await _first_verdict_on_a_hung_server()
     assert first_at == pytest.approx(1.0)  # exactly its timeout: nothing was stolen
     assert runner.inconclusive == 0
 
@@ -126,23 +135,11 @@ async def test_a_hung_server_is_still_failed_on_an_idle_balancer_at_its_timeout(
 async def test_a_hung_server_is_failed_despite_a_busy_balancer_within_twice_its_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    runner = ProbeRunner(seed=1, jitter=0)
-    health = runner.add("cas1", SPEC, TARGET, TIMING, check=HungServer().check)
-    results: list[tuple[float, CheckResult | None]] = []
-    runner.subscribe(lambda key, result, transition: results.append((trio.current_time(), result)))
-
     async def busy() -> None:  # 40 % of the time away: 20 ms late on every 50 ms wake
         while True:
             await trio.sleep(0.03)
             autojump_clock.jump(0.02)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        nursery.start_soon(busy)
-        while health.state is not CheckState.DOWN:
-            await trio.sleep(0.1)
-        nursery.cancel_scope.cancel()
-    first_at, first = results[0]
-    assert first is not None and first.reason is Reason.TIMEOUT
+    first_at, _, runner = await _first_verdict_on_a_hung_server(busy)
     assert TIMING.timeout < first_at <= 2 * TIMING.timeout + 0.1
     assert runner.inconclusive == 0
