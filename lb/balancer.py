@@ -9,7 +9,7 @@ Strategies hold only their own small state (a cursor, smooth-WRR counters, an
 RNG) and never touch trio or sockets, so they are unit-tested with plain numbers.
 
 Every strategy sees the slow-start ramp, so a recovered or new server is not
-flooded (EXCHANGE.md §4: a fresh server holds no connections, which least-conn
+flooded (docs/exchange.md §4: a fresh server holds no connections, which least-conn
 would otherwise read as "idle, send everything there"):
 
 - roundrobin: smooth weighted round robin where every server counts as weight 1

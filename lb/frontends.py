@@ -26,8 +26,8 @@ from lb.pool import Member, Pool
 from probes.outlier import OutlierSettings
 
 # Envoy ejects after 5 consecutive 5xx; each pool of an Exchange frontend learns
-# on its own, so a server-wide fault (Kerberos, AD, back-end proxy: EXCHANGE.md §6
-# fault 11) costs that many errors per protocol. Three in a row is enough here,
+# on its own, so a server-wide fault (Kerberos, AD, back-end proxy: docs/exchange.md
+# §6, fault 11) costs that many errors per protocol. Three in a row is enough here,
 # because a farm-wide burst (fault 12) never ejects: the server must also stand
 # out from the rest of its pool.
 EXCHANGE_OUTLIERS = OutlierSettings(consecutive_errors=3, consecutive_gateway_failures=3)

@@ -13,7 +13,7 @@ Who is a candidate:
 - in panic (opt-in: `panic_threshold` > 0 and the UP share of the pool below
   it, Envoy's rule), every READY member whatever its check says: when an AD or
   DNS fault fails every healthcheck.htm at once, routing to all beats refusing
-  all (EXCHANGE.md §6 fault 15). Drained and maintenance members stay out even
+  all (docs/exchange.md §6, fault 15). Drained and maintenance members stay out even
   then: an operator took them out on purpose;
 - otherwise nobody: `pick()` returns None and the caller refuses fast and
   counts it (fail closed, the default).

@@ -14,7 +14,7 @@ the shape of the farm for each mode:
   its own healthcheck.htm probe and re-encryption to the servers.
 - `l4` (scenario A): one tcp frontend on the https port passing TLS through to
   ONE pool checked on a single vdir (`l4_check`, default owa). Its blind spot:
-  any other protocol can fail on a server and the server stays in (EXCHANGE.md
+  any other protocol can fail on a server and the server stays in (docs/exchange.md
   §3); `caslb check` prints this.
 - `l4-sni` (scenario D on one address): one sni frontend on the https port;
   each protocol has its own name, `<protocol>.<namespace>` unless `hostnames`

@@ -13,8 +13,8 @@ Everything runs on 127.0.0.1 in separate processes:
 - the load: `wrk` with one thread, N keep-alive connections for S seconds
   (requests per second), then one connection (p50/p99 latency).
 
-It prints each target's numbers and the ratios the design targets are stated
-in (DESIGN.md §5). With --profile it also runs caslb under cProfile for one
+It prints each target's numbers and the ratios the targets in
+docs/benchmarks.md are stated in. With --profile it also runs caslb under cProfile for one
 throughput round and prints where the time goes. It needs `haproxy` and
 `wrk` (apt-get install -y haproxy wrk) and says so when they are missing.
 Total time stays under a minute with the defaults.

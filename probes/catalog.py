@@ -5,9 +5,10 @@ port), how its health is checked, and the timeouts a balancer in front of it sho
 use. Everything Exchange-specific that the shorthand config, the probes and the
 frontends need comes from here, so a fact about Exchange is written once.
 
-Sources are in ../shared/EXCHANGE.md §1 (ports, traffic, idle timeouts) and §2.3
-(vdir → component). Idle timeouts sit above Exchange's own keep-alives (15–30 min)
-so that Exchange, not the balancer, ends idle sessions.
+The facts and their Microsoft sources are in docs/exchange.md §1 (ports,
+traffic, idle timeouts) and §2 (vdir → component). Idle timeouts sit above
+Exchange's own keep-alives (15–30 min) so that Exchange, not the balancer,
+ends idle sessions.
 """
 
 from __future__ import annotations

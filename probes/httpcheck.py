@@ -4,7 +4,7 @@
 SNI) set to the server's FQDN and ``Connection: close``. Healthy means status
 200 and a body starting ``200 OK``; with ``expect_fqdn`` the name after
 ``<br/>`` must be the server's own, which catches a probe that a NAT or a
-misconfigured address sent to the wrong server (EXCHANGE.md §2.3, §6 #13).
+misconfigured address sent to the wrong server (docs/exchange.md §2.2, §6 #13).
 An unhealthy Exchange vdir resets the connection after reading the request;
 the session reports that as RESET or CLOSED.
 """

@@ -4,8 +4,8 @@ Each dialogue reads the banner, asks for capabilities, optionally upgrades to
 TLS (STARTTLS / STLS, certificate checked against the server's FQDN) and says
 goodbye. The SMTP one goes on to ``MAIL FROM:<>`` and ``RSET`` because a server
 in maintenance (ServerWideOffline Inactive) still accepts TCP and sends its
-banner, and only refuses mail with ``4.3.2 Service not active`` (EXCHANGE.md
-§0 fact 10): a check that stops at the banner is blind to it.
+banner, and only refuses mail with ``4.3.2 Service not active`` (docs/exchange.md
+§2.6): a check that stops at the banner is blind to it.
 
 Every loop over server lines is bounded, and a line is at most a few KiB
 (``Session.readline``), so a chatty or malformed server cannot hold a check

@@ -1,10 +1,10 @@
 """Passive outlier detection: eject a server whose real requests fail while its peers' succeed.
 
 Theory of operation. A health probe can stay green while real requests fail
-(EXCHANGE.md §6 fault 11: AD, Kerberos or the back-end proxy broken). The proxy
+(docs/exchange.md §6, fault 11: AD, Kerberos or the back-end proxy broken). The proxy
 reports every request's outcome here, per pool, and this module decides when a
 server must leave that pool for a while, in the manner of Envoy's outlier
-detection (ANCHORS.md §2):
+detection:
 
 * A server is a candidate when it has `consecutive_errors` failures in a row
   (any 5xx or gateway failure), or `consecutive_gateway_failures` gateway

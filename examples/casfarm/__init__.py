@@ -3,7 +3,7 @@
 The other side of the wire from caslb: N CAS servers on loopback, each with
 HTTPS virtual directories that answer healthcheck.htm as Exchange does, IMAP,
 POP and SMTP with Exchange's banners and dialogue, component states with
-requesters, and injectable faults (EXCHANGE.md §6). It imports nothing from
+requesters, and injectable faults (docs/exchange.md §6). It imports nothing from
 `lb` or `probes`.
 
 Library use::

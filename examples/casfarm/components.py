@@ -1,6 +1,6 @@
 """Exchange server component states, as a pure model.
 
-Theory of operation (EXCHANGE.md §2.4): each server keeps one timestamped entry
+Theory of operation (docs/exchange.md §2.4): each server keeps one timestamped entry
 per (component, requester). A requester's newest entry wins over its older ones;
 the effective state of a component is Inactive if any requester says Inactive,
 else Draining if any says Draining, else Active (no entries: Active).
@@ -139,7 +139,7 @@ class ComponentStates:
         return ComponentStates(MappingProxyType(entries))
 
     def effective(self, component: Component) -> ComponentState:
-        """The component's effective state (EXCHANGE.md §2.4)."""
+        """The component's effective state (docs/exchange.md §2.4)."""
         said = {e.state for (c, _), e in self.entries.items() if c is component}
         if ComponentState.INACTIVE in said:
             return ComponentState.INACTIVE

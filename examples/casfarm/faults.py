@@ -7,7 +7,7 @@ the health responder sees, the faults and the current time, they say how a
 health check or a real request is answered. The I/O side (closing listeners,
 resetting connections, picking a certificate) reads the same `FaultSet`.
 
-Kinds (EXCHANGE.md §6): crash (#1), blackhole (#2), hang and hang_tls (#3),
+Kinds (docs/exchange.md §6): crash (#1), blackhole (#2), hang and hang_tls (#3),
 slow (#4), app_pool_stopped (#6), errors (#11), flap (#10), wrong_body (#13),
 bad_cert (#9).
 """

@@ -4,7 +4,7 @@ Theory of operation: each session is a line dialogue over a trio stream with
 Exchange's banners and answers. A server-side STARTTLS (IMAP STARTTLS, POP
 STLS, SMTP STARTTLS) wraps the same transport in TLS and drops anything the
 client pipelined in clear. Maintenance shows as Exchange shows it
-(EXCHANGE.md §2.5): IMAP and POP refuse new sessions (`* BYE` / `-ERR`, then
+(docs/exchange.md §2.5): IMAP and POP refuse new sessions (`* BYE` / `-ERR`, then
 close) when ServerWideOffline or their proxy component is Inactive; SMTP keeps
 its banner and EHLO and answers `452 4.3.2 Service not active` to MAIL FROM.
 Logins are accepted whatever the credentials: the farm proves reachability,

@@ -3,7 +3,7 @@
 Theory of operation: `answer` is the one entry point for an HTTP request on a
 simulated CAS server. It applies, in Exchange's order, what happens before the
 application runs (HTTP.sys answering 503 for a stopped app pool), then the
-proxy module's health check (EXCHANGE.md §2.3), then the `errors` fault, then
+proxy module's health check (docs/exchange.md §2.3), then the `errors` fault, then
 the vdir's own traffic. Long-lived vdirs hold their answers as Exchange does:
 ActiveSync Ping until the heartbeat, MAPI NotificationWait with PENDING every
 X-PendingPeriod, Outlook Anywhere's IN channel never answered and its OUT

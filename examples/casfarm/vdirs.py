@@ -1,6 +1,6 @@
 """The virtual directories a CAS front end serves, as farm data.
 
-Restated from the Exchange side of the wire (EXCHANGE.md §2.3) so that casfarm
+Restated from the Exchange side of the wire (docs/exchange.md §2.3) so that casfarm
 shares no code with the balancer: a vdir, the component that gates its
 healthcheck.htm, and the short name used in counters.
 """

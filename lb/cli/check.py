@@ -137,7 +137,7 @@ def _blind_spot(fe: FrontendConfig, pool: PoolConfig) -> str | None:
     check = pool.check
     if fe.mode is not Mode.TCP or check is None or check.spec.kind is not CheckKind.HEALTHCHECK:
         return None
-    return (f"frontends.{fe.name}: blind spot (EXCHANGE.md §3, scenario A): every HTTPS "
+    return (f"frontends.{fe.name}: blind spot (docs/exchange.md §3, scenario A): every HTTPS "
             f"protocol goes to pool {pool.name}, whose check probes only {check.spec.path}. "
             "If EWS, MAPI, RPC or ActiveSync fails on a server while that page answers, the "
             "server stays in and about 1/N of those requests fail; if that page alone fails, "

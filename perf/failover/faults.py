@@ -14,7 +14,7 @@ class FaultPlan:
 
     Attributes:
         name: short name for the command line and results.
-        summary: what happens on the wire (EXCHANGE.md §6).
+        summary: what happens on the wire (docs/exchange.md §6).
         inject: the farm command, without the server.
         clear: the farm command undoing it, without the server.
     """

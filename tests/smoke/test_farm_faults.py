@@ -1,4 +1,4 @@
-"""Each casfarm fault, seen on the wire the way EXCHANGE.md §6 describes it."""
+"""Each casfarm fault, seen on the wire the way docs/exchange.md §6 describes it."""
 
 from __future__ import annotations
 

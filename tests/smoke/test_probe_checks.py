@@ -1,6 +1,6 @@
 """Checks against tiny loopback servers that misbehave on purpose.
 
-Each server plays one way an Exchange front end can fail (EXCHANGE.md §6) and
+Each server plays one way an Exchange front end can fail (docs/exchange.md §6) and
 the test asserts the reason the check reports. casfarm covers the same faults
 end to end in test_probe_farm.py; these pin the wire details (Host, SNI,
 STARTTLS sequencing, malformed peers) that a farm would not exercise.

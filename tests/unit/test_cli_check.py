@@ -65,7 +65,7 @@ def test_worst_case_times_follow_the_check_settings(tmp_path: Path) -> None:
 def test_l4_single_namespace_prints_its_blind_spot(tmp_path: Path) -> None:
     code, out, _ = _run(tmp_path, FARM.format(mode="l4", extra=""))
     assert code == 0
-    assert "frontends.https: blind spot (EXCHANGE.md §3, scenario A)" in out
+    assert "frontends.https: blind spot (docs/exchange.md §3, scenario A)" in out
     assert "checks only" not in out and "probes only /owa/healthcheck.htm" in out
     for mode, extra in (("l4-sni", ""), ("l7", TLS)):
         _, out, _ = _run(tmp_path, FARM.format(mode=mode, extra=extra))

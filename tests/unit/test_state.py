@@ -177,7 +177,7 @@ def test_timing_rejects_bad_values_naming_the_field(kwargs: dict[str, object], f
 
 
 def test_worst_case_formulas_match_the_anchors_worked_examples() -> None:
-    # ANCHORS.md §2: inter 5 s, fast 250 ms, threshold 3, timeout 1 s
+    # docs/configuration.md, detection times: inter 5 s, fast 250 ms, threshold 3, timeout 1 s
     t = Timing(inter=5.0, fastinter=0.25, rise=3, fall=3, timeout=1.0)
     assert worst_case_down(t, fail_duration=0) == pytest.approx(5.5)
     assert worst_case_down(t) == pytest.approx(8.5)
