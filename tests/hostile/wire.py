@@ -84,6 +84,8 @@ class ResponseStream:
         self.reply.raw += data
         if self.reply.malformed is not None:
             return
+        if not data and self._between_responses():
+            return  # a close before the next answer began: a clean close, not a cut response
         self.conn.receive_data(data)
         try:
             self._drain()
@@ -109,6 +111,9 @@ class ResponseStream:
                 self.reply.answers[-1].complete = True
                 if not self._next_cycle():
                     return
+
+    def _between_responses(self) -> bool:
+        return self.conn.their_state is h11.SEND_RESPONSE and not self.conn.trailing_data[0]
 
     def _next_cycle(self) -> bool:
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
