@@ -34,30 +34,21 @@ def first_connection_only(bad: Responder) -> Responder:
     return respond
 
 
-def in_two_writes(first: bytes, second: bytes, *, go: trio.Event) -> Responder:
-    """Write `first`, wait for the test to set `go`, then write `second`.
+def in_two_writes(
+    first: bytes, second: bytes, *, go: trio.Event, written: trio.Event | None = None
+) -> Responder:
+    """Write `first`, wait for the test to set `go`, write `second`, then set `written`.
 
-    The test sets `go` once the client has seen `first`, so what follows is
-    known to arrive after the balancer has started relaying the response.
+    The test sets `go` once the client has seen `first`, so `second` is known
+    to arrive after the balancer relayed what came before it.
     """
 
     async def respond(exchange: Exchange) -> bool:
         await exchange.stream.send_all(first)
         await go.wait()
         await exchange.stream.send_all(second)
-        return True
-
-    return respond
-
-
-def then_unsolicited(real: bytes, extra: bytes, *, written: trio.Event) -> Responder:
-    """Write the real response, then `extra` in its own write, then set `written`."""
-
-    async def respond(exchange: Exchange) -> bool:
-        await exchange.stream.send_all(real)
-        await trio.sleep(0)
-        await exchange.stream.send_all(extra)
-        written.set()
+        if written is not None:
+            written.set()
         return True
 
     return respond

@@ -24,7 +24,6 @@ from tests.hostile.misbehaving_responders import (
     in_two_writes,
     raw_answer,
     response_head,
-    then_unsolicited,
 )
 from tests.hostile.recording_backend import fixed_body
 from tests.hostile.wire import HANG_BOUND, ResponseStream, send_and_read
@@ -142,17 +141,18 @@ async def test_an_unsolicited_second_response_never_reaches_the_client(
     when: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="caslb")
-    written = trio.Event()
+    go, written = trio.Event(), trio.Event()
     if when == "same-write":
         bad = raw_answer(_real(b"first") + INJECTED)
         written.set()
-    else:
-        bad = then_unsolicited(_real(b"first"), INJECTED, written=written)
+    else:  # once the first answer reached the client
+        bad = in_two_writes(_real(b"first"), INJECTED, go=go, written=written)
     async with hostile_front(responders={"owa": first_connection_only(bad)}) as front:
         client = HttpClient(await trio.open_tcp_stream("127.0.0.1", front.port), NAMESPACE)
         try:
             with trio.fail_after(HANG_BOUND):
                 first = await client.request("GET", "/owa/a")
+                go.set()
                 await written.wait()  # the extra bytes are on their way before request two
                 second = await client.request("GET", "/owa/b")
         finally:
