@@ -64,7 +64,7 @@ class ReceivedRequest:
 class StrictReader:
     """Reads requests from one stream; keeps what was read past the last request."""
 
-    def __init__(self, stream: trio.abc.Stream, connection: int) -> None:
+    def __init__(self, stream: trio.abc.ReceiveStream, connection: int) -> None:
         self.stream = stream
         self.connection = connection
         self.buffer = bytearray()
