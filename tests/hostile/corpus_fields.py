@@ -40,6 +40,18 @@ HOST_RULES: list[Case] = [
     refused("host-twice", "host", _owa(b"Host: other.example"), source="RFC 9112 §3.2"),
     refused("host-twice-same", "host", _owa(b"Host: mail.lab.local"), source="RFC 9112 §3.2"),
     refused(
+        "host-invalid-space",
+        "host",
+        _owa(b"Host: mail lab.local", host=False),
+        source="RFC 9112 §3.2",
+    ),
+    refused(
+        "host-with-path",
+        "host",
+        _owa(b"Host: mail.lab.local/owa", host=False),
+        source="RFC 9112 §3.2",
+    ),
+    refused(
         "host-after-leading-whitespace",
         "host",
         b"GET /owa/ HTTP/1.1\r\n Host: mail.lab.local\r\n\r\n",

@@ -43,6 +43,31 @@ FRAMING: list[Case] = [
         Forwarded("owa", b"/owa/x", b"POST", b"hello", "chunked"),
         source="RFC 9112 §7: transfer coding names are case-insensitive",
     ),
+    routed(
+        "control-get-with-body",
+        "framing",
+        request(b"/owa/x", b"Content-Length: %d" % len(SMUGGLED), body=SMUGGLED),
+        Forwarded("owa", b"/owa/x", b"GET", SMUGGLED, "length"),
+        source="CL.0: a GET body is a body, never the next request",
+    ),
+    routed(
+        "connection-names-content-length",
+        "framing",
+        _post(b"Connection: Content-Length", b"Content-Length: 5", body=b"hello"),
+        Forwarded("owa", b"/owa/x", b"POST", b"hello", "length"),
+        source="RFC 9110 §7.6.1: a hop-by-hop list must not strip the framing",
+    ),
+    routed(
+        "connection-names-transfer-encoding",
+        "framing",
+        _post(
+            b"Connection: Transfer-Encoding",
+            b"Transfer-Encoding: chunked",
+            body=b"5\r\nhello\r\n0\r\n\r\n",
+        ),
+        Forwarded("owa", b"/owa/x", b"POST", b"hello", "chunked"),
+        source="RFC 9110 §7.6.1: a hop-by-hop list must not strip the framing",
+    ),
     # CL.TE and TE.CL: both fields, in either order, whatever the body.
     refused(
         "cl-te",
