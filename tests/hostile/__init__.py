@@ -1,0 +1,1 @@
+"""caslb's hostile-input suite: smuggling, normalisation, malformed messages, real sockets."""
