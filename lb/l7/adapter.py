@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 
 import h11
 import trio
@@ -115,6 +116,10 @@ class H11Stream:
                 if event is not h11.NEED_DATA:
                     return event  # type: ignore[return-value]
                 await self._receive()
+                if _BARE_CR.search(self.conn.trailing_data[0]):
+                    # h11 would wait for a line end that never comes: a bare CR
+                    # inside a head is malformed now (RFC 9112 §2.2).
+                    raise h11.RemoteProtocolError("bare CR in the request head", 400)
                 if not started and self.buffered() > 0:
                     started = True
                     scope.deadline = min(scope.deadline, trio.current_time() + header_timeout)
@@ -191,6 +196,11 @@ class H11Stream:
         if self._unyielded >= _YIELD_EVERY:
             self._unyielded = 0
             await trio.lowlevel.checkpoint()
+
+
+# A CR that is followed by anything but LF. (One at the very end may be the
+# first half of a CRLF still in flight, so it is not matched.)
+_BARE_CR = re.compile(rb"\r(?=[^\n])")
 
 
 def _open_fd(sock: trio.socket.SocketType) -> int:

@@ -268,11 +268,15 @@ class ClientSession:
         )
         tried: set[str] = set()
         retries = 0
-        replayed = False
+        # The failed attempt a replay stands in for, and how it ended.
+        replayed: tuple[Attempt, Termination | None] | None = None
         while True:
             picked = await self.upstreams.get(pool_name, backend, tried)
             retries += picked.retries
             upstream = picked.upstream
+            if upstream is None and replayed is not None:
+                # No other server to replay on: the client hears what went wrong.
+                return await self._conclude(*replayed, pool_name, retries)
             if upstream is None:
                 if picked.last_error:
                     log.warning(
@@ -294,30 +298,42 @@ class ClientSession:
                 method=request.method,
                 has_body=has_body,
                 response_started=attempt.response.started,
-                replayed=replayed,
+                replayed=replayed is not None,
                 termination=termination,
             ):
-                replayed = True
+                replayed = (attempt, termination)
                 tried.add(upstream.member.name)
                 retries += 1
                 self.ctx.events.retried(pool_name, upstream.member.name, "upstream_error")
                 continue
-            status = attempt.response.status
-            if not attempt.response.started:
-                failure = policy.failure_response(termination, pool_name, attempt.detail)
-                if failure is not None:
-                    status = failure[0].status_code
-                    with contextlib.suppress(*PEER_ERRORS):
-                        await self.client.send(*failure)
-            return Served(
-                status,
-                termination,
-                attempt.request.bytes_in,
-                attempt.response.bytes_out,
-                upstream.member.name,
-                retries,
-                complete=attempt.response.done,
-            )
+            server = upstream.member.name
+            return await self._conclude(attempt, termination, pool_name, retries, server)
+
+    async def _conclude(
+        self,
+        attempt: Attempt,
+        termination: Termination | None,
+        pool_name: str,
+        retries: int,
+        server: str | None = None,
+    ) -> Served:
+        """How the request ends after its last attempt (an error answer if nothing was sent)."""
+        status = attempt.response.status
+        if not attempt.response.started:
+            failure = policy.failure_response(termination, pool_name, attempt.detail)
+            if failure is not None:
+                status = failure[0].status_code
+                with contextlib.suppress(*PEER_ERRORS):
+                    await self.client.send(*failure)
+        return Served(
+            status,
+            termination,
+            attempt.request.bytes_in,
+            attempt.response.bytes_out,
+            server,
+            retries,
+            complete=attempt.response.done,
+        )
 
     def _after_attempt(
         self,

@@ -32,7 +32,7 @@ import trio
 from lb.l7.adapter import H11Stream, deadline_after
 from lb.l7.events import Termination
 from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
-from lb.l7.heads import HeadLimits, response_problem
+from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
 from lb.l7.policy import head_wait
 from lb.l7.routing import TimeoutProfile
 from lb.l7.upstream import UpstreamConnection, describe_error
@@ -173,6 +173,10 @@ class Relay:
                 return
             batch = [event]
             take_ready(self.client, batch)
+            if chunk_too_large(self.client.conn):
+                attempt.fail(Termination.BAD_REQUEST, "chunk size over the limit")
+                cancel.cancel()
+                return
             side.bytes_in += sum(len(e.data) for e in batch if isinstance(e, h11.Data))
             finished = isinstance(batch[-1], h11.EndOfMessage)
             try:
@@ -221,6 +225,9 @@ class Relay:
         idle_timeout = self.profile.idle_timeout
         while True:
             take_ready(self.upstream.io, batch)
+            if chunk_too_large(self.upstream.io.conn):
+                attempt.fail(Termination.UPSTREAM_ERROR, "server sent a chunk size over the limit")
+                return
             try:
                 await self.client.write(self._encode(batch))
             except PEER_ERRORS as exc:

@@ -66,6 +66,7 @@ REQUEST_FORMS: list[Case] = [
         "get-authority-form",
         "request-form",
         request(b"mail.lab.local:443"),
+        status=405,  # authority-form is CONNECT's, and caslb is not a tunnel
         source="RFC 9112 §3.2.3",
     ),
     refused(
