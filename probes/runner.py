@@ -17,6 +17,12 @@ from the data path. They go through the key's :class:`~probes.passive.Layer4Obse
 into the same Health; a penalty may pull the next check forward, so the task
 is woken to re-read its due time.
 
+A check that could not run because the balancer itself is out of fds or
+memory (``CheckResult.skipped``, see probes/local_resources.py) is neither a
+pass nor a failure: Health is not fed, subscribers are not told, the check is
+simply due again one interval later, and the condition is logged once per
+interval with a count.
+
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 import trio
 
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
+from probes.local_resources import OncePerInterval
 from probes.passive import Layer4Observer, PassivePolicy, observe
 from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
 
@@ -95,6 +102,7 @@ class ProbeRunner:
         self._admin_subscribers: list[AdminSubscriber] = []
         self._nursery: trio.Nursery | None = None
         self._on_internal_error = on_internal_error
+        self._skips = OncePerInterval()
 
     # --- registration -------------------------------------------------------------
 
@@ -247,7 +255,10 @@ class ProbeRunner:
                 await self._sleep_until_due(entry)
                 async with self._limiter:
                     result = await self._check_once(entry)
-                self._feed(entry, result)
+                if result.skipped:
+                    self._skip(entry, result)
+                else:
+                    self._feed(entry, result)
 
     async def _sleep_until_due(self, entry: _Entry) -> None:
         assert entry.due is not None
@@ -279,6 +290,14 @@ class ProbeRunner:
         spread = health.next_interval() * self._rng.uniform(-self._jitter, self._jitter)
         entry.due = health.next_due + spread
         self._publish(entry.key, result, transition)
+
+    def _skip(self, entry: _Entry, result: CheckResult) -> None:
+        """No verdict: the balancer, not the server, lacked fds or memory."""
+        line = self._skips.line(f"checks skipped: {result}")
+        if line is not None:
+            log.warning("%s", line)
+        interval = entry.health.next_interval()
+        entry.due = trio.current_time() + interval * (1 + self._rng.uniform(0, self._jitter))
 
     # --- helpers -----------------------------------------------------------------
 
