@@ -79,6 +79,9 @@ name in lowercase ("emfile") or "fd_reserve"."""
 class ListenError(OSError):
     """An address could not be bound; the message says which, for whom and why."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the line itself, without OSError's "[Errno 98]"
+
 
 def _ignore_pause(listener: str, reason: str) -> None:
     pass

@@ -365,6 +365,8 @@ class ClientSession:
                     self.ctx.settings.receive_size,
                 )
             except ConnectFailed as exc:
+                if exc.local:  # the balancer's own fds ran out: no server's fault, 503
+                    return None, retries, ""
                 last_error = str(exc)
                 tried.add(member.name)
                 self._observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect")
