@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,8 @@ from lb import frontends
 from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
 from lb.health import HealthWiring, ProbeKey
+from lb.listeners import AcceptGuard, FdReserve, open_listeners, reserve_from_environment
+from lb.listeners import open_reuse_port_listener as open_reuse_port_listener
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.runner import ProbeRunner
@@ -126,31 +127,6 @@ class Roles:
     before_accept: Callable[[Balancer], None] | None = None
 
 
-async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:
-    """A TCP listener on (host, port) with SO_REUSEADDR and SO_REUSEPORT set.
-
-    Raises:
-        OSError: the address cannot be resolved or bound.
-    """
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                          flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"cannot resolve listen address {host!r}")
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await sock.bind(sockaddr)
-        sock.listen(socket.SOMAXCONN)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
 @dataclass(eq=False)
 class _Served:
     """One frontend object and the gates it accepts through."""
@@ -191,6 +167,10 @@ class Balancer:
         self.metrics = Metrics(registry, pools=lambda: self.pools,
                                last_check=self.wiring.last_result)
         self.wiring.subscribe(self.metrics.on_probe)
+        self.guard = AcceptGuard(
+            FdReserve(reserve_from_environment()),
+            on_pause=self.metrics.accept_paused,
+        )
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
@@ -223,16 +203,14 @@ class Balancer:
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return frontends.build(fe, self.config, self.pools, connector=self._connector,
                                report=self.roles.report or self.wiring.report,
-                               metrics=self.metrics)
+                               metrics=self.metrics, guard=self.guard)
 
     def _frontends(self, config: Config) -> Sequence[FrontendConfig]:
         return config.frontends if self.roles.frontends else ()
 
     async def _open(self, fe: FrontendConfig) -> Listeners:
-        if self.roles.reuse_port:
-            opened: Listeners = [await open_reuse_port_listener(fe.host, fe.port)]
-        else:
-            opened = await trio.open_tcp_listeners(fe.port, host=fe.host)
+        opened = await open_listeners(fe.host, fe.port, what=f"frontend {fe.name}",
+                                                reuse_port=self.roles.reuse_port)
         self._sockets.extend(opened)
         return opened
 
@@ -350,6 +328,7 @@ class Balancer:
                 listen, pools=self.pools, metrics=self.metrics,
                 last_check=self.wiring.last_result, token=admin.token,
                 on_admin=self.roles.on_admin, on_internal_error=self.metrics.internal_error,
+                guard=self.guard,
                 task_status=task_status,
             )
         )

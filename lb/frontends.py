@@ -21,6 +21,7 @@ from lb.l7.frontend import HttpFrontend
 from lb.l7.routing import RouteTable
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.upstream import UpstreamSettings
+from lb.listeners import UNGUARDED, AcceptGuard
 from lb.metrics import Metrics
 from lb.pool import Member, Pool
 from probes.outlier import OutlierSettings
@@ -77,6 +78,7 @@ def build_http(
     connector: Connector | None,
     report: Report,
     metrics: Metrics,
+    guard: AcceptGuard = UNGUARDED,
 ) -> HttpFrontend:
     """An L7 frontend for an http-mode frontend config."""
     settings = HttpFrontendSettings(
@@ -99,6 +101,7 @@ def build_http(
         report=report,
         events=metrics,
         outlier=EXCHANGE_OUTLIERS,
+        guard=guard,
     )
 
 
@@ -131,6 +134,7 @@ def build(
     connector: Connector | None,
     report: Report,
     metrics: Metrics,
+    guard: AcceptGuard = UNGUARDED,
 ) -> Frontend:
     """The frontend object for one frontend config, by its mode.
 
@@ -141,7 +145,8 @@ def build(
     try:
         if fe.mode is Mode.HTTP:
             return build_http(fe, config, pools, connector=connector, report=report,
-                              metrics=metrics)
-        return build_tcp(fe, pools, events=metrics, report=report, connector=connector)
+                              metrics=metrics, guard=guard)
+        return build_tcp(fe, pools, events=metrics, report=report, connector=connector,
+                         guard=guard)
     except (ValueError, OSError) as exc:
         raise ValueError(f"frontends.{fe.name}: {exc}") from exc

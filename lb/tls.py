@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from lb.certfiles import certificate_problem
+
 log = logging.getLogger("caslb.tls")
 
 ALPN_HTTP1 = ("http/1.1",)
@@ -69,7 +71,10 @@ def _base_server_context(
             str(cert.cert_file), None if cert.key_file is None else str(cert.key_file)
         )
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load certificate {str(cert.cert_file)!r}: {exc}") from exc
+        found = certificate_problem(cert.cert_file, cert.key_file)
+        why = f"tls {found.which}: {found.problem}" if found else (
+            f"cannot load certificate {str(cert.cert_file)!r}: {exc}")
+        raise ValueError(why) from exc
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx

@@ -147,6 +147,12 @@ class CheckResult:
     def __str__(self) -> str:
         return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
+    @property
+    def skipped(self) -> bool:
+        """True when the check could not run for the balancer's own lack of fds or
+        memory: neither a pass nor a failure of the server."""
+        return self.reason is Reason.LOCAL_RESOURCES
+
 
 Dialogue = Callable[[Session, CheckSpec], Awaitable[str]]
 

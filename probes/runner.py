@@ -25,6 +25,12 @@ Health (a busy balancer never marks a healthy server down), it is checked
 again after ``fastinter``, and the overload is logged once per interval and
 reported through ``on_inconclusive``.
 
+A check that could not run because the balancer itself is out of fds or
+memory (``CheckResult.skipped``, see probes/local_resources.py) is neither a
+pass nor a failure: Health is not fed, subscribers are not told, the check is
+simply due again one interval later, and the condition is logged once per
+interval with a count.
+
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
@@ -43,6 +49,7 @@ import trio
 
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
 from probes.lag import LagMeter, overloaded, run_within
+from probes.local_resources import OncePerInterval
 from probes.passive import Layer4Observer, PassivePolicy, observe
 from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
 
@@ -117,8 +124,8 @@ class ProbeRunner:
         self._on_inconclusive = on_inconclusive
         self.lag = LagMeter()
         self.inconclusive = 0
-        self._overload_logged_at = -float("inf")
-        self._overload_unlogged = 0
+        self._overloads = OncePerInterval(OVERLOAD_LOG_INTERVAL, clock=trio.current_time)
+        self._skips = OncePerInterval()
 
     # --- registration -------------------------------------------------------------
 
@@ -277,7 +284,9 @@ class ProbeRunner:
                         result = await self._check_once(entry)
                 elapsed = trio.current_time() - started
                 stolen = self.lag.stolen(started, started + elapsed)
-                if result.reason in _TIMEOUTS and overloaded(
+                if result.skipped:
+                    self._skip(entry, result)
+                elif result.reason in _TIMEOUTS and overloaded(
                     entry.timing.timeout, stolen, elapsed
                 ):
                     self._inconclusive(entry, stolen)
@@ -321,17 +330,17 @@ class ProbeRunner:
         now = trio.current_time()
         entry.due = now + (entry.timing.fastinter or entry.timing.inter)
         self.inconclusive += 1
-        self._overload_unlogged += 1
-        if now - self._overload_logged_at >= OVERLOAD_LOG_INTERVAL:
-            log.warning(
-                "caslb is overloaded: checks late by %.0f ms (%d inconclusive in the last %.0fs)",
-                stolen * 1000,
-                self._overload_unlogged,
-                min(now - self._overload_logged_at, OVERLOAD_LOG_INTERVAL),
-            )
-            self._overload_logged_at = now
-            self._overload_unlogged = 0
+        line = self._overloads.line(f"caslb is overloaded: checks late by {stolen * 1000:.0f} ms")
+        if line is not None:
+            log.warning("%s", line)
         self._call(self._on_inconclusive, entry.key, stolen)
+    def _skip(self, entry: _Entry, result: CheckResult) -> None:
+        """No verdict: the balancer, not the server, lacked fds or memory."""
+        line = self._skips.line(f"checks skipped: {result}")
+        if line is not None:
+            log.warning("%s", line)
+        interval = entry.health.next_interval()
+        entry.due = trio.current_time() + interval * (1 + self._rng.uniform(0, self._jitter))
 
     # --- helpers -----------------------------------------------------------------
 

@@ -28,6 +28,8 @@ import ssl
 
 import trio
 
+from probes.local_resources import describe_errno, local_resource_errno
+
 _MAX_LINE = 4096
 
 
@@ -51,6 +53,9 @@ class Reason(enum.Enum):
     BAD_REPLY = "unexpected reply"
     NOT_ACTIVE = "service not active"
     CHECK_ERROR = "check error"  # the check itself broke: a bug, reported not raised
+    # The balancer ran out of fds or buffers: says nothing about the server, so
+    # the runner skips the result (probes/local_resources.py).
+    LOCAL_RESOURCES = "balancer out of resources"
 
     @property
     def haproxy_status(self) -> str:
@@ -76,6 +81,7 @@ _HAPROXY_STATUS = {
     Reason.BAD_REPLY: "L7STS",
     Reason.NOT_ACTIVE: "L7STS",
     Reason.CHECK_ERROR: "UNK",
+    Reason.LOCAL_RESOURCES: "UNK",
 }
 
 
@@ -109,6 +115,10 @@ def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
 
 
 def _connect_failure(exc: OSError, where: str) -> CheckFailed:
+    resource = local_resource_errno(exc)
+    if resource is not None:
+        return CheckFailed(Reason.LOCAL_RESOURCES,
+                           f"connecting to {where}: {describe_errno(resource)}")
     # open_tcp_stream wraps per-address errors in a group under a generic OSError
     cause = exc.__cause__
     errors = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [exc]

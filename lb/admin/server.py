@@ -2,8 +2,10 @@
 
 Theory of operation:
 
-`serve_admin` runs an accept loop (`trio.serve_listeners`) over injected
-listeners, or over loopback TCP listeners it opens itself. Each connection is
+`serve_admin` runs the accept policy of lb/listeners.py over injected
+listeners, or over loopback TCP listeners it opens itself. It never waits on
+the fd reserve (the reserve is kept for it and the probes), but it backs off,
+logging once per interval, when accept itself lacks fds or buffers. Each connection is
 an h11 server loop: read one request (head and a small body, under one
 deadline), answer it with `routes.respond`, and go round again while
 keep-alive allows, up to a bounded number of requests.
@@ -32,6 +34,7 @@ from lb.admin.messages import Reply, Request
 from lb.admin.routes import AdminContext, AdminHook, respond
 from lb.boundary import log_internal_error
 from lb.config_model import is_loopback
+from lb.listeners import UNGUARDED, AcceptGuard, open_listeners, serve_listeners
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Pool
@@ -86,6 +89,7 @@ async def serve_admin(
     on_admin: AdminHook | None = None,
     hosts: Sequence[str] = (),
     on_internal_error: InternalErrorHook = _ignore,
+    guard: AcceptGuard = UNGUARDED,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the admin API until cancelled.
@@ -103,16 +107,18 @@ async def serve_admin(
             and localhost/127.0.0.1/[::1] on a loopback bind, always are).
         on_internal_error: told `"admin"` each time a connection ends on an
             unexpected error (the app counts them).
+        guard: the process's accept guard (pauses are counted there).
         task_status: started with the list of listeners.
 
     Raises:
         AdminBindError: a non-loopback address without a token.
+        ListenError: the address could not be bound.
     """
     if isinstance(listen, tuple):
         host, port = listen
         check_bind(host, token)
         listeners: list[trio.abc.Listener[Any]] = list(
-            await trio.open_tcp_listeners(port, host=host)
+            await open_listeners(host, port, what="the admin API")
         )
     else:
         listeners = list(listen)
@@ -126,7 +132,9 @@ async def serve_admin(
     async def handler(stream: trio.abc.Stream) -> None:
         await serve_connection(stream, ctx, on_internal_error)
 
-    await trio.serve_listeners(handler, listeners, task_status=task_status)
+    await serve_listeners(listeners, handler, name=WHERE, guard=guard, use_reserve=False,
+                          task_status=task_status)
+    raise AssertionError("unreachable: serve_listeners returns only by cancellation")
 
 
 def _addresses(listeners: Sequence[trio.abc.Listener[Any]]) -> list[tuple[str, int]]:

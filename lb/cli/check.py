@@ -6,9 +6,12 @@ at once on a refused connection; black-holed: it fails only at its timeout) and
 a recovered one UP, from the same formulas as the state machine
 (probes.state.worst_case_down / worst_case_up), stretched by the probe
 scheduler's jitter. Warnings point at designs that validate but will hurt:
-the single-namespace L4 blind spot, least-conn without slow start, files that
-are not there. A bad config prints every error with its key path on stderr
-and exits 2.
+the single-namespace L4 blind spot, least-conn without slow start. A bad
+config prints every error with its key path on stderr and exits 2; so does a
+certificate, key or CA file that is missing, unreadable, does not parse, or a
+key that does not match its certificate (lb/certfiles.py), because `caslb
+run` would fail on it (systemd's `ExecStartPre=caslb check` relies on this).
+`--skip-files` checks the config alone, before the files are deployed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated
 import typer
 
 from lb.balancer import Balance
+from lb.certfiles import FileProblem, ca_problem, certificate_problem
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.config import CheckConfig, Config, FrontendConfig, Mode, PoolConfig
@@ -145,26 +149,36 @@ def _blind_spot(fe: FrontendConfig, pool: PoolConfig) -> str | None:
             "or l7.")
 
 
-def _missing_files(config: Config) -> list[str]:
-    files: list[tuple[str, str]] = []
+def file_errors(config: Config) -> list[tuple[str, str]]:
+    """(key path, problem) for each certificate, key and CA file `run` could not load."""
+    errors: list[tuple[str, str]] = []
+
+    def add(path: str, found: FileProblem | None) -> None:
+        if found is not None:
+            errors.append((f"{path}.{found.which}" if found.which != "ca" else path,
+                           found.problem))
+
     for fe in config.frontends:
-        for cert in fe.tls:
-            files += [(f"frontends.{fe.name}.tls", cert.cert_file),
-                      (f"frontends.{fe.name}.tls", cert.key_file)]
+        for i, cert in enumerate(fe.tls):
+            at = f"frontends.{fe.name}.tls" + (f"[{i}]" if len(fe.tls) > 1 else "")
+            add(at, certificate_problem(cert.cert_file, cert.key_file))
     for pool in config.pools.values():
         if pool.check is not None and pool.check.spec.ca_file:
-            files.append((f"pools.{pool.name}.check.ca_file", pool.check.spec.ca_file))
+            add(f"pools.{pool.name}.check.ca_file", ca_problem(pool.check.spec.ca_file))
         if pool.upstream_tls is not None and pool.upstream_tls.ca_file:
-            files.append((f"pools.{pool.name}.tls.ca_file", pool.upstream_tls.ca_file))
-    users: dict[str, list[str]] = {}
-    for path, name in files:
-        if not Path(name).exists():
-            users.setdefault(name, []).append(path)
-    return [
-        f"{paths[0]}: file {name} does not exist (yet)"
-        + (f"; also used by {len(paths) - 1} more" if len(paths) > 1 else "")
-        for name, paths in users.items()
-    ]
+            add(f"pools.{pool.name}.tls.ca_file", ca_problem(pool.upstream_tls.ca_file))
+    return list(dict.fromkeys(errors))
+
+
+def exit_on_file_errors(config: Config, path: Path) -> None:
+    """Every file problem with its key path on stderr, then exit 2; nothing when all load."""
+    errors = file_errors(config)
+    for key, problem in errors:
+        typer.echo(f"error: {key}: {problem}", err=True)
+    if errors:
+        count = len(errors)
+        typer.echo(f"{path}: {count} error{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(2)
 
 
 def find_warnings(config: Config) -> list[str]:
@@ -185,7 +199,7 @@ def find_warnings(config: Config) -> list[str]:
         if pool.balance is Balance.LEASTCONN and not pool.slowstart:
             warnings.append(f"pools.{pool.name}: leastconn without slowstart sends a recovered "
                             "server every new connection until it catches up")
-    return warnings + _missing_files(config)
+    return warnings
 
 
 @app.command()
@@ -194,15 +208,20 @@ def check(
     jitter: Annotated[
         float, typer.Option(min=0.0, max=0.99, help="Probe scheduling jitter to allow for.")
     ] = DEFAULT_JITTER,
+    skip_files: Annotated[bool, typer.Option(
+        "--skip-files", help="Do not open certificate, key and CA files (not deployed yet).",
+    )] = False,
 ) -> None:
     """Validate CONFIG and print its plan with worst-case detection times.
 
     Example: caslb check config/l7-single-namespace.toml
 
     Exit status 0 when valid (warnings do not fail), 2 with every error and its
-    key path on stderr.
+    key path on stderr, a certificate, key or CA file that does not load included.
     """
     loaded = load_or_exit(config)
+    if not skip_files:
+        exit_on_file_errors(loaded, config)
     servers = {s.name for pool in loaded.pools.values() for s in pool.servers}
     typer.echo(f"{config}: valid; {len(loaded.frontends)} frontends, {len(loaded.pools)} pools, "
                f"{len(servers)} servers")

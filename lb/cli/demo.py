@@ -2,7 +2,10 @@
 
 The farm takes its demo addresses and ports (cas1..cas3 on 127.0.0.11..13) and
 writes its certificates next to config/lab.toml, which the balancer then runs
-exactly as `caslb run config/lab.toml` would.
+exactly as `caslb run config/lab.toml` would. Before anything is written, every
+address the farm and the balancer need is tried: when one is taken (a demo
+already running, say) the demo refuses to start, naming them, and leaves the
+certificates of the running one alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from lb import logs
 from lb.app import Balancer
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
+from lb.cli._startup import taken_addresses
+from lb.cli.farm import farm_addresses
 from lb.cli.run import run_until_signalled, start
 from lb.config import Config
 
@@ -85,5 +90,21 @@ def demo() -> None:
     if not LAB.is_file():
         typer.echo(f"error: {LAB} not found: run the demo from a source checkout", err=True)
         raise typer.Exit(2)
+    taken = taken_addresses(demo_addresses(load_or_exit(LAB)))
+    if taken:
+        typer.echo(f"error: cannot start the demo, addresses in use: {'; '.join(taken)}",
+                   err=True)
+        raise typer.Exit(1)
     logs.setup("WARNING")
     raise typer.Exit(start(run_demo, LAB, LAB.parent / "lab-certs"))
+
+
+def demo_addresses(config: Config) -> list[tuple[str, int, str]]:
+    """(host, port, what) for every address the demo's farm and balancer listen on."""
+    wanted = [(host, port, f"farm {name} {kind}")
+              for name, host, kind, port in farm_addresses(3, distinct=True)]
+    wanted.append(("127.0.0.1", casfarm.DEMO_CONTROL_PORT, "farm control API"))
+    wanted += [(fe.host, fe.port, f"frontend {fe.name}") for fe in config.frontends]
+    wanted.append((config.admin.host, config.admin.port, "admin API"))
+    return wanted
+

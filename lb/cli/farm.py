@@ -20,6 +20,7 @@ import typer
 
 from lb.cli._app import app
 from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
+from lb.cli._startup import run_or_exit, taken_addresses
 
 DEFAULT_CONTROL_URL = f"http://127.0.0.1:{casfarm.DEMO_CONTROL_PORT}"
 TIMEOUT_SECONDS = 5.0
@@ -192,8 +193,10 @@ def farm(
     """
     if ctx.invoked_subcommand is not None:
         return
+    if not ephemeral:
+        _refuse_taken(servers, distinct_addresses)
     try:
-        trio.run(
+        run_or_exit(
             _run_farm,
             servers,
             ephemeral,
@@ -206,9 +209,27 @@ def farm(
         )
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: cannot start the farm: {exc}", err=True)
-        raise typer.Exit(1) from None
+
+
+def _refuse_taken(servers: int, distinct: bool) -> None:
+    wanted = [(host, port, f"{name} {kind}")
+              for name, host, kind, port in farm_addresses(servers, distinct=distinct)]
+    wanted.append(("127.0.0.1", casfarm.DEMO_CONTROL_PORT, "control API"))
+    taken = taken_addresses(wanted)
+    if taken:
+        typer.echo(f"error: cannot start the farm, addresses in use: {'; '.join(taken)}",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def farm_addresses(servers: int, *, distinct: bool) -> list[tuple[str, str, str, int]]:
+    """(server, host, kind, port) casfarm binds on its demo ports (casfarm.running's layout)."""
+    return [
+        (f"cas{i + 1}", f"127.0.0.{11 + i}" if distinct else "127.0.0.1", kind,
+         port if distinct else port + i)
+        for i in range(servers)
+        for kind, port in casfarm.DEMO_PORTS.items()
+    ]
 
 
 @farm_app.command("set")

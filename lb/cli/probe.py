@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import trio
 import typer
 
 from lb.cli import admin
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
+from lb.cli._startup import run_or_exit
 from lb.config import Config
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 from probes.checks import CheckSpec, Target, run_check
@@ -206,7 +206,7 @@ def probe(
         name: _spec(name, ca, insecure, timeout, starttls, expect_fqdn)
         for name in parse_protocols(protocols or _DEFAULT_PROTOCOLS)
     }
-    _report(trio.run(probe_round, targets, specs))
+    _report(run_or_exit(probe_round, targets, specs))
 
 
 def _report(rows: Sequence[ProbeRow], column: str = "PROTOCOL") -> None:
@@ -252,7 +252,7 @@ def _probe_config(path: Path) -> None:
     unchecked = [name for name, pool in config.pools.items() if pool.check is None]
     if unchecked:
         typer.echo(f"no active check (not probed): pool {', '.join(unchecked)}", err=True)
-    _report(trio.run(probe_config, config), column="POOL")
+    _report(run_or_exit(probe_config, config), column="POOL")
 
 
 def _spec(

@@ -30,6 +30,8 @@ from lb import logs, workers
 from lb.app import Balancer, serve
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
+from lb.cli._startup import run_or_exit
+from lb.cli.check import exit_on_file_errors
 from lb.config import Config, ConfigError, load
 
 log = logging.getLogger("caslb.run")
@@ -99,6 +101,7 @@ def run(
     Example: caslb run config/lab.toml --workers 2
     """
     loaded = load_or_exit(config)
+    exit_on_file_errors(loaded, config)
     logs.setup(log_level, access_log=access_log)
     if worker:
         raise typer.Exit(start(workers.run_worker, loaded, config, apply_reload))
@@ -111,23 +114,14 @@ def run(
 
 
 def start(main: Callable[..., Awaitable[object]], *args: object) -> int:
-    """Run `main` under trio; an address or setting refused at start is an error line.
+    """Run `main` under trio; a start-up failure is one line on stderr (lb/cli/_startup.py).
 
     Returns:
-        The exit status: 0, 1 when an address cannot be bound, 2 for a setting
-        a frontend refused (e.g. a certificate that does not load).
+        The exit status: 0, 1 when an address cannot be bound or a file read, 2
+        for a setting a frontend refused (e.g. a certificate that does not load).
     """
-    status = 0
     try:
-        trio.run(main, *args)
-    except* OSError as group:
-        status = _report(group, 1)
-    except* ValueError as group:
-        status = _report(group, 2)
-    return status
-
-
-def _report(group: BaseExceptionGroup[Exception], status: int) -> int:
-    for exc in group.exceptions:
-        typer.echo(f"error: {exc}", err=True)
-    return status
+        run_or_exit(main, *args)
+    except typer.Exit as exc:
+        return exc.exit_code
+    return 0

@@ -12,6 +12,7 @@ from lb.config_model import FrontendConfig, Mode
 from lb.l4.connector import Connector
 from lb.l4.frontend import L4Events, Report, Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings
+from lb.listeners import UNGUARDED, AcceptGuard
 from lb.pool import Pool
 
 
@@ -22,6 +23,7 @@ def build_tcp(
     events: L4Events,
     report: Report,
     connector: Connector | None = None,
+    guard: AcceptGuard = UNGUARDED,
 ) -> TcpFrontend:
     """The L4 frontend for a tcp- or sni-mode frontend config.
 
@@ -50,5 +52,6 @@ def build_tcp(
     else:
         sni, default = None, route(fe.pool)
     return TcpFrontend(
-        settings, default=default, sni=sni, events=events, report=report, connector=connector
+        settings, default=default, sni=sni, events=events, report=report, connector=connector,
+        guard=guard,
     )

@@ -2,8 +2,12 @@
 
 Theory of operation, per accepted connection:
 
-1. Admission: over `max_connections` the connection is accepted and closed at
-   once, and counted as refused ("limit").
+1. Admission: the accept policy of lb/listeners.py. At `max_connections` the
+   frontend stops accepting and new clients wait in the kernel's backlog
+   (back-pressure, as HAProxy's maxconn); it also pauses while the process's
+   fds are within the reserve, or accept fails for lack of fds or buffers. A
+   stream handed to `handle` directly over the limit is closed and counted as
+   refused ("limit").
 2. Routing: a plain frontend has one route. An SNI frontend reads the client's
    first bytes (bounded by `sni_timeout` and the first-flight limit) until
    `parse_client_hello` gives a final answer, and looks the name up (exact,
@@ -24,13 +28,15 @@ Theory of operation, per accepted connection:
    (drain grace), both ends are reset so clients reconnect elsewhere.
 
 When every try failed the client is reset, as a dead server would have done.
+A connect that fails for the balancer's own lack of fds or buffers is no
+server's fault: it is not reported, no other server is tried (they would fail
+alike), the client is closed, and the condition is logged once per interval.
 The whole connection runs under an idle timer: the frontend's idle timeout,
 or the pool's once routed.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,18 +52,16 @@ from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l4.sni import HelloStatus, parse_client_hello
+from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from lb.pool import Member, Pool
 from lb.tls import match_server_name
+from probes.local_resources import OncePerInterval, is_local_resource_error
 
 log = logging.getLogger("caslb.l4")
 
 Report = Callable[[str, str, bool, str], None]
 """report(pool, server, ok, reason): feeds passive health detection."""
 
-# accept() errors that mean "out of resources for now", not "listener broken".
-_ACCEPT_CAPACITY_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-)
 _CONNECT_ERRORS = (OSError, TimeoutError, trio.TooSlowError)
 
 
@@ -140,6 +144,10 @@ class _Peer:
         return cls((remote[0], remote[1]), (local[0], local[1]))
 
 
+class _OutOfResources(Exception):
+    """An upstream connect failed for the balancer's own lack of fds or buffers."""
+
+
 class _Connection:
     """Per-connection state the attempts share."""
 
@@ -165,6 +173,7 @@ class TcpFrontend:
         report: passive health feed: report(pool, server, ok, reason).
         connector: opens upstream streams; plain TCP by default. The frontend
             bounds every call by the pool's connect timeout itself.
+        guard: the process's accept guard (fd reserve, pause counter).
     """
 
     def __init__(
@@ -176,6 +185,7 @@ class TcpFrontend:
         events: L4Events,
         report: Report,
         connector: Connector | None = None,
+        guard: AcceptGuard = UNGUARDED,
     ) -> None:
         if sni is None and default is None:
             raise ValueError(f"frontend {settings.name!r}: a tcp frontend needs a route")
@@ -185,6 +195,9 @@ class TcpFrontend:
         self._events = events
         self._report = report
         self._connector = connector or open_plain
+        self._guard = guard
+        self._limiter = trio.CapacityLimiter(settings.max_connections)
+        self._out_of_resources = OncePerInterval()
         self.active = 0
 
     @property
@@ -205,35 +218,27 @@ class TcpFrontend:
             task_status.started()
 
     async def handle(self, client: trio.abc.Stream) -> None:
-        """Serve one already-accepted client connection (admission included)."""
-        if self._admit(client):
-            await self._serve_admitted(client)
-        else:
+        """Serve one client connection accepted elsewhere; over the limit it is closed."""
+        token = object()
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(token)
+        except trio.WouldBlock:
+            self._events.refused(self.name, "", "limit")
             await close(client)
+            return
+        try:
+            await self._serve_accepted(client)
+        finally:
+            self._limiter.release_on_behalf_of(token)
 
     async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                client = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("frontend %s: accept failed (%s), pausing 100 ms", self.name, exc)
-                await trio.sleep(0.1)
-                continue
-            if self._admit(client):
-                nursery.start_soon(self._serve_admitted, client)
-            else:
-                await close(client)
+        await accept_loop(listener, self._serve_accepted, nursery, name=f"frontend {self.name}",
+                          limiter=self._limiter, guard=self._guard)
 
-    def _admit(self, client: trio.abc.Stream) -> bool:
-        """Count the connection in, or refuse it over the limit (synchronous, so exact)."""
-        if self.active >= self.settings.max_connections:
-            self._events.refused(self.name, "", "limit")
-            return False
+    async def _serve_accepted(self, client: trio.abc.Stream) -> None:
         self.active += 1
         self._events.frontend_connection_opened(self.name)
-        return True
+        await self._serve_admitted(client)
 
     async def _serve_admitted(self, client: trio.abc.Stream) -> None:
         try:
@@ -265,7 +270,10 @@ class TcpFrontend:
             return
         policy = route.current_policy()
         idle.retime(policy.idle_timeout or self.settings.idle_timeout)
-        await self._attempts(_Connection(client, flight, idle), route.pool, policy)
+        try:
+            await self._attempts(_Connection(client, flight, idle), route.pool, policy)
+        except _OutOfResources:
+            await close(client)
 
     async def _peek_hello(self, client: trio.abc.Stream, flight: FirstFlight) -> str | None:
         """Read (and keep) the client's bytes until the ClientHello's SNI is known."""
@@ -341,6 +349,13 @@ class TcpFrontend:
             with trio.fail_after(timeout):
                 server = await self._connector(member, timeout)
         except _CONNECT_ERRORS as exc:
+            if is_local_resource_error(exc):
+                line = self._out_of_resources.line(
+                    f"frontend {self.name}: connections closed, the balancer is out of fds or "
+                    f"buffers (last: connect to {pool}/{member.name}: {exc})")
+                if line is not None:
+                    log.warning("%s", line)
+                raise _OutOfResources() from exc
             reason = failure_reason(exc)
             log.info("frontend %s: %s/%s: connect %s", self.name, pool, member.name, reason)
             self._report(pool, member.name, False, reason)

@@ -134,6 +134,8 @@ class ClientUpstreams:
                     self._receive_size,
                 )
             except ConnectFailed as exc:
+                if exc.local:  # the balancer's own fds ran out: no server's fault, 503
+                    return Picked(None, retries)
                 last_error = str(exc)
                 tried.add(member.name)
                 self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect")

@@ -1,7 +1,9 @@
 """The L7 frontend: accept connections, terminate TLS, run a proxy session on each.
 
-Accepting is bounded by `max_connections` (a token is taken before accept, so
-excess clients wait in the kernel's backlog, not in memory). Each connection's
+Accepting follows lb/listeners.py: bounded by `max_connections` (a token is
+taken before accept, so excess clients wait in the kernel's backlog, not in
+memory), paused while the process's fds are within the reserve or accept
+lacks fds or buffers. Each connection's
 handler contains its own failures: a TLS handshake that fails or stalls past
 `handshake_timeout` costs that connection and a counter; any other error is
 logged and closes that connection only. The listener never dies from a peer.
@@ -9,7 +11,6 @@ logged and closes that connection only. The listener never dies from a peer.
 
 from __future__ import annotations
 
-import errno
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
@@ -28,15 +29,10 @@ from lb.l7.upstream import (
     socket_of,
     tcp_connector,
 )
+from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from probes.outlier import OutlierDetector, OutlierSettings
 
 log = logging.getLogger("caslb.l7")
-
-# Errors from accept() that mean "out of resources now", not "listener broken".
-_ACCEPT_BACKOFF_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.ECONNABORTED}
-)
-
 
 def _ignore_report(pool: str, server: str, ok: bool, reason: str) -> None:
     return None
@@ -67,6 +63,7 @@ class HttpFrontend:
         report: passive health callback report(pool, server, ok, reason).
         events: metrics sink.
         outlier: outlier detection settings, or None to turn detection off.
+        guard: the process's accept guard (fd reserve, pause counter).
 
     Raises:
         ValueError: when a route names a pool that is not in `pools`.
@@ -82,6 +79,7 @@ class HttpFrontend:
         report: Report | None = None,
         events: L7Events | None = None,
         outlier: OutlierSettings | None = None,
+        guard: AcceptGuard = UNGUARDED,
     ) -> None:
         missing = sorted(settings.routes.pools() - set(pools))
         if missing:
@@ -94,6 +92,7 @@ class HttpFrontend:
         }
         self.context = ProxyContext(settings, backends, report or _ignore_report, self.events)
         self.limiter = trio.CapacityLimiter(settings.max_connections)
+        self.guard = guard
 
     @staticmethod
     def _backend(
@@ -136,30 +135,12 @@ class HttpFrontend:
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
     ) -> None:
         async with listener:
-            while True:
-                # The token is the connection, not the accepting task: another
-                # task releases it when the connection ends.
-                token = object()
-                await self.limiter.acquire_on_behalf_of(token)
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    self.limiter.release_on_behalf_of(token)
-                    if exc.errno not in _ACCEPT_BACKOFF_ERRNOS:
-                        raise
-                    log.error("frontend %s: accept failed (%s), pausing", self.settings.name, exc)
-                    await trio.sleep(0.1)
-                    continue
-                except BaseException:
-                    self.limiter.release_on_behalf_of(token)
-                    raise
-                nursery.start_soon(self._handle_accepted, stream, token)
+            await accept_loop(listener, self._handle_accepted, nursery,
+                              name=f"frontend {self.settings.name}", limiter=self.limiter,
+                              guard=self.guard)
 
-    async def _handle_accepted(self, stream: trio.abc.Stream, token: object) -> None:
-        try:
-            await self.handle(stream, peer_name(stream))
-        finally:
-            self.limiter.release_on_behalf_of(token)
+    async def _handle_accepted(self, stream: trio.abc.Stream) -> None:
+        await self.handle(stream, peer_name(stream))
 
     async def handle(self, stream: trio.abc.Stream, client: str) -> None:
         """Serve one client connection to its end; never raises for a peer's fault.

@@ -14,11 +14,17 @@ enters the lease and its scope, then sleeps until the connection is closed.
 When the pool cancels the scope, the holder wakes and closes the stream under
 the proxy's feet; the proxy's pending read or write fails and it answers as
 for any upstream failure (502 before a response byte, else an abort).
+
+A connect that fails for the balancer's own lack of fds or buffers
+(probes/local_resources.py) raises `ConnectFailed` with `local` set: the
+proxy then blames no server, tries no other, and answers 503; the condition
+is logged here once per interval.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -29,6 +35,10 @@ import h11
 import trio
 
 from lb.l7.adapter import H11Stream
+from probes.local_resources import OncePerInterval, is_local_resource_error
+
+log = logging.getLogger("caslb.l7")
+_out_of_resources = OncePerInterval()
 
 
 class Member(Protocol):
@@ -92,7 +102,15 @@ Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
 
 
 class ConnectFailed(Exception):
-    """Opening an upstream connection failed; the message names the server and why."""
+    """Opening an upstream connection failed; the message names the server and why.
+
+    Attributes:
+        local: the balancer, not the server, ran out of fds or buffers.
+    """
+
+    def __init__(self, message: str, *, local: bool = False) -> None:
+        super().__init__(message)
+        self.local = local
 
 
 @dataclass(frozen=True)
@@ -288,7 +306,13 @@ async def open_upstream(
         with trio.fail_after(timeout):
             stream = await connector(member, timeout)
     except (OSError, trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError) as exc:
-        raise ConnectFailed(f"{member.name}: {describe_error(exc)}") from exc
+        message = f"{member.name}: {describe_error(exc)}"
+        local = is_local_resource_error(exc)
+        if local and (line := _out_of_resources.line(
+                f"pool {pool.name}: requests refused with 503, the balancer is out of fds or "
+                f"buffers (last: connect to {message})")) is not None:
+            log.warning("%s", line)
+        raise ConnectFailed(message, local=local) from exc
     upstream = UpstreamConnection(pool.name, member, stream, receive_size)
     try:
         await nursery.start(upstream.hold, pool)

@@ -111,6 +111,11 @@ class Metrics:
         """A unit of work at `where` (see INTERNAL_ERROR_PLACES) ended on an unexpected error."""
         self._counters["internal_errors"].labels(where).inc()
 
+    def accept_paused(self, listener: str, reason: str) -> None:
+        """`listener` paused accepting (lb/listeners.py): out of fds or buffers, or the
+        fd reserve reached."""
+        self._counters["accept_paused"].labels(listener, reason).inc()
+
     def frontend_connection_opened(self, frontend: str) -> None:
         """A client connection was accepted on `frontend`."""
         self._frontend_current[frontend] = self._frontend_current.get(frontend, 0) + 1

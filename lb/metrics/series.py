@@ -93,6 +93,10 @@ COUNTERS: Mapping[str, SeriesSpec] = {
         "internal_errors",
         "Units of work (a connection, a probe, a task) ended by an error caslb did not expect.",
         ("where",)),
+    "accept_paused": SeriesSpec(
+        "accept_paused",
+        "Times a listener paused accepting for lack of resources (emfile, enfile, enobufs, "
+        "enomem) or to keep the fd reserve (fd_reserve).", ("listener", "reason")),
 }
 """Counters: key → series (prometheus_client adds `_total`)."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,12 +108,15 @@ class Backends:
     refuse: set[str] = field(default_factory=set)
     blackhole: set[str] = field(default_factory=set)
     buggy: set[str] = field(default_factory=set)  # the next connect to each raises, once
+    out_of_fds: set[str] = field(default_factory=set)  # connects fail with the balancer's EMFILE
     connections: list[str] = field(default_factory=list)
     nursery: trio.Nursery | None = None
 
     async def connect(self, member: Member, timeout: float) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
+        if member.name in self.out_of_fds:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         if member.name in self.buggy:
             self.buggy.discard(member.name)
             raise RuntimeError("a bug below the frontend")

@@ -9,7 +9,9 @@ Lease). The tests at the bottom check the rig itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -150,6 +152,7 @@ class Farm:
     refuse: set[str] = field(default_factory=set)
     blackhole: set[str] = field(default_factory=set)
     buggy: set[str] = field(default_factory=set)  # the next connect to each raises, once
+    out_of_fds: set[str] = field(default_factory=set)  # connects fail with the balancer's EMFILE
     connections: list[str] = field(default_factory=list)  # server of each accepted connection
     requests: list[tuple[str, h11.Request]] = field(default_factory=list)
     lockstep: bool = False
@@ -157,6 +160,8 @@ class Farm:
     async def connect(self, member: FakeMember, timeout: float) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
+        if member.name in self.out_of_fds:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         if member.name in self.buggy:
             self.buggy.discard(member.name)
             raise RuntimeError("a bug below the proxy")

@@ -232,14 +232,26 @@ async def test_a_server_marked_down_has_its_clients_reset() -> None:
             assert fe.pool.member("cas2").active == 1
 
 
-async def test_the_connection_limit_refuses_cleanly_over_sockets() -> None:
+async def test_the_connection_limit_holds_new_clients_in_the_backlog_until_one_ends() -> None:
+    # HAProxy's maxconn: at the limit the frontend stops accepting; the kernel
+    # completes the extra client's handshake and it is served once a slot frees.
     settings = TcpFrontendSettings("fe", max_connections=2)
+    order: list[str] = []
     async with casfarm.running(servers=1, control=False) as farm, \
             front(farm, "imap", settings=settings) as fe:
         kept = [await banner(fe.port) for _ in range(2)]
-        extra = await trio.open_tcp_stream("127.0.0.1", fe.port)
-        async with extra:
-            assert await ended_abortively(extra)
-        for stream in kept:
+
+        async def extra_client() -> None:
+            stream = await banner(fe.port)
+            order.append("extra served")
             await stream.aclose()
-    assert fe.events.counts["refused", "fe", "", "limit"] == 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(extra_client)
+            await trio.sleep(0.3)  # room to misbehave: an early banner would come first
+            order.append("first closed")
+            await kept[0].aclose()
+        await kept[1].aclose()
+    assert order == ["first closed", "extra served"]
+    assert fe.events.counts["refused", "fe", "", "limit"] == 0
+    assert fe.events.counts["opened", "fe"] == 3
