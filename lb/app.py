@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
-from lb.health import HealthWiring
+from lb.health import HealthWiring, ProbeKey
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.runner import ProbeRunner
@@ -182,7 +182,7 @@ class Balancer:
         self.roles = roles or Roles()
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
         # Metrics are built after the runner they read: the hook reaches them at call time.
-        self.runner = ProbeRunner(
+        self.runner = ProbeRunner[ProbeKey](
             on_internal_error=lambda where: self.metrics.internal_error(where)
         )
         self.wiring = HealthWiring(self.runner, self.pools)

@@ -13,7 +13,7 @@ when what it checks or how often changed, so health survives a SIGHUP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -73,7 +73,7 @@ class HealthWiring:
         pools: the live pools by name; `sync` replaces them after a reload.
     """
 
-    def __init__(self, runner: ProbeRunner, pools: Mapping[str, Pool]) -> None:
+    def __init__(self, runner: ProbeRunner[ProbeKey], pools: Mapping[str, Pool]) -> None:
         self.runner = runner
         self._pools = pools
         self._registered: dict[ProbeKey, _Registration] = {}
@@ -142,10 +142,8 @@ class HealthWiring:
             self.runner.report(key, ok, reason)
 
     def _on_probe(
-        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+        self, key: ProbeKey, result: CheckResult | None, transition: Transition | None
     ) -> None:
-        if not isinstance(key, ProbeKey):
-            return  # a probe someone else registered on this runner
         if result is not None:
             self._last[key] = result
         if transition is not None:

@@ -17,6 +17,11 @@ from the data path. They go through the key's :class:`~probes.passive.Layer4Obse
 into the same Health; a penalty may pull the next check forward, so the task
 is woken to re-read its due time.
 
+The runner is generic over its key type (`ProbeRunner[K]`): a caller names
+its probes with whatever hashable value it likes (lb uses `lb.health.ProbeKey`),
+and subscribers receive keys of that type back, so probes/ needs nothing from
+its callers.
+
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
@@ -29,6 +34,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import trio
 
@@ -36,18 +42,21 @@ from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
 from probes.passive import Layer4Observer, PassivePolicy, observe
 from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
 
-__all__ = ["AdminSubscriber", "Check", "ProbeRunner", "Subscriber"]
+__all__ = ["AdminSubscriber", "Check", "K", "ProbeRunner", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)
+"""The type of the keys a runner's checks are registered under."""
+
 Check = Callable[[CheckSpec, Target], Awaitable[CheckResult]]
-Subscriber = Callable[[Hashable, CheckResult | None, Transition | None], None]
-AdminSubscriber = Callable[[Hashable, AdminTransition], None]
+Subscriber = Callable[[K, CheckResult | None, Transition | None], None]
+AdminSubscriber = Callable[[K, AdminTransition], None]
 
 
 @dataclass(eq=False)
-class _Entry:
-    key: Hashable
+class _Entry(Generic[K]):
+    key: K
     spec: CheckSpec
     target: Target
     timing: Timing
@@ -64,7 +73,7 @@ def _ignore_error(where: str) -> None:
     """The default internal-error hook: the log line is all."""
 
 
-class ProbeRunner:
+class ProbeRunner(Generic[K]):
     """Runs health checks on schedule and publishes results and transitions.
 
     Args:
@@ -90,9 +99,9 @@ class ProbeRunner:
         self._limiter = trio.CapacityLimiter(max_concurrent)
         self._jitter = float(jitter)
         self._rng = random.Random(seed)
-        self._entries: dict[Hashable, _Entry] = {}
-        self._subscribers: list[Subscriber] = []
-        self._admin_subscribers: list[AdminSubscriber] = []
+        self._entries: dict[K, _Entry[K]] = {}
+        self._subscribers: list[Subscriber[K]] = []
+        self._admin_subscribers: list[AdminSubscriber[K]] = []
         self._nursery: trio.Nursery | None = None
         self._on_internal_error = on_internal_error
 
@@ -100,7 +109,7 @@ class ProbeRunner:
 
     def add(
         self,
-        key: Hashable,
+        key: K,
         spec: CheckSpec,
         target: Target,
         timing: Timing,
@@ -146,7 +155,7 @@ class ProbeRunner:
             self._nursery.start_soon(self._loop, entry)
         return entry.health
 
-    def remove(self, key: Hashable) -> None:
+    def remove(self, key: K) -> None:
         """Stop and forget a check.
 
         Raises:
@@ -155,34 +164,34 @@ class ProbeRunner:
         self._entry(key).scope.cancel()
         del self._entries[key]
 
-    def health(self, key: Hashable) -> Health:
+    def health(self, key: K) -> Health:
         """The Health of a registered check."""
         return self._entry(key).health
 
-    def checks_run(self, key: Hashable) -> int:
+    def checks_run(self, key: K) -> int:
         """How many active checks have completed for a key."""
         return self._entry(key).checks_run
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def __iter__(self) -> Iterator[Hashable]:
+    def __iter__(self) -> Iterator[K]:
         return iter(list(self._entries))
 
-    def subscribe(self, callback: Subscriber) -> None:
+    def subscribe(self, callback: Subscriber[K]) -> None:
         """Call ``callback(key, result, transition)`` after every result and transition.
 
         ``result`` is None for transitions made by passive observation.
         """
         self._subscribers.append(callback)
 
-    def subscribe_admin(self, callback: AdminSubscriber) -> None:
+    def subscribe_admin(self, callback: AdminSubscriber[K]) -> None:
         """Call ``callback(key, admin_transition)`` after every admin state change."""
         self._admin_subscribers.append(callback)
 
     # --- synchronous inputs ------------------------------------------------------
 
-    def report(self, key: Hashable, ok: bool, reason: str) -> Transition | None:
+    def report(self, key: K, ok: bool, reason: str) -> Transition | None:
         """Record a live-traffic outcome (layer 4: connect refused, reset, timeout).
 
         Must be called from within trio (it reads ``trio.current_time()``).
@@ -206,7 +215,7 @@ class ProbeRunner:
         return transition
 
     def set_admin(
-        self, key: Hashable, admin: AdminState, reason: str = ""
+        self, key: K, admin: AdminState, reason: str = ""
     ) -> AdminTransition | None:
         """Set a check's admin state (READY, DRAIN, MAINT); publishes the change.
 
@@ -235,7 +244,7 @@ class ProbeRunner:
         finally:
             self._nursery = None
 
-    async def _loop(self, entry: _Entry) -> None:
+    async def _loop(self, entry: _Entry[K]) -> None:
         entry.scope = trio.CancelScope()  # fresh each run: a scope is entered only once
         if self._entries.get(entry.key) is not entry:
             return  # removed before its task began
@@ -249,7 +258,7 @@ class ProbeRunner:
                     result = await self._check_once(entry)
                 self._feed(entry, result)
 
-    async def _sleep_until_due(self, entry: _Entry) -> None:
+    async def _sleep_until_due(self, entry: _Entry[K]) -> None:
         assert entry.due is not None
         while trio.current_time() < entry.due:
             with trio.move_on_at(entry.due):
@@ -257,7 +266,7 @@ class ProbeRunner:
             if entry.wake.is_set():
                 entry.wake = trio.Event()
 
-    async def _check_once(self, entry: _Entry) -> CheckResult:
+    async def _check_once(self, entry: _Entry[K]) -> CheckResult:
         timeout = entry.timing.timeout
         started = trio.current_time()
         result: CheckResult | None = None
@@ -271,7 +280,7 @@ class ProbeRunner:
             return CheckResult(False, Reason.TIMEOUT, f"no verdict within {timeout:g}s", timeout)
         return result
 
-    def _feed(self, entry: _Entry, result: CheckResult) -> None:
+    def _feed(self, entry: _Entry[K], result: CheckResult) -> None:
         health = entry.health
         transition = health.record(result.ok, trio.current_time(), str(result))
         entry.checks_run += 1
@@ -283,7 +292,7 @@ class ProbeRunner:
     # --- helpers -----------------------------------------------------------------
 
     def _publish(
-        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+        self, key: K, result: CheckResult | None, transition: Transition | None
     ) -> None:
         for callback in list(self._subscribers):
             self._call(callback, key, result, transition)
@@ -300,7 +309,7 @@ class ProbeRunner:
         log.debug("%s raised", what, exc_info=exc)
         self._on_internal_error("probe")
 
-    def _entry(self, key: Hashable) -> _Entry:
+    def _entry(self, key: K) -> _Entry[K]:
         try:
             return self._entries[key]
         except KeyError:

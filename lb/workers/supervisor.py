@@ -74,10 +74,10 @@ class Supervisor:
         self.broadcast(AdminChange(pool, server, state))
 
     def on_probe(
-        self, key: object, result: CheckResult | None, transition: Transition | None
+        self, key: ProbeKey, result: CheckResult | None, transition: Transition | None
     ) -> None:
         """A probe runner subscriber: forward check transitions."""
-        if transition is not None and isinstance(key, ProbeKey):
+        if transition is not None:
             self.broadcast(CheckChange(key.pool, key.server, transition.new))
 
     def signal_all(self, signum: int) -> None:
