@@ -6,30 +6,37 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
 from lb.app import Balancer, Roles, serve
 from lb.config_model import Config
+from lb.workers.lines import LineReader, write_lines
+from lb.workers.memberstate import apply_control
 from lb.workers.merged import traffic_families
 from lb.workers.messages import (
     CHANNEL_BUFFER,
     METRICS_INTERVAL,
     SNAPSHOT_TIMEOUT,
     ControlMessage,
-    LineSplitter,
+    GapDetector,
     MetricsUpdate,
     PassiveReport,
     Reloaded,
-    Reloader,
     ReportFilter,
-    Synced,
-    apply_control,
+    Resync,
+    Sequencer,
+    Snapshot,
+    WorkerMessage,
+    config_hash,
     decode_control,
     encode_worker,
 )
+
+Reloader = Callable[[Balancer, Path], Awaitable[None]]
+"""`(balancer, path)`: re-read the config at `path` and apply it (`lb.cli.run.apply_reload`)."""
 
 log = logging.getLogger("caslb.workers")
 
@@ -42,43 +49,19 @@ def worker_argv(path: Path, log_level: str, access_log: bool) -> list[str]:
             "--access-log" if access_log else "--no-access-log"]
 
 
-class LineReader:
-    """Lines from a trio receive stream."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._splitter = LineSplitter()
-        self._ready: list[bytes] = []
-
-    async def next(self) -> bytes | None:
-        """The next line, or None at end of stream."""
-        while not self._ready:
-            data = await self._stream.receive_some(65536)
-            if not data:
-                return None
-            self._ready = self._splitter.feed(bytes(data))
-        return self._ready.pop(0)
-
-
-async def write_lines(
-    stream: trio.abc.SendStream, lines: trio.MemoryReceiveChannel[bytes]
-) -> None:
-    async with lines:
-        async for line in lines:
-            await stream.send_all(line)
-
-
-async def _read_snapshot(reader: LineReader) -> list[ControlMessage]:
+async def _read_snapshot(reader: LineReader, gaps: GapDetector) -> list[ControlMessage]:
+    """The lines up to and including the first snapshot (the supervisor sends it first)."""
     messages: list[ControlMessage] = []
     with trio.fail_after(SNAPSHOT_TIMEOUT):
         while True:
             line = await reader.next()
             if line is None:
                 raise OSError("the supervisor closed the worker's stdin before the snapshot")
-            message = decode_control(line)
-            if isinstance(message, Synced):
-                return messages
+            stamp, message = decode_control(line)
+            gaps.missing(stamp.seq)
             messages.append(message)
+            if isinstance(message, Snapshot):
+                return messages
 
 
 async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
@@ -86,8 +69,11 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     send, receive = trio.open_memory_channel[bytes](CHANNEL_BUFFER)
     reports = ReportFilter()
+    sequence = Sequencer(config_hash(config))
+    gaps = GapDetector()
 
-    def queue(line: bytes) -> None:
+    def queue(message: WorkerMessage) -> None:
+        line = encode_worker(message, sequence.next())
         try:
             send.send_nowait(line)
         except (trio.WouldBlock, trio.ClosedResourceError):
@@ -95,12 +81,12 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
 
     def report(pool: str, server: str, ok: bool, reason: str) -> None:
         if reports.should_send(pool, server, ok):
-            queue(encode_worker(PassiveReport(pool, server, ok, reason)))
+            queue(PassiveReport(pool, server, ok, reason))
 
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
     reader = LineReader(stdin)
-    initial = await _read_snapshot(reader)
+    initial = await _read_snapshot(reader, gaps)
 
     def before_accept(balancer: Balancer) -> None:
         for message in initial:
@@ -121,20 +107,21 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
 
             async def finish() -> None:
                 await balancer.stopped.wait()
-                queue(encode_worker(MetricsUpdate(traffic_families(balancer.metrics.registry))))
+                queue(MetricsUpdate(traffic_families(balancer.metrics.registry)))
                 await send.aclose()
                 with trio.move_on_after(5):
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(write)
-            nursery.start_soon(_follow_supervisor, reader, balancer)
+            nursery.start_soon(_follow_supervisor, reader, gaps, balancer, queue)
             nursery.start_soon(_ship_metrics, balancer, queue)
             nursery.start_soon(finish)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await reload(balancer, path)
-                    queue(encode_worker(Reloaded()))
+                    sequence.config = config_hash(balancer.config)
+                    queue(Reloaded())
                 elif balancer.stopping:
                     log.warning("worker %d: second stop signal: exiting now", os.getpid())
                     nursery.cancel_scope.cancel()
@@ -142,7 +129,10 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
                     balancer.stop()
 
 
-async def _follow_supervisor(reader: LineReader, balancer: Balancer) -> None:
+async def _follow_supervisor(
+    reader: LineReader, gaps: GapDetector, balancer: Balancer,
+    queue: Callable[[WorkerMessage], None],
+) -> None:
     while True:
         line = await reader.next()
         if line is None:
@@ -150,16 +140,21 @@ async def _follow_supervisor(reader: LineReader, balancer: Balancer) -> None:
             balancer.stop()
             return
         try:
-            message = decode_control(line)
+            stamp, message = decode_control(line)
         except ValueError as exc:
             log.error("worker %d: bad control line: %s", os.getpid(), exc)
             continue
+        missing = gaps.missing(stamp.seq)
+        if missing:
+            log.warning("worker %d: %d state lines lost: asking for a snapshot",
+                        os.getpid(), missing)
+            queue(Resync(missing))
         apply_control(balancer.pools, message, trio.current_time())
 
 
-async def _ship_metrics(balancer: Balancer, queue: Callable[[bytes], None]) -> None:
+async def _ship_metrics(balancer: Balancer, queue: Callable[[WorkerMessage], None]) -> None:
     while True:
         await trio.sleep(METRICS_INTERVAL)
-        queue(encode_worker(MetricsUpdate(traffic_families(balancer.metrics.registry))))
+        queue(MetricsUpdate(traffic_families(balancer.metrics.registry)))
 
 
