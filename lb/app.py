@@ -1,13 +1,16 @@
-"""The running balancer: one nursery owns the probes, the frontends and the admin API.
+"""The running balancer: one nursery owns the state source, the frontends and the admin API.
 
 Theory of operation
 -------------------
 `serve(config)` builds the runtime from the config tree: a `Pool` per pool, a
-probe per (pool, server) in one `ProbeRunner` (lb/health.py wires their
-transitions into the pools), a `Metrics` on a fresh registry reading the pools
-live, a frontend object per frontend (lb/frontends.py), and the admin API. All
-of it runs as tasks of one nursery; `task_status.started()` hands the caller the
-`Balancer`, the handle tests, `caslb run` and `caslb demo` drive.
+`Metrics` on a registry chosen here reading the pools live, a frontend object
+per frontend (lb/frontends.py), and the admin API. Two seams (lb/seams.py)
+say where health comes from and where traffic outcomes go: by default this
+process's own probes (`lb.health.OwnProbes`) are both; a worker of `caslb run
+--workers N` passes the supervisor's feed and the pipe back to it instead.
+All of it runs as tasks of one nursery, the state source first; once it has
+started, the frontends accept, and `task_status.started()` hands the caller
+the `Balancer`, the handle tests, `caslb run` and `caslb demo` drive.
 
 Every frontend accepts through `GateListener`s. Shutting a gate stops that
 frontend accepting without touching the connections it serves, which gives one
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,16 +42,14 @@ from prometheus_client import CollectorRegistry
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
-from lb.health import HealthWiring, ProbeKey
+from lb.health import OwnProbes
 from lb.metrics import Metrics
 from lb.pool import Pool
-from probes.runner import ProbeRunner
+from lb.seams import OutcomeSink, StateSource
 
 log = logging.getLogger("caslb.app")
 
 Listeners = Sequence[trio.abc.Listener[Any]]
-PassiveReport = frontends.Report
-"""`(pool, server, ok, reason)`: a live-traffic outcome from a frontend."""
 
 
 class GateListener(trio.abc.Listener[trio.abc.Stream]):
@@ -98,34 +99,6 @@ def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
     return str(sockname[0]), int(sockname[1])
 
 
-@dataclass(frozen=True)
-class Roles:
-    """Which parts of the balancer one process runs (all of them by default).
-
-    `caslb run --workers N` (lb/workers/) runs a supervisor with probes and
-    the admin API but no frontends, and N workers with frontends only.
-
-    Attributes:
-        probes: run the probe runner (else pool states come from elsewhere).
-        frontends: serve the config's frontends.
-        admin: serve the admin API.
-        reuse_port: bind frontends with SO_REUSEPORT, so several processes
-            share one address and the kernel spreads new connections.
-        report: where frontends send passive outcomes instead of the local probes.
-        on_admin: told of every admin change made through the admin API.
-        before_accept: called with the balancer before any frontend accepts
-            (a worker applies the supervisor's member states there).
-    """
-
-    probes: bool = True
-    frontends: bool = True
-    admin: bool = True
-    reuse_port: bool = False
-    report: PassiveReport | None = None
-    on_admin: AdminHook | None = None
-    before_accept: Callable[[Balancer], None] | None = None
-
-
 async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:
     """A TCP listener on (host, port) with SO_REUSEADDR and SO_REUSEPORT set.
 
@@ -168,28 +141,26 @@ class Balancer:
         config: the config in force.
         pools: live pools by name (the same dict across reloads).
         metrics: every series, on `metrics.registry`.
-        runner: the probe runner.
+        states: where the members' check states come from.
+        outcomes: where the frontends' traffic outcomes go.
         addresses: frontend name → bound (host, port).
         admin_address: the admin API's bound (host, port).
         stopped: set once a graceful stop has finished.
     """
 
     def __init__(
-        self, config: Config, *, connector: frontends.Connector | None,
-        registry: CollectorRegistry, roles: Roles | None = None,
+        self, config: Config, *, states: StateSource, outcomes: OutcomeSink,
+        registry: CollectorRegistry, exposed: CollectorRegistry | None = None,
+        frontends: bool = True, admin: bool = True, on_admin: AdminHook | None = None,
+        reuse_port: bool = False, connector: frontends.Connector | None = None,
     ) -> None:
         self.config = config
-        self.roles = roles or Roles()
+        self.states, self.outcomes = states, outcomes
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
-        # Metrics are built after the runner they read: the hook reaches them at call time.
-        self.runner = ProbeRunner[ProbeKey](
-            on_internal_error=lambda where: self.metrics.internal_error(where)
-        )
-        self.wiring = HealthWiring(self.runner, self.pools)
-        self.wiring.sync(self.pools)
-        self.metrics = Metrics(registry, pools=lambda: self.pools,
-                               last_check=self.wiring.last_result)
-        self.wiring.subscribe(self.metrics.on_probe)
+        self.metrics = Metrics(registry, exposed=exposed, pools=lambda: self.pools,
+                               last_check=states.last_result)
+        self._serves_frontends, self._serves_admin = frontends, admin
+        self._on_admin, self._reuse_port = on_admin, reuse_port
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
@@ -217,14 +188,13 @@ class Balancer:
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return frontends.build(fe, self.config, self.pools, connector=self._connector,
-                               report=self.roles.report or self.wiring.report,
-                               metrics=self.metrics)
+                               report=self.outcomes.report, metrics=self.metrics)
 
     def _frontends(self, config: Config) -> Sequence[FrontendConfig]:
-        return config.frontends if self.roles.frontends else ()
+        return config.frontends if self._serves_frontends else ()
 
     async def _open(self, fe: FrontendConfig) -> Listeners:
-        if self.roles.reuse_port:
+        if self._reuse_port:
             opened: Listeners = [await open_reuse_port_listener(fe.host, fe.port)]
         else:
             opened = await trio.open_tcp_listeners(fe.port, host=fe.host)
@@ -282,7 +252,7 @@ class Balancer:
             await self._replace(fe, old_config)
         for name in set(self.pools) - set(config.pools):
             del self.pools[name]
-        self.wiring.sync(self.pools)
+        self.states.pools_changed()
         return ["admin"] if config.admin != old_config.admin else []
 
     async def _replace(self, fe: FrontendConfig, old_config: Config) -> None:
@@ -310,10 +280,7 @@ class Balancer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.roles.probes:
-                    await nursery.start(self.runner.run)
-                if self.roles.before_accept is not None:
-                    self.roles.before_accept(self)
+                await nursery.start(self.states.run, self.pools, self.metrics)
                 for fe in self._frontends(self.config):
                     given = (injected or {}).get(fe.name)
                     if given is not None:
@@ -336,15 +303,15 @@ class Balancer:
 
     async def _start_admin(self, admin_listeners: Listeners | None) -> None:
         assert self._nursery is not None
-        if not self.roles.admin:
+        if not self._serves_admin:
             return
         admin = self.config.admin
         listen: Any = admin_listeners or (admin.host, admin.port)
         started = await self._nursery.start(
             lambda task_status: serve_admin(
                 listen, pools=self.pools, metrics=self.metrics,
-                last_check=self.wiring.last_result, token=admin.token,
-                on_admin=self.roles.on_admin, on_internal_error=self.metrics.internal_error,
+                last_check=self.states.last_result, token=admin.token,
+                on_admin=self._on_admin, on_internal_error=self.metrics.internal_error,
                 task_status=task_status,
             )
         )
@@ -370,29 +337,50 @@ class Balancer:
 async def serve(
     config: Config,
     *,
+    states: StateSource | None = None,
+    outcomes: OutcomeSink | None = None,
+    frontends: bool = True,
+    admin: bool = True,
+    on_admin: AdminHook | None = None,
     listeners: Mapping[str, Listeners] | None = None,
     admin_listeners: Listeners | None = None,
+    reuse_port: bool = False,
     connector: frontends.Connector | None = None,
     registry: CollectorRegistry | None = None,
-    roles: Roles | None = None,
+    exposed: CollectorRegistry | None = None,
     task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the balancer for `config` until cancelled or stopped.
 
     Args:
         config: the validated config.
+        states: where check states come from; outcomes: where traffic
+            outcomes go (lb/seams.py). Give both or neither: by default this
+            process's own probes are both.
+        frontends: serve the config's frontends (the supervisor does not).
+        admin: serve the admin API (a worker does not).
+        on_admin: told of every change made through the admin API.
         listeners: frontend name → listeners to use instead of binding.
         admin_listeners: listeners for the admin API instead of binding.
+        reuse_port: bind frontends with SO_REUSEPORT, so several processes
+            share one address and the kernel spreads new connections.
         connector: opens upstream streams (tests inject memory streams).
         registry: where metrics go (a fresh registry by default).
-        roles: which parts this process runs (all of them by default; lb/workers/
-            splits them between a supervisor and its workers).
+        exposed: what /metrics serves (`registry` by default).
         task_status: started with the `Balancer` handle once everything accepts.
 
     Raises:
+        TypeError: only one of `states` and `outcomes` given.
         ValueError: a frontend setting refused at start, naming the frontend.
         OSError: an address could not be bound.
     """
-    balancer = Balancer(config, connector=connector, registry=registry or CollectorRegistry(),
-                        roles=roles)
+    if states is None and outcomes is None:
+        states = outcomes = OwnProbes()
+    if states is None or outcomes is None:
+        raise TypeError("serve takes both a state source and an outcome sink, or neither")
+    balancer = Balancer(
+        config, states=states, outcomes=outcomes, registry=registry or CollectorRegistry(),
+        exposed=exposed, frontends=frontends, admin=admin, on_admin=on_admin,
+        reuse_port=reuse_port, connector=connector,
+    )
     await balancer.run(listeners, admin_listeners, task_status)

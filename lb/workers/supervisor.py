@@ -14,9 +14,9 @@ from pathlib import Path
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb.app import Balancer, Roles, serve
+from lb.app import Balancer, serve
 from lb.config_model import Config
-from lb.health import ProbeKey
+from lb.health import OwnProbes, ProbeKey
 from lb.workers.agreement import ConfigAgreement
 from lb.workers.lines import LineReader, write_lines
 from lb.workers.memberstate import snapshot
@@ -73,6 +73,8 @@ class Supervisor:
         self.agreement = ConfigAgreement("", count)
         self.stopping = False
         self.balancer: Balancer | None = None
+        self.probes = OwnProbes()
+        self.probes.subscribe(self.on_probe)
         self._pipes: dict[int, _Pipe] = {}
         self._processes: dict[int, trio.Process] = {}
         self._started = trio.Event()
@@ -224,19 +226,16 @@ class Supervisor:
         if isinstance(message, MetricsUpdate):
             self.totals.update(slot, message.families)
         elif isinstance(message, PassiveReport):
-            self.balancer.wiring.report(message.pool, message.server, message.ok,
-                                        message.reason)
+            self.probes.report(message.pool, message.server, message.ok, message.reason)
         else:
             self.send_snapshot(slot)
 
 
-def expose_merged(balancer: Balancer, own: CollectorRegistry, totals: WorkerTotals) -> None:
-    """Make the admin API's /metrics show the workers' traffic on top of `own`."""
+def merged_registry(own: CollectorRegistry, totals: WorkerTotals) -> CollectorRegistry:
+    """What the supervisor's /metrics serves: its `own` series with the workers' traffic added."""
     exposed = CollectorRegistry(auto_describe=False)
     exposed.register(MergedCollector(own, totals))
-    # The admin API reads `metrics.registry` at every scrape; the supervisor's
-    # own series keep going to `own`, which the merged collector reads.
-    balancer.metrics.registry = exposed
+    return exposed
 
 
 def fixed_ports(config: Config) -> list[str]:
@@ -263,17 +262,17 @@ async def run_supervisor(
         raise ValueError(f"--workers needs fixed ports; port 0 on frontend {unshared[0]!r}")
     supervisor = Supervisor(count, argv)
     own = CollectorRegistry()
-    roles = Roles(frontends=False, on_admin=supervisor.on_admin)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             balancer: Balancer = await nursery.start(
-                lambda task_status: serve(config, registry=own, roles=roles,
-                                          task_status=task_status)
+                lambda task_status: serve(
+                    config, states=supervisor.probes, outcomes=supervisor.probes,
+                    frontends=False, on_admin=supervisor.on_admin, registry=own,
+                    exposed=merged_registry(own, supervisor.totals), task_status=task_status,
+                )
             )
             supervisor.balancer = balancer
             supervisor.reloaded(config_hash(balancer.config))
-            expose_merged(balancer, own, supervisor.totals)
-            balancer.runner.subscribe(supervisor.on_probe)
             nursery.start_soon(_follow_signals, signals, supervisor, path, reload)
             nursery.start_soon(supervisor.resnapshot)
             async with trio.open_nursery() as workers:
