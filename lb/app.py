@@ -17,14 +17,12 @@ frontend accepting without touching the connections it serves, which gives one
 mechanism for both:
 
 - a graceful stop: every gate shuts and closes its socket (the kernel refuses
-  new connections), leased connections get the config's `grace`, then the rest
-  is cancelled;
-- a reload: pools are reconfigured in place (members keep check, admin and
-  slow-start state; probes are re-registered only where their settings
-  changed). A frontend whose settings changed is replaced: when it keeps its
-  address the new frontend takes over the very same listening sockets (no
-  connection is refused, none is dropped); the old one stops accepting and
-  lives on until its last connection ends.
+  new connections), leased connections get the config's `grace` (the wait
+  wakes on each pool's last lease ending), then the rest is cancelled;
+- a reload, planned by `lb.reload.plan_reload` and carried out here: pools
+  reconfigured in place, a changed frontend replaced, on the very same
+  listening sockets when it keeps its address; the old one stops accepting
+  and lives on until its last connection ends.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from lb.config_model import Config, FrontendConfig
 from lb.health import OwnProbes
 from lb.metrics import Metrics
 from lb.pool import Pool
+from lb.reload import plan_reload
 from lb.seams import OutcomeSink, StateSource
 
 log = logging.getLogger("caslb.app")
@@ -61,6 +60,7 @@ class GateListener(trio.abc.Listener[trio.abc.Stream]):
 
     def __init__(self, inner: trio.abc.Listener[Any]) -> None:
         self.inner = inner
+        self.parked = 0
         self._shut = False
         self._waiting: set[trio.CancelScope] = set()
 
@@ -73,7 +73,13 @@ class GateListener(trio.abc.Listener[trio.abc.Stream]):
                     return stream
                 finally:
                     self._waiting.discard(scope)
-        await trio.sleep_forever()
+        # Callers parked here keep what they took before calling accept (an L7
+        # frontend's connection slot): `parked` lets the app discount it.
+        self.parked += 1
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.parked -= 1
         raise AssertionError("unreachable")
 
     async def shut(self, *, close: bool) -> None:
@@ -224,12 +230,15 @@ class Balancer:
 
     @staticmethod
     async def _end_when_idle(served: _Served) -> None:
-        while frontends.open_connections(served.frontend):
+        # Polled: neither frontend kind signals the end of its last connection yet.
+        while frontends.open_connections(
+            served.frontend, parked_accepts=sum(gate.parked for gate in served.gates)
+        ):
             await trio.sleep(0.5)
         served.scope.cancel()
 
     async def reload(self, config: Config) -> list[str]:
-        """Apply a new config without dropping a connection.
+        """Apply a new config without dropping a connection, as `plan_reload` plans it.
 
         Returns:
             What it could not apply (an admin listener change needs a restart).
@@ -238,36 +247,35 @@ class Balancer:
             ValueError, OSError: a new frontend could not be built or bound; the
                 frontends already replaced stay replaced, the rest is untouched.
         """
-        old_config, now = self.config, trio.current_time()
-        for name, pool_config in config.pools.items():
-            if name in self.pools:
-                self.pools[name].reconfigure(pool_config, now)
-            else:
-                self.pools[name] = Pool(pool_config)
+        plan = plan_reload(self.config, config,
+                           {name: served.config for name, served in self._served.items()},
+                           pools=self.pools, serve_frontends=self._serves_frontends)
+        now = trio.current_time()
+        for name in plan.reconfigure:
+            self.pools[name].reconfigure(config.pools[name], now)
+        for name in plan.add:
+            self.pools[name] = Pool(config.pools[name])
         self.config = config
-        for name in set(self._served) - {fe.name for fe in self._frontends(config)}:
+        for name in plan.retire:
             await self._retire(self._served.pop(name), close=True)
             self.addresses.pop(name, None)
-        for fe in self._frontends(config):
-            await self._replace(fe, old_config)
-        for name in set(self.pools) - set(config.pools):
+        for fe in config.frontends:
+            if fe.name in plan.start or fe.name in plan.replace:
+                await self._replace(fe, reuse=fe.name in plan.reuse)
+        for name in plan.remove:
             del self.pools[name]
         self.states.pools_changed()
-        return ["admin"] if config.admin != old_config.admin else []
+        return list(plan.needs_restart)
 
-    async def _replace(self, fe: FrontendConfig, old_config: Config) -> None:
+    async def _replace(self, fe: FrontendConfig, *, reuse: bool) -> None:
         old = self._served.get(fe.name)
-        if old is not None and not frontends.needs_rebuild(old.config, fe, old_config,
-                                                            self.config):
-            return
-        same_address = old is not None and (old.config.host, old.config.port) == (fe.host, fe.port)
-        if old is not None and same_address:
+        if old is not None and reuse:
             sockets: Listeners = [gate.inner for gate in old.gates]
         else:
             sockets = await self._open(fe)
         await self._start(fe, sockets)
         if old is not None:
-            await self._retire(old, close=not same_address)
+            await self._retire(old, close=not reuse)
         log.info("frontend %s %s", fe.name, "replaced" if old else "started")
 
     async def run(
@@ -328,7 +336,9 @@ class Balancer:
                  self.active_connections(), grace)
         with trio.move_on_after(grace if math.isfinite(grace) else 0):
             while self.active_connections():
-                await trio.sleep(0.05)
+                # A lease can start on one pool (an L7 retry) while another empties.
+                for pool in list(self.pools.values()):
+                    await pool.idle()
         left = self.active_connections()
         if left:
             log.warning("grace over: resetting %d connections", left)
