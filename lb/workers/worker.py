@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from lb.app import Balancer, serve
 from lb.config_model import Config
@@ -46,6 +47,7 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
     feed = SupervisorFeed(LineReader(stdin), pipe)
+    registry = CollectorRegistry()  # what the worker's metrics are shipped from
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM) as signals:
         async with stdin, stdout, trio.open_nursery() as nursery:
             writer_done = trio.Event()
@@ -57,12 +59,13 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
             nursery.start_soon(write)
             balancer: Balancer = await nursery.start(
                 lambda task_status: serve(config, states=feed, outcomes=pipe, admin=False,
-                                          reuse_port=True, task_status=task_status)
+                                          reuse_port=True, registry=registry,
+                                          task_status=task_status)
             )
 
             async def finish() -> None:
                 await balancer.stopped.wait()
-                pipe.send(MetricsUpdate(traffic_families(balancer.metrics.registry)))
+                pipe.send(MetricsUpdate(traffic_families(registry)))
                 await pipe.close()
                 with trio.move_on_after(5):
                     await writer_done.wait()
@@ -73,7 +76,7 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
                 balancer.stop()
 
             nursery.start_soon(stop_when_supervisor_gone)
-            nursery.start_soon(_ship_metrics, balancer, pipe)
+            nursery.start_soon(_ship_metrics, registry, pipe)
             nursery.start_soon(finish)
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -87,7 +90,7 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
                     balancer.stop()
 
 
-async def _ship_metrics(balancer: Balancer, pipe: SupervisorPipe) -> None:
+async def _ship_metrics(registry: CollectorRegistry, pipe: SupervisorPipe) -> None:
     while True:
         await trio.sleep(METRICS_INTERVAL)
-        pipe.send(MetricsUpdate(traffic_families(balancer.metrics.registry)))
+        pipe.send(MetricsUpdate(traffic_families(registry)))
