@@ -1,34 +1,35 @@
-"""The running balancer: one nursery owns the probes, the frontends and the admin API.
+"""The running balancer: one nursery owns the state source, the frontends and the admin API.
 
 Theory of operation
 -------------------
 `serve(config)` builds the runtime from the config tree: a `Pool` per pool, a
-probe per (pool, server) in one `ProbeRunner` (lb/health.py wires their
-transitions into the pools), a `Metrics` on a fresh registry reading the pools
-live, a frontend object per frontend (lb/frontends.py), and the admin API. All
-of it runs as tasks of one nursery; `task_status.started()` hands the caller the
-`Balancer`, the handle tests, `caslb run` and `caslb demo` drive.
+`Metrics` on a registry chosen here reading the pools live, a frontend object
+per frontend (lb/frontends.py), and the admin API. Two seams (lb/seams.py)
+say where health comes from and where traffic outcomes go: by default this
+process's own probes (`lb.health.OwnProbes`) are both; a worker of `caslb run
+--workers N` passes the supervisor's feed and the pipe back to it instead.
+All of it runs as tasks of one nursery, the state source first; once it has
+started, the frontends accept, and `task_status.started()` hands the caller
+the `Balancer`, the handle tests, `caslb run` and `caslb demo` drive.
 
 Every frontend accepts through `GateListener`s. Shutting a gate stops that
 frontend accepting without touching the connections it serves, which gives one
 mechanism for both:
 
 - a graceful stop: every gate shuts and closes its socket (the kernel refuses
-  new connections), leased connections get the config's `grace`, then the rest
-  is cancelled;
-- a reload: pools are reconfigured in place (members keep check, admin and
-  slow-start state; probes are re-registered only where their settings
-  changed). A frontend whose settings changed is replaced: when it keeps its
-  address the new frontend takes over the very same listening sockets (no
-  connection is refused, none is dropped); the old one stops accepting and
-  lives on until its last connection ends.
+  new connections), leased connections get the config's `grace` (the wait
+  wakes on each pool's last lease ending), then the rest is cancelled;
+- a reload, planned by `lb.reload.plan_reload` and carried out here: pools
+  reconfigured in place, a changed frontend replaced, on the very same
+  listening sockets when it keeps its address; the old one stops accepting
+  and lives on until its last connection ends.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,18 +39,17 @@ from prometheus_client import CollectorRegistry
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
 from lb.config_model import Config, FrontendConfig
-from lb.health import HealthWiring, ProbeKey
+from lb.health import OwnProbes
 from lb.listeners import AcceptGuard, FdReserve, open_listeners, reserve_from_environment
 from lb.listeners import open_reuse_port_listener as open_reuse_port_listener
 from lb.metrics import Metrics
 from lb.pool import Pool
-from probes.runner import ProbeRunner
+from lb.reload import plan_reload
+from lb.seams import OutcomeSink, StateSource
 
 log = logging.getLogger("caslb.app")
 
 Listeners = Sequence[trio.abc.Listener[Any]]
-PassiveReport = frontends.Report
-"""`(pool, server, ok, reason)`: a live-traffic outcome from a frontend."""
 
 
 class GateListener(trio.abc.Listener[trio.abc.Stream]):
@@ -61,6 +61,7 @@ class GateListener(trio.abc.Listener[trio.abc.Stream]):
 
     def __init__(self, inner: trio.abc.Listener[Any]) -> None:
         self.inner = inner
+        self.parked = 0
         self._shut = False
         self._waiting: set[trio.CancelScope] = set()
 
@@ -73,7 +74,13 @@ class GateListener(trio.abc.Listener[trio.abc.Stream]):
                     return stream
                 finally:
                     self._waiting.discard(scope)
-        await trio.sleep_forever()
+        # Callers parked here keep what they took before calling accept (an L7
+        # frontend's connection slot): `parked` lets the app discount it.
+        self.parked += 1
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.parked -= 1
         raise AssertionError("unreachable")
 
     async def shut(self, *, close: bool) -> None:
@@ -99,34 +106,6 @@ def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
     return str(sockname[0]), int(sockname[1])
 
 
-@dataclass(frozen=True)
-class Roles:
-    """Which parts of the balancer one process runs (all of them by default).
-
-    `caslb run --workers N` (lb/workers/) runs a supervisor with probes and
-    the admin API but no frontends, and N workers with frontends only.
-
-    Attributes:
-        probes: run the probe runner (else pool states come from elsewhere).
-        frontends: serve the config's frontends.
-        admin: serve the admin API.
-        reuse_port: bind frontends with SO_REUSEPORT, so several processes
-            share one address and the kernel spreads new connections.
-        report: where frontends send passive outcomes instead of the local probes.
-        on_admin: told of every admin change made through the admin API.
-        before_accept: called with the balancer before any frontend accepts
-            (a worker applies the supervisor's member states there).
-    """
-
-    probes: bool = True
-    frontends: bool = True
-    admin: bool = True
-    reuse_port: bool = False
-    report: PassiveReport | None = None
-    on_admin: AdminHook | None = None
-    before_accept: Callable[[Balancer], None] | None = None
-
-
 @dataclass(eq=False)
 class _Served:
     """One frontend object and the gates it accepts through."""
@@ -144,33 +123,30 @@ class Balancer:
         config: the config in force.
         pools: live pools by name (the same dict across reloads).
         metrics: every series, on `metrics.registry`.
-        runner: the probe runner.
+        states: where the members' check states come from.
+        outcomes: where the frontends' traffic outcomes go.
         addresses: frontend name → bound (host, port).
         admin_address: the admin API's bound (host, port).
         stopped: set once a graceful stop has finished.
     """
 
     def __init__(
-        self, config: Config, *, connector: frontends.Connector | None,
-        registry: CollectorRegistry, roles: Roles | None = None,
+        self, config: Config, *, states: StateSource, outcomes: OutcomeSink,
+        registry: CollectorRegistry, exposed: CollectorRegistry | None = None,
+        frontends: bool = True, admin: bool = True, on_admin: AdminHook | None = None,
+        reuse_port: bool = False, connector: frontends.Connector | None = None,
     ) -> None:
         self.config = config
-        self.roles = roles or Roles()
+        self.states, self.outcomes = states, outcomes
         self.pools = {name: Pool(pc) for name, pc in config.pools.items()}
-        # Metrics are built after the runner they read: the hook reaches them at call time.
-        self.runner = ProbeRunner(
-            on_internal_error=lambda where: self.metrics.internal_error(where),
-            on_inconclusive=self._check_inconclusive,
-        )
-        self.wiring = HealthWiring(self.runner, self.pools)
-        self.wiring.sync(self.pools)
-        self.metrics = Metrics(registry, pools=lambda: self.pools,
-                               last_check=self.wiring.last_result)
-        self.wiring.subscribe(self.metrics.on_probe)
+        self.metrics = Metrics(registry, exposed=exposed, pools=lambda: self.pools,
+                               last_check=states.last_result)
         self.guard = AcceptGuard(
             FdReserve(reserve_from_environment()),
             on_pause=self.metrics.accept_paused,
         )
+        self._serves_frontends, self._serves_admin = frontends, admin
+        self._on_admin, self._reuse_port = on_admin, reuse_port
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
@@ -182,10 +158,6 @@ class Balancer:
 
     def __repr__(self) -> str:
         return f"<Balancer frontends={sorted(self._served)} pools={sorted(self.pools)}>"
-
-    def _check_inconclusive(self, key: Hashable, stolen: float) -> None:
-        if isinstance(key, ProbeKey):
-            self.metrics.check_inconclusive(key)
 
     def active_connections(self) -> int:
         """Connections currently leased on any pool member."""
@@ -202,15 +174,15 @@ class Balancer:
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return frontends.build(fe, self.config, self.pools, connector=self._connector,
-                               report=self.roles.report or self.wiring.report,
-                               metrics=self.metrics, guard=self.guard)
+                               report=self.outcomes.report, metrics=self.metrics,
+                               guard=self.guard)
 
     def _frontends(self, config: Config) -> Sequence[FrontendConfig]:
-        return config.frontends if self.roles.frontends else ()
+        return config.frontends if self._serves_frontends else ()
 
     async def _open(self, fe: FrontendConfig) -> Listeners:
         opened = await open_listeners(fe.host, fe.port, what=f"frontend {fe.name}",
-                                                reuse_port=self.roles.reuse_port)
+                                      reuse_port=self._reuse_port)
         self._sockets.extend(opened)
         return opened
 
@@ -237,12 +209,15 @@ class Balancer:
 
     @staticmethod
     async def _end_when_idle(served: _Served) -> None:
-        while frontends.open_connections(served.frontend):
+        # Polled: neither frontend kind signals the end of its last connection yet.
+        while frontends.open_connections(
+            served.frontend, parked_accepts=sum(gate.parked for gate in served.gates)
+        ):
             await trio.sleep(0.5)
         served.scope.cancel()
 
     async def reload(self, config: Config) -> list[str]:
-        """Apply a new config without dropping a connection.
+        """Apply a new config without dropping a connection, as `plan_reload` plans it.
 
         Returns:
             What it could not apply (an admin listener change needs a restart).
@@ -251,36 +226,35 @@ class Balancer:
             ValueError, OSError: a new frontend could not be built or bound; the
                 frontends already replaced stay replaced, the rest is untouched.
         """
-        old_config, now = self.config, trio.current_time()
-        for name, pool_config in config.pools.items():
-            if name in self.pools:
-                self.pools[name].reconfigure(pool_config, now)
-            else:
-                self.pools[name] = Pool(pool_config)
+        plan = plan_reload(self.config, config,
+                           {name: served.config for name, served in self._served.items()},
+                           pools=self.pools, serve_frontends=self._serves_frontends)
+        now = trio.current_time()
+        for name in plan.reconfigure:
+            self.pools[name].reconfigure(config.pools[name], now)
+        for name in plan.add:
+            self.pools[name] = Pool(config.pools[name])
         self.config = config
-        for name in set(self._served) - {fe.name for fe in self._frontends(config)}:
+        for name in plan.retire:
             await self._retire(self._served.pop(name), close=True)
             self.addresses.pop(name, None)
-        for fe in self._frontends(config):
-            await self._replace(fe, old_config)
-        for name in set(self.pools) - set(config.pools):
+        for fe in config.frontends:
+            if fe.name in plan.start or fe.name in plan.replace:
+                await self._replace(fe, reuse=fe.name in plan.reuse)
+        for name in plan.remove:
             del self.pools[name]
-        self.wiring.sync(self.pools)
-        return ["admin"] if config.admin != old_config.admin else []
+        self.states.pools_changed()
+        return list(plan.needs_restart)
 
-    async def _replace(self, fe: FrontendConfig, old_config: Config) -> None:
+    async def _replace(self, fe: FrontendConfig, *, reuse: bool) -> None:
         old = self._served.get(fe.name)
-        if old is not None and not frontends.needs_rebuild(old.config, fe, old_config,
-                                                            self.config):
-            return
-        same_address = old is not None and (old.config.host, old.config.port) == (fe.host, fe.port)
-        if old is not None and same_address:
+        if old is not None and reuse:
             sockets: Listeners = [gate.inner for gate in old.gates]
         else:
             sockets = await self._open(fe)
         await self._start(fe, sockets)
         if old is not None:
-            await self._retire(old, close=not same_address)
+            await self._retire(old, close=not reuse)
         log.info("frontend %s %s", fe.name, "replaced" if old else "started")
 
     async def run(
@@ -293,10 +267,7 @@ class Balancer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.roles.probes:
-                    await nursery.start(self.runner.run)
-                if self.roles.before_accept is not None:
-                    self.roles.before_accept(self)
+                await nursery.start(self.states.run, self.pools, self.metrics)
                 for fe in self._frontends(self.config):
                     given = (injected or {}).get(fe.name)
                     if given is not None:
@@ -319,15 +290,15 @@ class Balancer:
 
     async def _start_admin(self, admin_listeners: Listeners | None) -> None:
         assert self._nursery is not None
-        if not self.roles.admin:
+        if not self._serves_admin:
             return
         admin = self.config.admin
         listen: Any = admin_listeners or (admin.host, admin.port)
         started = await self._nursery.start(
             lambda task_status: serve_admin(
                 listen, pools=self.pools, metrics=self.metrics,
-                last_check=self.wiring.last_result, token=admin.token,
-                on_admin=self.roles.on_admin, on_internal_error=self.metrics.internal_error,
+                last_check=self.states.last_result, token=admin.token,
+                on_admin=self._on_admin, on_internal_error=self.metrics.internal_error,
                 guard=self.guard,
                 task_status=task_status,
             )
@@ -345,7 +316,9 @@ class Balancer:
                  self.active_connections(), grace)
         with trio.move_on_after(grace if math.isfinite(grace) else 0):
             while self.active_connections():
-                await trio.sleep(0.05)
+                # A lease can start on one pool (an L7 retry) while another empties.
+                for pool in list(self.pools.values()):
+                    await pool.idle()
         left = self.active_connections()
         if left:
             log.warning("grace over: resetting %d connections", left)
@@ -354,29 +327,50 @@ class Balancer:
 async def serve(
     config: Config,
     *,
+    states: StateSource | None = None,
+    outcomes: OutcomeSink | None = None,
+    frontends: bool = True,
+    admin: bool = True,
+    on_admin: AdminHook | None = None,
     listeners: Mapping[str, Listeners] | None = None,
     admin_listeners: Listeners | None = None,
+    reuse_port: bool = False,
     connector: frontends.Connector | None = None,
     registry: CollectorRegistry | None = None,
-    roles: Roles | None = None,
+    exposed: CollectorRegistry | None = None,
     task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the balancer for `config` until cancelled or stopped.
 
     Args:
         config: the validated config.
+        states: where check states come from; outcomes: where traffic
+            outcomes go (lb/seams.py). Give both or neither: by default this
+            process's own probes are both.
+        frontends: serve the config's frontends (the supervisor does not).
+        admin: serve the admin API (a worker does not).
+        on_admin: told of every change made through the admin API.
         listeners: frontend name → listeners to use instead of binding.
         admin_listeners: listeners for the admin API instead of binding.
+        reuse_port: bind frontends with SO_REUSEPORT, so several processes
+            share one address and the kernel spreads new connections.
         connector: opens upstream streams (tests inject memory streams).
         registry: where metrics go (a fresh registry by default).
-        roles: which parts this process runs (all of them by default; lb/workers/
-            splits them between a supervisor and its workers).
+        exposed: what /metrics serves (`registry` by default).
         task_status: started with the `Balancer` handle once everything accepts.
 
     Raises:
+        TypeError: only one of `states` and `outcomes` given.
         ValueError: a frontend setting refused at start, naming the frontend.
         OSError: an address could not be bound.
     """
-    balancer = Balancer(config, connector=connector, registry=registry or CollectorRegistry(),
-                        roles=roles)
+    if states is None and outcomes is None:
+        states = outcomes = OwnProbes()
+    if states is None or outcomes is None:
+        raise TypeError("serve takes both a state source and an outcome sink, or neither")
+    balancer = Balancer(
+        config, states=states, outcomes=outcomes, registry=registry or CollectorRegistry(),
+        exposed=exposed, frontends=frontends, admin=admin, on_admin=on_admin,
+        reuse_port=reuse_port, connector=connector,
+    )
     await balancer.run(listeners, admin_listeners, task_status)

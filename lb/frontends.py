@@ -105,10 +105,16 @@ def build_http(
     )
 
 
-def open_connections(frontend: Frontend) -> int:
-    """Client connections a frontend is serving now."""
+def open_connections(frontend: Frontend, *, parked_accepts: int = 0) -> int:
+    """Client connections a frontend is serving now.
+
+    Args:
+        parked_accepts: accept calls waiting on listeners that no longer accept
+            (`lb.app.GateListener.parked`): an L7 accept loop takes its
+            connection slot before it calls accept, so each holds one.
+    """
     if isinstance(frontend, HttpFrontend):
-        return int(frontend.limiter.borrowed_tokens)
+        return int(frontend.limiter.borrowed_tokens) - parked_accepts
     return int(getattr(frontend, "active", 0))
 
 

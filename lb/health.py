@@ -8,18 +8,22 @@ metrics collector and the admin API read it (`last_result`); live-traffic
 outcomes reported by the frontends go back into the same probe (HAProxy's
 `observe layer4`) when the pool asks for it. A reload re-registers a probe only
 when what it checks or how often changed, so health survives a SIGHUP.
+
+`OwnProbes` is a runner and its wiring as the app sees them: the state source
+and outcome sink (lb/seams.py) of a process that checks the servers itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import trio
 
 from lb.config_model import PoolConfig
 from lb.pool import Pool
+from lb.seams import ProbeEvents
 from probes.checks import CheckResult, Target
 from probes.passive import PassivePolicy
 from probes.runner import ProbeRunner
@@ -73,7 +77,7 @@ class HealthWiring:
         pools: the live pools by name; `sync` replaces them after a reload.
     """
 
-    def __init__(self, runner: ProbeRunner, pools: Mapping[str, Pool]) -> None:
+    def __init__(self, runner: ProbeRunner[ProbeKey], pools: Mapping[str, Pool]) -> None:
         self.runner = runner
         self._pools = pools
         self._registered: dict[ProbeKey, _Registration] = {}
@@ -142,10 +146,8 @@ class HealthWiring:
             self.runner.report(key, ok, reason)
 
     def _on_probe(
-        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+        self, key: ProbeKey, result: CheckResult | None, transition: Transition | None
     ) -> None:
-        if not isinstance(key, ProbeKey):
-            return  # a probe someone else registered on this runner
         if result is not None:
             self._last[key] = result
         if transition is not None:
@@ -165,3 +167,58 @@ class HealthWiring:
             pool.set_check_state(key.server, transition.new, transition.at)
         except KeyError:
             log.debug("transition for a server no longer in pool %s: %s", key.pool, key.server)
+
+
+class OwnProbes:
+    """Health from this process's own probes: a state source and an outcome sink.
+
+    Args:
+        runner: the probe runner to use (a fresh one by default).
+    """
+
+    def __init__(self, runner: ProbeRunner[ProbeKey] | None = None) -> None:
+        # Checks only run inside `run`, which names the events first, so an
+        # internal error always finds them.
+        self._events: ProbeEvents | None = None
+        self.runner = runner or ProbeRunner[ProbeKey](
+            on_internal_error=self._internal_error, on_inconclusive=self._inconclusive
+        )
+        self.wiring = HealthWiring(self.runner, {})
+        self._pools: Mapping[str, Pool] = {}
+
+    def subscribe(self, callback: CheckSubscriber) -> None:
+        """Call `callback(key, result, transition)` after every check result and transition."""
+        self.wiring.subscribe(callback)
+
+    def last_result(self, pool: str, server: str) -> CheckResult | None:
+        """The last result of the check `pool` runs on `server`."""
+        return self.wiring.last_result(pool, server)
+
+    def report(self, pool: str, server: str, ok: bool, reason: str) -> None:
+        """A live-traffic outcome; counts when the pool observes."""
+        self.wiring.report(pool, server, ok, reason)
+
+    def pools_changed(self) -> None:
+        """Re-register probes to match the pools after a reload."""
+        self.wiring.sync(self._pools)
+
+    async def run(
+        self,
+        pools: Mapping[str, Pool],
+        events: ProbeEvents,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Probe every member of `pools` until cancelled; started at once."""
+        self._pools, self._events = pools, events
+        self.wiring.subscribe(events.on_probe)
+        self.wiring.sync(pools)
+        await self.runner.run(task_status=task_status)
+
+    def _internal_error(self, where: str) -> None:
+        if self._events is not None:
+            self._events.internal_error(where)
+
+    def _inconclusive(self, key: ProbeKey, stolen: float) -> None:
+        if self._events is not None:
+            self._events.check_inconclusive(key)

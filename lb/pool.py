@@ -32,6 +32,7 @@ them when a member leaves service:
 - READY again: deadlines are lifted.
 
 A lease opened on a member that is already draining gets the same deadline.
+`idle()` returns once no lease is held, so a graceful stop waits on an event.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import trio
 
 from lb.balancer import Candidate, in_panic, make_strategy, slowstart_ramp
 from lb.config_model import PoolConfig, ServerConfig
+from lb.zerocount import ZeroCount
 from probes.state import AdminState, CheckState
 
 
@@ -126,6 +128,8 @@ class Pool:
         self._leases: dict[str, set[Lease]] = {m.name: set() for m in self.members}
         # Absolute drain deadline per member; inf while READY.
         self._deadline: dict[str, float] = {m.name: math.inf for m in self.members}
+        # Every lease, also those on members a reload removed since.
+        self._held = ZeroCount()
 
     def member(self, server: str) -> Member:
         """The member called `server`.
@@ -184,11 +188,17 @@ class Pool:
         member.active += 1
         member.total += 1
         leases.add(lease)
+        self._held.up()
         try:
             yield lease
         finally:
             member.active -= 1
             leases.discard(lease)
+            self._held.down()
+
+    async def idle(self) -> None:
+        """Return once no lease is held on this pool (at once if none is)."""
+        await self._held.wait_zero()
 
     def set_check_state(self, server: str, state: CheckState, now: float) -> None:
         """Record a check transition (see the module docstring for resets).

@@ -31,6 +31,11 @@ pass nor a failure: Health is not fed, subscribers are not told, the check is
 simply due again one interval later, and the condition is logged once per
 interval with a count.
 
+The runner is generic over its key type (`ProbeRunner[K]`): a caller names
+its probes with whatever hashable value it likes (lb uses `lb.health.ProbeKey`),
+and subscribers receive keys of that type back, so probes/ needs nothing from
+its callers.
+
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
@@ -44,6 +49,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import trio
 
@@ -53,18 +59,21 @@ from probes.local_resources import OncePerInterval
 from probes.passive import Layer4Observer, PassivePolicy, observe
 from probes.state import AdminState, AdminTransition, CheckState, Health, Timing, Transition
 
-__all__ = ["AdminSubscriber", "Check", "ProbeRunner", "Subscriber"]
+__all__ = ["AdminSubscriber", "Check", "K", "ProbeRunner", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)
+"""The type of the keys a runner's checks are registered under."""
+
 Check = Callable[[CheckSpec, Target], Awaitable[CheckResult]]
-Subscriber = Callable[[Hashable, CheckResult | None, Transition | None], None]
-AdminSubscriber = Callable[[Hashable, AdminTransition], None]
+Subscriber = Callable[[K, CheckResult | None, Transition | None], None]
+AdminSubscriber = Callable[[K, AdminTransition], None]
 
 
 @dataclass(eq=False)
-class _Entry:
-    key: Hashable
+class _Entry(Generic[K]):
+    key: K
     spec: CheckSpec
     target: Target
     timing: Timing
@@ -81,7 +90,7 @@ def _ignore_error(where: str) -> None:
     """The default internal-error hook: the log line is all."""
 
 
-def _ignore_inconclusive(key: Hashable, stolen: float) -> None:
+def _ignore_inconclusive(key: object, stolen: float) -> None:
     """The default inconclusive-check hook: the log line is all."""
 
 
@@ -89,7 +98,7 @@ _TIMEOUTS = frozenset({Reason.TIMEOUT, Reason.CONNECT_TIMEOUT})
 OVERLOAD_LOG_INTERVAL = 10.0
 
 
-class ProbeRunner:
+class ProbeRunner(Generic[K]):
     """Runs health checks on schedule and publishes results and transitions.
 
     Args:
@@ -105,7 +114,7 @@ class ProbeRunner:
         jitter: float = 0.1,
         seed: int | None = None,
         on_internal_error: Callable[[str], None] = _ignore_error,
-        on_inconclusive: Callable[[Hashable, float], None] = _ignore_inconclusive,
+        on_inconclusive: Callable[[K, float], None] = _ignore_inconclusive,
     ) -> None:
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ValueError(f"max_concurrent must be an integer, got {max_concurrent!r}")
@@ -116,9 +125,9 @@ class ProbeRunner:
         self._limiter = trio.CapacityLimiter(max_concurrent)
         self._jitter = float(jitter)
         self._rng = random.Random(seed)
-        self._entries: dict[Hashable, _Entry] = {}
-        self._subscribers: list[Subscriber] = []
-        self._admin_subscribers: list[AdminSubscriber] = []
+        self._entries: dict[K, _Entry[K]] = {}
+        self._subscribers: list[Subscriber[K]] = []
+        self._admin_subscribers: list[AdminSubscriber[K]] = []
         self._nursery: trio.Nursery | None = None
         self._on_internal_error = on_internal_error
         self._on_inconclusive = on_inconclusive
@@ -131,7 +140,7 @@ class ProbeRunner:
 
     def add(
         self,
-        key: Hashable,
+        key: K,
         spec: CheckSpec,
         target: Target,
         timing: Timing,
@@ -178,7 +187,7 @@ class ProbeRunner:
             self._nursery.start_soon(self._loop, entry)
         return entry.health
 
-    def remove(self, key: Hashable) -> None:
+    def remove(self, key: K) -> None:
         """Stop and forget a check.
 
         Raises:
@@ -187,34 +196,34 @@ class ProbeRunner:
         self._entry(key).scope.cancel()
         del self._entries[key]
 
-    def health(self, key: Hashable) -> Health:
+    def health(self, key: K) -> Health:
         """The Health of a registered check."""
         return self._entry(key).health
 
-    def checks_run(self, key: Hashable) -> int:
+    def checks_run(self, key: K) -> int:
         """How many active checks have completed for a key."""
         return self._entry(key).checks_run
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def __iter__(self) -> Iterator[Hashable]:
+    def __iter__(self) -> Iterator[K]:
         return iter(list(self._entries))
 
-    def subscribe(self, callback: Subscriber) -> None:
+    def subscribe(self, callback: Subscriber[K]) -> None:
         """Call ``callback(key, result, transition)`` after every result and transition.
 
         ``result`` is None for transitions made by passive observation.
         """
         self._subscribers.append(callback)
 
-    def subscribe_admin(self, callback: AdminSubscriber) -> None:
+    def subscribe_admin(self, callback: AdminSubscriber[K]) -> None:
         """Call ``callback(key, admin_transition)`` after every admin state change."""
         self._admin_subscribers.append(callback)
 
     # --- synchronous inputs ------------------------------------------------------
 
-    def report(self, key: Hashable, ok: bool, reason: str) -> Transition | None:
+    def report(self, key: K, ok: bool, reason: str) -> Transition | None:
         """Record a live-traffic outcome (layer 4: connect refused, reset, timeout).
 
         Must be called from within trio (it reads ``trio.current_time()``).
@@ -238,7 +247,7 @@ class ProbeRunner:
         return transition
 
     def set_admin(
-        self, key: Hashable, admin: AdminState, reason: str = ""
+        self, key: K, admin: AdminState, reason: str = ""
     ) -> AdminTransition | None:
         """Set a check's admin state (READY, DRAIN, MAINT); publishes the change.
 
@@ -268,7 +277,7 @@ class ProbeRunner:
         finally:
             self._nursery = None
 
-    async def _loop(self, entry: _Entry) -> None:
+    async def _loop(self, entry: _Entry[K]) -> None:
         entry.scope = trio.CancelScope()  # fresh each run: a scope is entered only once
         if self._entries.get(entry.key) is not entry:
             return  # removed before its task began
@@ -293,7 +302,7 @@ class ProbeRunner:
                 else:
                     self._feed(entry, result)
 
-    async def _sleep_until_due(self, entry: _Entry) -> None:
+    async def _sleep_until_due(self, entry: _Entry[K]) -> None:
         assert entry.due is not None
         while trio.current_time() < entry.due:
             with trio.move_on_at(entry.due):
@@ -301,7 +310,7 @@ class ProbeRunner:
             if entry.wake.is_set():
                 entry.wake = trio.Event()
 
-    async def _check_once(self, entry: _Entry) -> CheckResult:
+    async def _check_once(self, entry: _Entry[K]) -> CheckResult:
         timeout = entry.timing.timeout
         started = trio.current_time()
         result: CheckResult | None = None
@@ -316,7 +325,7 @@ class ProbeRunner:
             return CheckResult(False, Reason.TIMEOUT, f"no verdict within {timeout:g}s", timeout)
         return result
 
-    def _feed(self, entry: _Entry, result: CheckResult) -> None:
+    def _feed(self, entry: _Entry[K], result: CheckResult) -> None:
         health = entry.health
         transition = health.record(result.ok, trio.current_time(), str(result))
         entry.checks_run += 1
@@ -325,7 +334,7 @@ class ProbeRunner:
         entry.due = health.next_due + spread
         self._publish(entry.key, result, transition)
 
-    def _inconclusive(self, entry: _Entry, stolen: float) -> None:
+    def _inconclusive(self, entry: _Entry[K], stolen: float) -> None:
         """A timeout the balancer caused: not the server's fault, so not fed to Health."""
         now = trio.current_time()
         entry.due = now + (entry.timing.fastinter or entry.timing.inter)
@@ -334,7 +343,7 @@ class ProbeRunner:
         if line is not None:
             log.warning("%s", line)
         self._call(self._on_inconclusive, entry.key, stolen)
-    def _skip(self, entry: _Entry, result: CheckResult) -> None:
+    def _skip(self, entry: _Entry[K], result: CheckResult) -> None:
         """No verdict: the balancer, not the server, lacked fds or memory."""
         line = self._skips.line(f"checks skipped: {result}")
         if line is not None:
@@ -345,7 +354,7 @@ class ProbeRunner:
     # --- helpers -----------------------------------------------------------------
 
     def _publish(
-        self, key: Hashable, result: CheckResult | None, transition: Transition | None
+        self, key: K, result: CheckResult | None, transition: Transition | None
     ) -> None:
         for callback in list(self._subscribers):
             self._call(callback, key, result, transition)
@@ -362,7 +371,7 @@ class ProbeRunner:
         log.debug("%s raised", what, exc_info=exc)
         self._on_internal_error("probe")
 
-    def _entry(self, key: Hashable) -> _Entry:
+    def _entry(self, key: K) -> _Entry[K]:
         try:
             return self._entries[key]
         except KeyError:

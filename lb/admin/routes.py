@@ -92,7 +92,7 @@ def respond(request: Request, ctx: AdminContext) -> Reply:
 
 
 def _metrics(ctx: AdminContext) -> Reply:
-    return Reply(200, CONTENT_TYPE_LATEST, generate_latest(ctx.metrics.registry))
+    return Reply(200, CONTENT_TYPE_LATEST, generate_latest(ctx.metrics.exposed))
 
 
 def _status(ctx: AdminContext) -> Reply:

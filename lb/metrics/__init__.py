@@ -24,7 +24,9 @@ class in tests/unit/test_metrics.py.
 
 Everything hangs off the `CollectorRegistry` chosen at construction: two
 `Metrics` objects never share a series, so tests build their own and nothing
-is global.
+is global. What the admin API's /metrics serves is `exposed`, the same
+registry unless another was given at construction (the supervisor of
+`caslb run --workers N` exposes its own series with its workers' added).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Metrics:
     Args:
         registry: where every series is registered; never the global one, and
             never replaced afterwards.
+        exposed: what /metrics serves (`registry` by default); a registry
+            whose collectors read `registry`, never one holding its series.
         pools: returns the live pools by name, read at every scrape (none by default).
         last_check: `(pool, server)` → the last check result, read at every
             scrape (lb.health.HealthWiring.last_result; none by default).
@@ -86,11 +90,13 @@ class Metrics:
         self,
         registry: CollectorRegistry,
         *,
+        exposed: CollectorRegistry | None = None,
         pools: PoolSource = dict,
         last_check: LastCheckLookup = no_check_results,
         now: Callable[[], float] | None = None,
     ) -> None:
         self.registry = registry
+        self.exposed = registry if exposed is None else exposed
         self._now = now or _trio_now
         self._first_failure: dict[ProbeKey, float] = {}
         self._frontend_current: dict[str, int] = {}

@@ -15,21 +15,31 @@ stays in the supervisor, the process `caslb run` starts:
   listener. Its members' check and admin states are whatever the supervisor
   last said.
 
-Messages are JSON lines, one object each, with a `t` field naming the kind:
+Messages are JSON lines (lb/workers/messages.py, a leaf module), one object
+each, with a `t` field naming the kind, a sequence number `seq` and the hash
+`cfg` of the config the sender runs:
 
 - supervisor → worker (stdin): `check` (pool, server, UP|DOWN) for every
   probe transition, `admin` (pool, server, READY|DRAIN|MAINT) for every change
-  made through the admin API, and a snapshot (one `check` and one `admin` per
-  member, then `synced`) when the worker starts and after it reloads. The
-  worker applies each with `Pool.set_check_state`/`Pool.set_admin` at its own
-  clock, so resets and drain deadlines act on its own connections as they
-  would in one process. A worker reads the whole first snapshot before its
-  frontends accept, so it never serves a member the supervisor knows is DOWN.
+  made through the admin API, and a `snapshot` line holding every member's
+  states: when the worker starts, when it asks (after a reload, or a gap in
+  the sequence numbers), and every `SNAPSHOT_INTERVAL` so a lost line heals.
+  The worker applies each with `Pool.set_check_state`/`Pool.set_admin` at its
+  own clock (lb/workers/memberstate.py), so resets and drain deadlines act on
+  its own connections as they would in one process. A worker applies the
+  first snapshot before its frontends accept, so it never serves a member the
+  supervisor knows is DOWN.
 - worker → supervisor (stdout): `report` (pool, server, ok, reason), the
   passive outcomes of live traffic: every failure, and a success only when the
   worker's previous report for that member was a failure (`ReportFilter`), so
-  healthy traffic costs no message; `reloaded` after a SIGHUP reload (the
-  supervisor answers with a snapshot); `metrics` every `METRICS_INTERVAL`.
+  healthy traffic costs no message; `reloaded` after a SIGHUP reload and
+  `resync` after a gap (the supervisor answers both with a snapshot);
+  `metrics` every `METRICS_INTERVAL`.
+
+The supervisor logs whether every worker runs its config
+(lb/workers/agreement.py) whenever that changes: after a SIGHUP, one line
+once every worker has reloaded into the supervisor's config, or a warning
+naming a worker that reloaded into another one.
 
 Metrics: a worker sends the samples of its counters and histograms (and the
 current-connections gauge), without `_created`. The supervisor keeps the last
@@ -51,23 +61,30 @@ Ctrl-C reaches the whole process group; the forwarded stop is enough) and stop
 when their stdin ends, so a supervisor that dies takes them with it.
 """
 
+from lb.workers.agreement import ConfigAgreement, Verdict
+from lb.workers.lines import LineReader, write_lines
+from lb.workers.memberstate import apply_control, snapshot
 from lb.workers.merged import MergedCollector, WorkerTotals, traffic_families
 from lb.workers.messages import (
     AdminChange,
     CheckChange,
     Family,
+    GapDetector,
     LineSplitter,
+    MemberState,
     MetricsUpdate,
     PassiveReport,
     Reloaded,
     ReportFilter,
-    Synced,
-    apply_control,
+    Resync,
+    Sequencer,
+    Snapshot,
+    Stamp,
+    config_hash,
     decode_control,
     decode_worker,
     encode_control,
     encode_worker,
-    snapshot,
 )
 from lb.workers.supervisor import run_supervisor
 from lb.workers.worker import run_worker, worker_argv
@@ -75,16 +92,25 @@ from lb.workers.worker import run_worker, worker_argv
 __all__ = [
     "AdminChange",
     "CheckChange",
+    "ConfigAgreement",
     "Family",
+    "GapDetector",
+    "LineReader",
     "LineSplitter",
+    "MemberState",
     "MergedCollector",
     "MetricsUpdate",
     "PassiveReport",
     "Reloaded",
     "ReportFilter",
-    "Synced",
+    "Resync",
+    "Sequencer",
+    "Snapshot",
+    "Stamp",
+    "Verdict",
     "WorkerTotals",
     "apply_control",
+    "config_hash",
     "decode_control",
     "decode_worker",
     "encode_control",
@@ -94,4 +120,5 @@ __all__ = [
     "snapshot",
     "traffic_families",
     "worker_argv",
+    "write_lines",
 ]

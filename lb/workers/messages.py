@@ -1,27 +1,95 @@
-"""The supervisor ⇄ worker protocol: JSON-line messages, snapshots and filters (pure)."""
+"""The supervisor ⇄ worker protocol: stamped JSON lines, gap detection and filters (pure).
+
+Theory of operation
+-------------------
+This module is a leaf: it knows the wire format and nothing of pools, apps or
+trio, so both ends and the tests share one definition. lb/workers/memberstate.py
+turns member states into messages and back; lb/workers/lines.py moves the bytes.
+
+Every line is one JSON object with `t` (the kind), `seq` and `cfg`:
+
+- `seq` counts the sender's lines on one pipe from 1. A sender consumes a
+  number even for a line it then fails to queue, so a dropped line leaves a
+  gap the receiver sees (`GapDetector`). A worker that sees one asks for a
+  snapshot (`Resync`); the supervisor also sends one every `SNAPSHOT_INTERVAL`
+  unasked, so even a lost request heals. A worker's own lines are reports
+  (the next failure reports again) and metrics (cumulative, sent every
+  `METRICS_INTERVAL`), so the supervisor only logs a gap and waits.
+- `cfg` is `config_hash` of the config the sender runs. The supervisor keeps
+  the last hash each worker sent (lb/workers/agreement.py) and says in the log
+  whether every worker runs the supervisor's config after a reload.
+
+A `Snapshot` is one line holding every member's check and admin state, so it
+is applied whole or not at all.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from lb.app import Balancer
-from lb.pool import Pool
 from probes.state import AdminState, CheckState
-
-log = logging.getLogger("caslb.workers")
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 METRICS_INTERVAL = 1.0
+SNAPSHOT_INTERVAL = 5.0
 SNAPSHOT_TIMEOUT = 30.0
 CHANNEL_BUFFER = 100_000
-Reloader = Callable[[Balancer, Path], Awaitable[None]]
-"""`(balancer, path)`: re-read the config at `path` and apply it (`lb.cli.run.apply_reload`)."""
 
+
+def config_hash(config: object) -> str:
+    """A short digest naming a config: equal configs give equal hashes.
+
+    The config tree is frozen dataclasses, tuples and mappings in file order,
+    whose repr holds no addresses, so the same file parsed by the same code in
+    two processes gives the same text.
+    """
+    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What every line carries besides its message: its place and the sender's config."""
+
+    seq: int
+    config: str
+
+
+class Sequencer:
+    """Stamps one sender's lines on one pipe: 1, 2, 3, ... and the config it runs.
+
+    Args:
+        config: the `config_hash` the sender runs; `config` is updated after a reload.
+    """
+
+    def __init__(self, config: str) -> None:
+        self.config = config
+        self._last = 0
+
+    def next(self) -> Stamp:
+        """The stamp of the next line (its number is used even if the line is dropped)."""
+        self._last += 1
+        return Stamp(self._last, self.config)
+
+
+class GapDetector:
+    """Notices lines that never arrived, from the sequence numbers of those that did."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def missing(self, seq: int) -> int:
+        """How many lines were lost just before the line numbered `seq` (0: none).
+
+        A number at or below the last one means the sender started again
+        (a new process): counting restarts there, nothing is missing.
+        """
+        lost = max(0, seq - self._last - 1) if seq > self._last else 0
+        self._last = seq
+        return lost
 
 
 @dataclass(frozen=True)
@@ -43,8 +111,20 @@ class AdminChange:
 
 
 @dataclass(frozen=True)
-class Synced:
-    """The end of a snapshot, supervisor → worker."""
+class MemberState:
+    """One member's states inside a `Snapshot`."""
+
+    pool: str
+    server: str
+    check: CheckState
+    admin: AdminState
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every member's states, supervisor → worker: at start, on request, and periodically."""
+
+    members: tuple[MemberState, ...]
 
 
 @dataclass(frozen=True)
@@ -59,7 +139,14 @@ class PassiveReport:
 
 @dataclass(frozen=True)
 class Reloaded:
-    """A worker finished a reload and wants a snapshot."""
+    """A worker finished a reload and wants a snapshot (its stamp names its new config)."""
+
+
+@dataclass(frozen=True)
+class Resync:
+    """A worker saw `missing` lines lost and wants a snapshot."""
+
+    missing: int
 
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -81,31 +168,36 @@ class MetricsUpdate:
     families: Mapping[str, Family]
 
 
-ControlMessage = CheckChange | AdminChange | Synced
-WorkerMessage = PassiveReport | Reloaded | MetricsUpdate
+ControlMessage = CheckChange | AdminChange | Snapshot
+WorkerMessage = PassiveReport | Reloaded | Resync | MetricsUpdate
 
 
-def _line(data: Mapping[str, Any]) -> bytes:
+def _line(kind: str, stamp: Stamp, body: Mapping[str, Any]) -> bytes:
+    data = {"t": kind, "seq": stamp.seq, "cfg": stamp.config, **body}
     return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
 
-def encode_control(message: ControlMessage) -> bytes:
+def encode_control(message: ControlMessage, stamp: Stamp) -> bytes:
     """One supervisor → worker line."""
-    if isinstance(message, Synced):
-        return _line({"t": "synced"})
+    if isinstance(message, Snapshot):
+        return _line("snapshot", stamp, {"members": [
+            [m.pool, m.server, m.check.value, m.admin.value] for m in message.members
+        ]})
     kind = "check" if isinstance(message, CheckChange) else "admin"
-    return _line({"t": kind, "pool": message.pool, "server": message.server,
-                  "state": message.state.value})
+    return _line(kind, stamp, {"pool": message.pool, "server": message.server,
+                               "state": message.state.value})
 
 
-def encode_worker(message: WorkerMessage) -> bytes:
+def encode_worker(message: WorkerMessage, stamp: Stamp) -> bytes:
     """One worker → supervisor line."""
     if isinstance(message, PassiveReport):
-        return _line({"t": "report", "pool": message.pool, "server": message.server,
-                      "ok": message.ok, "reason": message.reason})
+        return _line("report", stamp, {"pool": message.pool, "server": message.server,
+                                       "ok": message.ok, "reason": message.reason})
     if isinstance(message, Reloaded):
-        return _line({"t": "reloaded"})
-    return _line({"t": "metrics", "families": [
+        return _line("reloaded", stamp, {})
+    if isinstance(message, Resync):
+        return _line("resync", stamp, {"missing": message.missing})
+    return _line("metrics", stamp, {"families": [
         [name, family.type, [[sample, dict(labels), value]
                              for (sample, labels), value in family.samples.items()]]
         for name, family in message.families.items()
@@ -129,7 +221,25 @@ def _text(data: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def decode_control(line: bytes) -> ControlMessage:
+def _count(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field {key!r} must be a count, got {value!r}")
+    return value
+
+
+def _stamp(data: Mapping[str, Any]) -> Stamp:
+    return Stamp(_count(data, "seq"), _text(data, "cfg"))
+
+
+def _state(kind: str, enum: type[CheckState] | type[AdminState], value: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError as exc:
+        raise ValueError(f"unknown {kind} state {value!r}") from exc
+
+
+def decode_control(line: bytes) -> tuple[Stamp, ControlMessage]:
     """Parse a supervisor → worker line.
 
     Raises:
@@ -137,20 +247,32 @@ def decode_control(line: bytes) -> ControlMessage:
     """
     data = _object(line)
     kind = data.get("t")
-    if kind == "synced":
-        return Synced()
-    if kind not in ("check", "admin"):
+    if kind not in ("check", "admin", "snapshot"):
         raise ValueError(f"unknown control message kind {kind!r}")
+    stamp = _stamp(data)
+    if kind == "snapshot":
+        return stamp, Snapshot(_members(data.get("members")))
     pool, server, state = _text(data, "pool"), _text(data, "server"), _text(data, "state")
-    try:
-        if kind == "check":
-            return CheckChange(pool, server, CheckState(state))
-        return AdminChange(pool, server, AdminState(state))
-    except ValueError as exc:
-        raise ValueError(f"unknown {kind} state {state!r}") from exc
+    if kind == "check":
+        return stamp, CheckChange(pool, server, _state(kind, CheckState, state))
+    return stamp, AdminChange(pool, server, _state(kind, AdminState, state))
 
 
-def decode_worker(line: bytes) -> WorkerMessage:
+def _members(raw: Any) -> tuple[MemberState, ...]:
+    if not isinstance(raw, list):
+        raise ValueError(f"field 'members' must be a list, got {type(raw).__name__}")
+    members = []
+    for entry in raw:
+        if not (isinstance(entry, list) and len(entry) == 4
+                and all(isinstance(v, str) for v in entry)):
+            raise ValueError(f"malformed snapshot member {entry!r}")
+        pool, server, check, admin = entry
+        members.append(MemberState(pool, server, _state("check", CheckState, check),
+                                   _state("admin", AdminState, admin)))
+    return tuple(members)
+
+
+def decode_worker(line: bytes) -> tuple[Stamp, WorkerMessage]:
     """Parse a worker → supervisor line.
 
     Raises:
@@ -158,17 +280,20 @@ def decode_worker(line: bytes) -> WorkerMessage:
     """
     data = _object(line)
     kind = data.get("t")
+    if kind not in ("reloaded", "resync", "report", "metrics"):
+        raise ValueError(f"unknown worker message kind {kind!r}")
+    stamp = _stamp(data)
     if kind == "reloaded":
-        return Reloaded()
+        return stamp, Reloaded()
+    if kind == "resync":
+        return stamp, Resync(_count(data, "missing"))
     if kind == "report":
         ok = data.get("ok")
         if not isinstance(ok, bool):
             raise ValueError(f"field 'ok' must be a boolean, got {ok!r}")
-        return PassiveReport(_text(data, "pool"), _text(data, "server"), ok,
-                             _text(data, "reason"))
-    if kind == "metrics":
-        return MetricsUpdate(_families(data.get("families")))
-    raise ValueError(f"unknown worker message kind {kind!r}")
+        return stamp, PassiveReport(_text(data, "pool"), _text(data, "server"), ok,
+                                    _text(data, "reason"))
+    return stamp, MetricsUpdate(_families(data.get("families")))
 
 
 def _families(raw: Any) -> dict[str, Family]:
@@ -185,37 +310,6 @@ def _families(raw: Any) -> dict[str, Family]:
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed metrics family in {str(raw)[:80]!r}") from exc
     return families
-
-
-def snapshot(pools: Mapping[str, Pool]) -> list[ControlMessage]:
-    """Every member's check and admin state, then `Synced`."""
-    messages: list[ControlMessage] = []
-    for pool in pools.values():
-        for member in pool.members:
-            messages.append(CheckChange(pool.name, member.name, member.check_state))
-            messages.append(AdminChange(pool.name, member.name, member.admin))
-    messages.append(Synced())
-    return messages
-
-
-def apply_control(pools: Mapping[str, Pool], message: ControlMessage, now: float) -> None:
-    """Apply a state change to the worker's pools; unknown pools or servers are ignored.
-
-    The supervisor and a worker can briefly disagree on the config around a
-    reload; the snapshot that follows the worker's reload settles it.
-    """
-    if isinstance(message, Synced):
-        return
-    pool = pools.get(message.pool)
-    if pool is None:
-        return
-    try:
-        if isinstance(message, CheckChange):
-            pool.set_check_state(message.server, message.state, now)
-        else:
-            pool.set_admin(message.server, message.state, now)
-    except KeyError:
-        log.debug("state for a server not in pool %s: %s", message.pool, message.server)
 
 
 class ReportFilter:
@@ -239,6 +333,11 @@ class ReportFilter:
 class LineSplitter:
     """Cuts a byte stream into lines.
 
+    The unread tail stays in one bytearray with a read offset: each feed scans
+    only the new bytes for newlines, and the consumed head is dropped once it
+    is more than half the buffer, so a long line arriving in many reads costs
+    linear time, not quadratic.
+
     Args:
         limit: the longest line accepted, in bytes.
     """
@@ -246,6 +345,7 @@ class LineSplitter:
     def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
         self._limit = limit
         self._buffer = bytearray()
+        self._start = 0  # where the first unfinished line begins
 
     def feed(self, data: bytes) -> list[bytes]:
         """The complete lines `data` ends (without their newline).
@@ -253,11 +353,15 @@ class LineSplitter:
         Raises:
             ValueError: a line grew past the limit.
         """
+        scan = len(self._buffer)
         self._buffer += data
-        *lines, rest = bytes(self._buffer).split(b"\n")
-        self._buffer = bytearray(rest)
-        if len(self._buffer) > self._limit:
+        lines = []
+        while (end := self._buffer.find(b"\n", scan)) >= 0:
+            lines.append(bytes(self._buffer[self._start:end]))
+            self._start = scan = end + 1
+        if self._start > len(self._buffer) // 2:
+            del self._buffer[:self._start]
+            self._start = 0
+        if len(self._buffer) - self._start > self._limit:
             raise ValueError(f"line longer than {self._limit} bytes")
         return lines
-
-

@@ -7,30 +7,38 @@ import logging
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb.app import Balancer, Roles, serve
+from lb.app import Balancer, serve
 from lb.config_model import Config
-from lb.health import ProbeKey
+from lb.health import OwnProbes, ProbeKey
+from lb.workers.agreement import ConfigAgreement
+from lb.workers.lines import LineReader, write_lines
+from lb.workers.memberstate import snapshot
 from lb.workers.merged import MergedCollector, WorkerTotals
 from lb.workers.messages import (
     CHANNEL_BUFFER,
+    SNAPSHOT_INTERVAL,
     AdminChange,
     CheckChange,
     ControlMessage,
+    GapDetector,
     MetricsUpdate,
     PassiveReport,
-    Reloader,
+    Reloaded,
+    Sequencer,
+    Stamp,
     WorkerMessage,
+    config_hash,
     decode_worker,
     encode_control,
-    snapshot,
 )
-from lb.workers.worker import LineReader, write_lines
+from lb.workers.worker import Reloader
 from probes.checks import CheckResult
 from probes.state import AdminState, Transition
 
@@ -39,6 +47,15 @@ log = logging.getLogger("caslb.workers")
 MAX_RESTARTS = 5
 RESTART_DELAY = 1.0
 
+
+
+@dataclass(eq=False)
+class _Pipe:
+    """The supervisor's end of one worker's pipes."""
+
+    lines: trio.MemorySendChannel[bytes]
+    sequence: Sequencer
+    gaps: GapDetector = field(default_factory=GapDetector)
 
 
 class Supervisor:
@@ -53,31 +70,56 @@ class Supervisor:
         self.count = count
         self.argv = argv
         self.totals = WorkerTotals()
+        self.agreement = ConfigAgreement("", count)
         self.stopping = False
         self.balancer: Balancer | None = None
-        self._channels: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self.probes = OwnProbes()
+        self.probes.subscribe(self.on_probe)
+        self._pipes: dict[int, _Pipe] = {}
         self._processes: dict[int, trio.Process] = {}
+        self._started = trio.Event()
 
     # sync hooks, called from the balancer's tasks
 
     def broadcast(self, message: ControlMessage) -> None:
         """Send a state change to every running worker."""
-        line = encode_control(message)
-        for slot, channel in list(self._channels.items()):
-            try:
-                channel.send_nowait(line)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                log.error("worker %d is not reading its state changes", slot)
+        for slot in list(self._pipes):
+            self.send(slot, message)
+
+    def send(self, slot: int, message: ControlMessage) -> None:
+        """Send one message to the worker in `slot`; a line that cannot be queued is lost.
+
+        Its sequence number is used all the same, so the worker sees the gap
+        and asks for a snapshot.
+        """
+        pipe = self._pipes.get(slot)
+        if pipe is None:
+            return
+        try:
+            pipe.lines.send_nowait(encode_control(message, pipe.sequence.next()))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.error("worker %d is not reading its state changes", slot)
+
+    def send_snapshot(self, slot: int) -> None:
+        """Send every member's state to the worker in `slot`."""
+        assert self.balancer is not None
+        self.send(slot, snapshot(self.balancer.pools))
+
+    def reloaded(self, config: str) -> None:
+        """The supervisor now runs `config` (a hash); later lines carry it."""
+        self.agreement.supervisor_runs(config)
+        for pipe in self._pipes.values():
+            pipe.sequence.config = config
 
     def on_admin(self, pool: str, server: str, state: AdminState) -> None:
         """The admin API's hook: an operator changed a member."""
         self.broadcast(AdminChange(pool, server, state))
 
     def on_probe(
-        self, key: object, result: CheckResult | None, transition: Transition | None
+        self, key: ProbeKey, result: CheckResult | None, transition: Transition | None
     ) -> None:
         """A probe runner subscriber: forward check transitions."""
-        if transition is not None and isinstance(key, ProbeKey):
+        if transition is not None:
             self.broadcast(CheckChange(key.pool, key.server, transition.new))
 
     def signal_all(self, signum: int) -> None:
@@ -91,9 +133,8 @@ class Supervisor:
         return [p.pid for p in self._processes.values() if p.returncode is None]
 
     async def wait_started(self) -> None:
-        """Wait until every slot has a worker process."""
-        while len(self._processes) < self.count:
-            await trio.sleep(0.01)
+        """Wait until every slot has had a worker process."""
+        await self._started.wait()
 
     # tasks
 
@@ -103,6 +144,7 @@ class Supervisor:
         while True:
             status = await self._run_once(slot)
             self.totals.retire(slot)
+            self.agreement.gone(slot)
             if self.stopping:
                 return
             if restarts >= MAX_RESTARTS:
@@ -114,11 +156,18 @@ class Supervisor:
                       slot, status, restarts, MAX_RESTARTS)
             await trio.sleep(RESTART_DELAY)
 
+    async def resnapshot(self) -> None:
+        """Send every worker a snapshot every `SNAPSHOT_INTERVAL`, so a lost line heals."""
+        while True:
+            await trio.sleep(SNAPSHOT_INTERVAL)
+            for slot in list(self._pipes):
+                self.send_snapshot(slot)
+
     async def _run_once(self, slot: int) -> int | None:
         assert self.balancer is not None
         send, receive = trio.open_memory_channel[bytes](CHANNEL_BUFFER)
-        for message in snapshot(self.balancer.pools):
-            send.send_nowait(encode_control(message))
+        self._pipes[slot] = _Pipe(send, Sequencer(self.agreement.own))
+        self.send_snapshot(slot)  # queued first: the worker reads it before it accepts
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(partial(
                 trio.run_process, self.argv, check=False,
@@ -126,7 +175,8 @@ class Supervisor:
             ))
             assert process.stdin is not None and process.stdout is not None
             self._processes[slot] = process
-            self._channels[slot] = send
+            if len(self._processes) == self.count:
+                self._started.set()
             log.info("worker %d started: pid %d", slot, process.pid)
 
             async def pump_in() -> None:
@@ -142,7 +192,7 @@ class Supervisor:
 
             nursery.start_soon(pump_in)
             nursery.start_soon(pump_out)
-        self._channels.pop(slot, None)
+        self._pipes.pop(slot, None)
         return process.returncode
 
     async def _read_worker(self, slot: int, reader: LineReader) -> None:
@@ -155,43 +205,37 @@ class Supervisor:
             if line is None:
                 return
             try:
-                message = decode_worker(line)
+                stamp, message = decode_worker(line)
             except ValueError as exc:
                 log.error("worker %d: bad line: %s", slot, exc)
                 continue
-            self._handle(slot, message)
+            self._handle(slot, stamp, message)
 
-    def _handle(self, slot: int, message: WorkerMessage) -> None:
+    def _handle(self, slot: int, stamp: Stamp, message: WorkerMessage) -> None:
         assert self.balancer is not None
+        pipe = self._pipes.get(slot)
+        missing = 0 if pipe is None else pipe.gaps.missing(stamp.seq)
+        if missing:
+            # Reports and metrics heal by themselves (the next failure, the next
+            # cumulative sample); a lost `reloaded` by the periodic snapshot.
+            log.warning("worker %d: %d lines lost", slot, missing)
+        verdict = self.agreement.heard(slot, stamp.config,
+                                       reloaded=isinstance(message, Reloaded))
+        if verdict is not None:
+            log.log(logging.WARNING if verdict.warn else logging.INFO, "%s", verdict.text)
         if isinstance(message, MetricsUpdate):
             self.totals.update(slot, message.families)
         elif isinstance(message, PassiveReport):
-            self.balancer.wiring.report(message.pool, message.server, message.ok,
-                                        message.reason)
+            self.probes.report(message.pool, message.server, message.ok, message.reason)
         else:
             self.send_snapshot(slot)
 
-    def send_snapshot(self, slot: int) -> None:
-        """Send every member's state to the worker in `slot` (after its reload)."""
-        assert self.balancer is not None
-        channel = self._channels.get(slot)
-        if channel is None:
-            return
-        for control in snapshot(self.balancer.pools):
-            try:
-                channel.send_nowait(encode_control(control))
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                log.error("worker %d is not reading its state changes", slot)
-                return
 
-
-def expose_merged(balancer: Balancer, own: CollectorRegistry, totals: WorkerTotals) -> None:
-    """Make the admin API's /metrics show the workers' traffic on top of `own`."""
+def merged_registry(own: CollectorRegistry, totals: WorkerTotals) -> CollectorRegistry:
+    """What the supervisor's /metrics serves: its `own` series with the workers' traffic added."""
     exposed = CollectorRegistry(auto_describe=False)
     exposed.register(MergedCollector(own, totals))
-    # The admin API reads `metrics.registry` at every scrape; the supervisor's
-    # own series keep going to `own`, which the merged collector reads.
-    balancer.metrics.registry = exposed
+    return exposed
 
 
 def fixed_ports(config: Config) -> list[str]:
@@ -218,17 +262,19 @@ async def run_supervisor(
         raise ValueError(f"--workers needs fixed ports; port 0 on frontend {unshared[0]!r}")
     supervisor = Supervisor(count, argv)
     own = CollectorRegistry()
-    roles = Roles(frontends=False, on_admin=supervisor.on_admin)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             balancer: Balancer = await nursery.start(
-                lambda task_status: serve(config, registry=own, roles=roles,
-                                          task_status=task_status)
+                lambda task_status: serve(
+                    config, states=supervisor.probes, outcomes=supervisor.probes,
+                    frontends=False, on_admin=supervisor.on_admin, registry=own,
+                    exposed=merged_registry(own, supervisor.totals), task_status=task_status,
+                )
             )
             supervisor.balancer = balancer
-            expose_merged(balancer, own, supervisor.totals)
-            balancer.runner.subscribe(supervisor.on_probe)
+            supervisor.reloaded(config_hash(balancer.config))
             nursery.start_soon(_follow_signals, signals, supervisor, path, reload)
+            nursery.start_soon(supervisor.resnapshot)
             async with trio.open_nursery() as workers:
                 for slot in range(count):
                     workers.start_soon(supervisor.keep, slot)
@@ -250,6 +296,7 @@ async def _follow_signals(
             # The supervisor reloads first, so a worker's `reloaded` finds the
             # new pools when it asks for their states.
             await reload(supervisor.balancer, path)
+            supervisor.reloaded(config_hash(supervisor.balancer.config))
             supervisor.signal_all(signal.SIGHUP)
             continue
         if supervisor.stopping:

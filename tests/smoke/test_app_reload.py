@@ -66,3 +66,23 @@ async def test_reload_keeps_health_and_drain_state() -> None:
             assert app.pools["owa"].member("cas2").admin is AdminState.READY
             assert app.pools["ews"].config.check is not None
             assert app.pools["ews"].config.check.timing.rise == 3
+
+
+async def test_a_replaced_l7_frontend_ends_with_its_last_connection() -> None:
+    async with casfarm.running(servers=2) as farm:
+        after = farm_config(farm)
+        with_ecp = after.replace('protocols = ["owa",', 'protocols = ["ecp", "owa",')
+        async with balancer(farm, with_ecp) as app:
+            kept = await client(app, farm)
+            assert (await kept.request("GET", "/owa/")).status == 200
+            old = app._served["https"]
+            await app.reload(parse(tomllib.loads(after)))
+            assert app._served["https"] is not old
+            assert not old.scope.cancel_called  # still serving `kept`
+            assert (await kept.request("GET", "/owa/")).status == 200
+            await kept.aclose()
+            # Its accept loop, parked on the shut gate, holds a connection slot;
+            # that must not keep the old frontend alive for ever.
+            with trio.fail_after(10):
+                while not old.scope.cancel_called:
+                    await trio.sleep(0.05)

@@ -16,6 +16,8 @@ import casfarm
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from lb.config import load
+from lb.workers import config_hash
 from tests.farmclient import https_client
 from tests.smoke.test_app_l7 import NAMESPACE, farm_config
 from tests.smoke.test_cli_run import CASLB, free_port, member, post, wait_status
@@ -27,6 +29,7 @@ class Running:
     process: trio.Process
     admin: str
     https: int
+    log: Path
 
 
 def _scrape(url: str) -> str:
@@ -68,15 +71,16 @@ async def running(tmp_path: Path, servers: int) -> AsyncIterator[Running]:
         config = tmp_path / "caslb.toml"
         config.write_text(farm_config(farm, extra=f"listen = {{ https = {https} }}\n"
                                       f'[admin]\nbind = "127.0.0.1:{admin_port}"\n'))
-        async with trio.open_nursery() as nursery:
+        log = tmp_path / "caslb.log"
+        async with trio.open_nursery() as nursery, await trio.open_file(log, "wb") as stderr:
             process: trio.Process = await nursery.start(
                 lambda task_status: trio.run_process(
                     [*CASLB, "run", str(config), "--workers", "2", "--no-access-log"],
                     check=False, task_status=task_status,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=stderr.wrapped.fileno(),
                 )
             )
-            run = Running(farm, process, f"http://127.0.0.1:{admin_port}", https)
+            run = Running(farm, process, f"http://127.0.0.1:{admin_port}", https, log)
             try:
                 await wait_status(run.admin, process)
                 with trio.fail_after(20):  # both workers serve and report
@@ -203,3 +207,25 @@ async def test_sighup_reloads_supervisor_and_workers_keeping_a_drain(tmp_path: P
         seen = await new_connections(run, 20)
         assert seen == Counter({"CAS2": 20})
         assert member(await wait_status(run.admin, run.process), "owa", "cas1")["admin"] == "DRAIN"
+
+
+async def logged(run: Running, text: str) -> None:
+    """Wait until the supervisor's log holds `text`."""
+    with trio.fail_after(15):
+        while text not in run.log.read_text():
+            assert run.process.returncode is None, "caslb run exited early"
+            await trio.sleep(0.1)
+
+
+async def test_after_sighup_the_supervisor_logs_that_every_worker_runs_its_config(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, servers=2) as run:
+        config = tmp_path / "caslb.toml"
+        await logged(run, f"config {config_hash(load(config))}: the supervisor and all 2 "
+                          "workers run it")
+        config.write_text(config.read_text().replace('fqdn = "cas2.lab.local"',
+                                                     'fqdn = "cas2.lab.local", weight = 3'))
+        reloaded = config_hash(load(config))
+        run.process.send_signal(signal.SIGHUP)
+        await logged(run, f"config {reloaded}: the supervisor and all 2 workers run it")

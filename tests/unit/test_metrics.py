@@ -237,3 +237,10 @@ def as_l7_events(metrics: Metrics) -> L7Events:
 def as_l4_events(metrics: Metrics) -> L4Events:
     """Type-checks (mypy) that Metrics satisfies the L4 frontend's Protocol structurally."""
     return metrics
+
+
+def test_what_metrics_exposes_is_chosen_at_construction() -> None:
+    own, exposed = CollectorRegistry(), CollectorRegistry()
+    assert Metrics(own).exposed is own
+    m = Metrics(CollectorRegistry(), exposed=exposed)
+    assert m.exposed is exposed and m.registry is not exposed

@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+import trio
+import trio.testing
 
 from lb.balancer import MIN_RAMP, Balance
 from lb.config_model import PoolConfig, ServerConfig
@@ -161,3 +163,40 @@ def test_reconfigure_keeps_state_and_ramps_new_servers() -> None:
     assert pool.config.balance is Balance.WRR
     with pytest.raises(KeyError):
         pool.member("cas1")
+
+
+async def test_idle_wakes_on_the_last_lease_ending_not_before() -> None:
+    pool = Pool(_config(2))
+    await pool.idle()  # no lease: at once
+    woke: list[str] = []
+
+    async def waiter() -> None:
+        await pool.idle()
+        woke.append("idle")
+
+    async with trio.open_nursery() as nursery:
+        with pool.lease(pool.member("cas1")), pool.lease(pool.member("cas2")):
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []
+        # Both leases ended: the waiter wakes without any clock moving.
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == ["idle"]
+
+
+async def test_a_lease_on_a_member_a_reload_removed_still_keeps_the_pool_busy() -> None:
+    pool = Pool(_config(2))
+    woke: list[str] = []
+
+    async def waiter() -> None:
+        await pool.idle()
+        woke.append("idle")
+
+    async with trio.open_nursery() as nursery:
+        with pool.lease(pool.member("cas2")):
+            pool.reconfigure(_config(1), 0.0)  # cas2 is gone from the table
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == ["idle"]
