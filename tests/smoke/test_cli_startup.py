@@ -45,11 +45,19 @@ def caslb(*args: str, cwd: Path | None = None) -> tuple[int, list[str]]:
 
 @contextlib.contextmanager
 def held(host: str, port: int) -> Iterator[None]:
-    """Hold (host, port) as another process would; already held elsewhere is as good."""
+    """Hold (host, port) as another process would; already listened on elsewhere is as good.
+
+    SO_REUSEADDR lets the bind succeed over connections an earlier test left in
+    TIME_WAIT on that port, which would otherwise leave the port unheld.
+    """
     with socket.socket() as sock:
-        with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
             sock.bind((host, port))
             sock.listen()
+        except OSError:
+            with socket.create_connection((host, port), timeout=2):
+                pass  # someone else listens there: the port is taken all the same
         yield
 
 
