@@ -3,6 +3,7 @@
     python -m perf                      list what is there
     python -m perf failover [--quick] [--designs a,b] [--faults x,y] [--out DIR]
     python -m perf idle [--connections N] [--designs a,b]
+    python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def listing() -> str:
     from perf.failover.settings import FULL
 
     lines = ["harnesses:", "  failover   the failover matrix: designs × faults, JSON/Markdown/SVG"]
-    lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)", ""]
+    lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)"]
+    lines += ["  hostile    attacks beside well-behaved clients, then a soak with reloads", ""]
     lines.append("designs:")
     for d in DESIGNS.values():
         reason = d.unavailable()
@@ -164,6 +166,29 @@ def idle(
     names = _split(designs, dict(IDLE_DESIGNS), "design") or list(IDLE_DESIGNS)
     for line in trio.run(run_idle, names, connections):
         typer.echo(line)
+
+
+@app.command()
+def hostile(
+    quick: Annotated[bool, typer.Option(help="CI smoke: a tenth of the scale.")] = False,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated attack names.")] = None,
+    soak: Annotated[float | None, typer.Option(help="Soak seconds (0: none).")] = None,
+    reload_every: Annotated[float | None, typer.Option(help="Seconds between SIGHUPs.")] = None,
+) -> None:
+    """Attack caslb beside well-behaved clients; exit 1 unless every attack held.
+
+    Example: python -m perf hostile --attacks slowloris,pipelining --soak 0
+    """
+    from perf.hostile.attacks import ATTACKS, FULL, QUICK
+    from perf.hostile.harness import run
+
+    names = _split(attacks, dict(ATTACKS), "attack") or list(ATTACKS)
+    soak_seconds = soak if soak is not None else (20.0 if quick else 600.0)
+    every = reload_every if reload_every is not None else (5.0 if quick else 60.0)
+    with tempfile.TemporaryDirectory(prefix="caslb-hostile-") as tmp:
+        held = run(names, QUICK if quick else FULL, soak_seconds, every, Path(tmp), typer.echo)
+    if not held:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,14 @@ class LineProcess:
         await self.process.stdin.send_all(text.encode() + b"\n")
 
 
+async def stdin_closed() -> None:
+    """Return when the parent closes our stdin: how a child process is told to finish."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        while await stdin.receive_some(1024):
+            pass
+
+
 @asynccontextmanager
 async def child(
     argv: Sequence[str],
