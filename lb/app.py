@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
-from lb.config_model import Config, FrontendConfig
+from lb.config import Config, FrontendConfig
 from lb.health import OwnProbes
 from lb.listeners import AcceptGuard, FdReserve, open_listeners, reserve_from_environment
 from lb.listeners import open_reuse_port_listener as open_reuse_port_listener

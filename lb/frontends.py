@@ -14,7 +14,7 @@ from typing import Any, Protocol, cast
 import trio
 
 from lb import tls
-from lb.config_model import Config, FrontendConfig, Mode, PoolConfig
+from lb.config import Config, FrontendConfig, Mode, PoolConfig
 from lb.l4.build import build_tcp
 from lb.l7 import upstream as l7upstream
 from lb.l7.frontend import HttpFrontend

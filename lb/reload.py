@@ -33,7 +33,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from lb import frontends
-from lb.config_model import Config, FrontendConfig
+from lb.config import Config, FrontendConfig
 
 
 @dataclass(frozen=True)

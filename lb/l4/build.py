@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lb.config_model import FrontendConfig, Mode
+from lb.config import FrontendConfig, Mode
 from lb.l4.connector import Connector
 from lb.l4.frontend import L4Events, Report, Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings

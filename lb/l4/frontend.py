@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import trio
 
 from lb.boundary import log_internal_error
-from lb.config_model import PoolConfig
+from lb.config import PoolConfig
 from lb.l4 import proxy_protocol
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt

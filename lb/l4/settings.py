@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lb.config_model import PoolConfig
+from lb.config import PoolConfig
 from probes.catalog import PROTOCOLS
 
 FIRST_FLIGHT_LIMIT = 16 * 1024
