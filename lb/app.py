@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `serve(config)` builds the runtime from the config tree: a `Pool` per pool, a
 `Metrics` on a registry chosen here reading the pools live, a frontend object
-per frontend (lb/frontends.py), and the admin API. Two seams (lb/seams.py)
+per frontend (lb/build.py), and the admin API. Two seams (lb/seams.py)
 say where health comes from and where traffic outcomes go: by default this
 process's own probes (`lb.health.OwnProbes`) are both; a worker of `caslb run
 --workers N` passes the supervisor's feed and the pipe back to it instead.
@@ -38,7 +38,8 @@ from prometheus_client import CollectorRegistry
 
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
-from lb.config_model import Config, FrontendConfig
+from lb.build import build_frontend
+from lb.config import Config, FrontendConfig
 from lb.health import OwnProbes
 from lb.listeners import AcceptGuard, FdReserve, open_listeners, reserve_from_environment
 from lb.listeners import open_reuse_port_listener as open_reuse_port_listener
@@ -173,9 +174,9 @@ class Balancer:
         self._stopping.set()
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
-        return frontends.build(fe, self.config, self.pools, connector=self._connector,
-                               report=self.outcomes.report, metrics=self.metrics,
-                               guard=self.guard)
+        return build_frontend(fe, self.config, self.pools, connector=self._connector,
+                              report=self.outcomes.report, metrics=self.metrics,
+                              guard=self.guard)
 
     def _frontends(self, config: Config) -> Sequence[FrontendConfig]:
         return config.frontends if self._serves_frontends else ()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
-from lb.config_model import PoolConfig
+from lb.config import PoolConfig
 from lb.pool import Pool
 from lb.seams import ProbeEvents
 from probes.checks import CheckResult, Target

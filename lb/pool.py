@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 from lb.balancer import Candidate, in_panic, make_strategy, slowstart_ramp
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config import PoolConfig, ServerConfig
 from lb.zerocount import ZeroCount
 from probes.state import AdminState, CheckState
 

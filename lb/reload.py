@@ -11,7 +11,7 @@ remove the pools that are gone (no frontend refers to them any more).
 
 - A pool kept by name is reconfigured in place (`Pool.reconfigure`), so its
   members keep their states; a new pool starts fresh.
-- A frontend is replaced only when `lb.frontends.needs_rebuild` says its
+- A frontend is replaced only when `lb.build.needs_rebuild` says its
   object must change; an unchanged one keeps serving untouched.
 - A replaced frontend that keeps its (host, port) hands its listening sockets
   to its successor (`reuse`), so the kernel never refuses a connection; the
@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from lb import frontends
-from lb.config_model import Config, FrontendConfig
+from lb.build import needs_rebuild
+from lb.config import Config, FrontendConfig
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def plan_reload(
         before = serving.get(fe.name)
         if before is None:
             start.append(fe.name)
-        elif not frontends.needs_rebuild(before, fe, old, new):
+        elif not needs_rebuild(before, fe, old, new):
             keep.append(fe.name)
         else:
             replace.append(fe.name)

@@ -114,7 +114,7 @@ def role_caslb(bulk_target: int, ping_target: int, shared: list[int] | None = No
     import trio
 
     from lb.app import open_reuse_port_listener
-    from lb.config_model import PoolConfig, ServerConfig
+    from lb.config.model import PoolConfig, ServerConfig
     from lb.l4.frontend import Route, TcpFrontend
     from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
     from lb.pool import Pool

@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable
 
 from lb.admin.messages import JSON, Reply, Request
-from lb.config_model import is_loopback
+from lb.config import is_loopback
 
 MARKER = "x-caslb-request"
 """The header (value `1`) that marks a state-changing request as not from a form."""

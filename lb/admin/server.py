@@ -33,7 +33,7 @@ from lb.admin.guard import listener_hosts
 from lb.admin.messages import Reply, Request
 from lb.admin.routes import AdminContext, AdminHook, respond
 from lb.boundary import log_internal_error
-from lb.config_model import is_loopback
+from lb.config import is_loopback
 from lb.listeners import UNGUARDED, AcceptGuard, open_listeners, serve_listeners
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results

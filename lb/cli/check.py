@@ -25,8 +25,7 @@ from lb.balancer import Balance
 from lb.certfiles import FileProblem, ca_problem, certificate_problem
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
-from lb.config import CheckConfig, Config, FrontendConfig, Mode, PoolConfig
-from lb.durations import format_duration
+from lb.config import CheckConfig, Config, FrontendConfig, Mode, PoolConfig, format_duration
 from probes.catalog import CheckKind
 from probes.state import worst_case_down, worst_case_up
 

@@ -1,4 +1,4 @@
-"""Opening upstream connections, and naming why one failed.
+"""Opening upstream connections, naming why one failed, and a stream's two addresses.
 
 The default connector connects a bare trio socket to an IP literal: the
 happy-eyeballs machinery of `trio.open_tcp_stream` costs a nursery and a
@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -62,3 +63,22 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionResetError | trio.BrokenResourceError):
         return "reset"
     return "error"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The client's and the frontend's addresses, when the stream is a socket."""
+
+    client: tuple[str, int] | None
+    local: tuple[str, int] | None
+
+    @classmethod
+    def of(cls, stream: trio.abc.Stream) -> Peer:
+        """Both addresses, or None for both when the stream is no (longer a) socket."""
+        if not isinstance(stream, trio.SocketStream):
+            return cls(None, None)
+        try:
+            remote, local = stream.socket.getpeername(), stream.socket.getsockname()
+        except OSError:
+            return cls(None, None)
+        return cls((remote[0], remote[1]), (local[0], local[1]))

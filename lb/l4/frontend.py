@@ -45,9 +45,8 @@ from typing import Any, Protocol
 import trio
 
 from lb.boundary import log_internal_error
-from lb.config_model import PoolConfig
 from lb.l4 import proxy_protocol
-from lb.l4.connector import Connector, failure_reason, open_plain
+from lb.l4.connector import Connector, Peer, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
@@ -89,18 +88,17 @@ class Route:
 
     Attributes:
         pool: the pool to pick from.
-        policy: how to treat its servers; None follows the pool's live config,
-            so a reload that changes timeouts applies to new connections.
+        policy: how to treat its servers, or a function asked once per new
+            connection (lb/build.py passes one that follows the pool's live
+            config, so a reload that changes timeouts applies to new connections).
     """
 
     pool: Pool
-    policy: UpstreamPolicy | None = None
+    policy: UpstreamPolicy | Callable[[], UpstreamPolicy]
 
     def current_policy(self) -> UpstreamPolicy:
         """The policy for a new connection."""
-        if self.policy is not None:
-            return self.policy
-        return _policy_of(self.pool.config)
+        return self.policy() if callable(self.policy) else self.policy
 
 
 @dataclass(frozen=True)
@@ -109,39 +107,6 @@ class _Resolved:
 
     pool: Pool
     policy: UpstreamPolicy
-
-
-_POLICIES: dict[int, tuple[PoolConfig, UpstreamPolicy]] = {}
-
-
-def _policy_of(config: PoolConfig) -> UpstreamPolicy:
-    """UpstreamPolicy.from_pool_config, memoised per config object (one per reload)."""
-    hit = _POLICIES.get(id(config))
-    if hit is not None and hit[0] is config:
-        return hit[1]
-    if len(_POLICIES) > 64:  # old configs of past reloads
-        _POLICIES.clear()
-    policy = UpstreamPolicy.from_pool_config(config)
-    _POLICIES[id(config)] = (config, policy)
-    return policy
-
-
-@dataclass(frozen=True)
-class _Peer:
-    """The client's and the frontend's addresses, when the stream is a socket."""
-
-    client: tuple[str, int] | None
-    local: tuple[str, int] | None
-
-    @classmethod
-    def of(cls, stream: trio.abc.Stream) -> _Peer:
-        if not isinstance(stream, trio.SocketStream):
-            return cls(None, None)
-        try:
-            remote, local = stream.socket.getpeername(), stream.socket.getsockname()
-        except OSError:
-            return cls(None, None)
-        return cls((remote[0], remote[1]), (local[0], local[1]))
 
 
 class _OutOfResources(Exception):
@@ -155,7 +120,7 @@ class _Connection:
         self.client = client
         self.flight = flight
         self.idle = idle
-        self.peer = _Peer.of(client)
+        self.peer = Peer.of(client)
         self.tried: list[str] = []
         self.flight_sent = False
         self.committed = False  # set the moment an attempt commits, even mid-relay

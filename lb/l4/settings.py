@@ -1,15 +1,11 @@
 """The settings an L4 frontend takes: its own, and one policy per pool it sends to.
 
-lb/l4 never reads lb.config: the composition root maps the config tree onto
-these (see `UpstreamPolicy.from_pool_config`).
+lb/l4 never reads lb.config: lb/build.py maps the config tree onto these.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from lb.config_model import PoolConfig
-from probes.catalog import PROTOCOLS
 
 FIRST_FLIGHT_LIMIT = 16 * 1024
 
@@ -78,19 +74,6 @@ class UpstreamPolicy:
             raise ValueError(f"retries {self.retries!r} must not be negative")
         if self.proxy_protocol not in (0, 1, 2):
             raise ValueError(f"proxy_protocol {self.proxy_protocol!r} is not 0, 1 or 2")
-
-    @classmethod
-    def from_pool_config(cls, pool: PoolConfig) -> UpstreamPolicy:
-        """The policy a pool's config asks for; who speaks first comes from the catalog."""
-        proto = PROTOCOLS.get(pool.protocol.lower()) if pool.protocol else None
-        return cls(
-            connect_timeout=pool.connect_timeout,
-            retries=pool.retries,
-            first_response_timeout=pool.first_response_timeout,
-            server_speaks_first=proto.server_speaks_first if proto else False,
-            proxy_protocol=pool.proxy_protocol,
-            idle_timeout=pool.idle_timeout,
-        )
 
 
 def _positive(name: str, value: float) -> None:

@@ -15,7 +15,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from lb.app import Balancer, serve
-from lb.config_model import Config
+from lb.config import Config
 from lb.health import OwnProbes, ProbeKey
 from lb.workers.agreement import ConfigAgreement
 from lb.workers.lines import LineReader, write_lines

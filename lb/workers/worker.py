@@ -20,7 +20,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from lb.app import Balancer, serve
-from lb.config_model import Config
+from lb.config import Config
 from lb.workers.feed import SupervisorFeed
 from lb.workers.lines import LineReader
 from lb.workers.merged import traffic_families

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import trio
 import trio.testing
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.pool import Member, Pool

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.pool import Pool
 from probes.state import AdminState, CheckState
 

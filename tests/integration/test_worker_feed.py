@@ -6,7 +6,7 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.workers import (

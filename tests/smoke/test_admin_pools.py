@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from lb.admin import serve_admin
 from lb.cli import app
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.checks import CheckResult

@@ -21,7 +21,7 @@ import casfarm
 import pytest
 import trio
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.pool import Pool

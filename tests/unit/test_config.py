@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lb.balancer import Balance
 from lb.config import ConfigError, Mode, load, parse
-from lb.durations import format_duration, parse_duration
+from lb.config.reader import format_duration, parse_duration
 from probes.catalog import CheckKind
 from probes.state import OnError
 

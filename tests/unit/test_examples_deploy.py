@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from lb.config import load
-from lb.config_model import Config
+from lb.config.model import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

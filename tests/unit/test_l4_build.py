@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lb.config_model import FrontendConfig, Mode, PoolConfig, ServerConfig
-from lb.l4.build import build_tcp
+from lb.build import build_tcp
+from lb.config.model import FrontendConfig, Mode, PoolConfig, ServerConfig
 from lb.l4.settings import UpstreamPolicy
 from lb.pool import Pool
 from tests.integration.l4_rig import RecordingEvents

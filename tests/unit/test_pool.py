@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from lb.balancer import MIN_RAMP, Balance
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.pool import Pool
 from probes.state import AdminState, CheckState
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from lb.config_model import (
+from lb.config.model import (
     AdminConfig,
     Config,
     FrontendConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from lb.config_model import PoolConfig, ServerConfig
+from lb.config.model import PoolConfig, ServerConfig
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.workers import (

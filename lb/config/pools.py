@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from lb.balancer import Balance
-from lb.config_model import (
+from lb.config.model import (
     CheckConfig,
     ObserveConfig,
     PoolConfig,
     ServerConfig,
     UpstreamTlsConfig,
-    read_address,
-    resolve_file,
 )
-from lb.config_reader import Table, join, show
+from lb.config.reader import Table, join, read_address, resolve_file, show
 from probes.catalog import PROTOCOLS, CheckKind, ExchangeProtocol
 from probes.checks import CheckSpec
 from probes.state import OnError, Timing

@@ -6,8 +6,8 @@ The shorthand is read and checked at its own key paths (`exchange.servers[1].fqd
 then turned into ordinary `[frontends.*]` and `[pools.*]` tables, which the
 generic reader validates like hand-written ones. Everything Exchange-specific
 (vdirs, ports, check kinds, timeouts, which protocols are long-lived) comes
-from probes/catalog.py through each pool's `protocol`; this module only decides
-the shape of the farm for each mode:
+from probes/catalog.py through each pool's `protocol`. This module reads the
+table into a `Farm` (farm.py); expand.py decides the shape of the farm for each mode:
 
 - `l7` (Microsoft's scenario B): one http frontend terminating TLS on the https
   port, a route per virtual directory to a pool per protocol, each pool with
@@ -39,52 +39,19 @@ rise, fall, timeout).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from lb.config_model import read_address
-from lb.config_reader import Errors, Table, join, show
-from lb.shorthand_expand import (
-    CHECK_SETTINGS,
+from lb.config.expand import CHECK_SETTINGS, POOL_SETTINGS, expand_farm, read_settings
+from lb.config.farm import (
     MAIL_PORT_NAMES,
-    POOL_SETTINGS,
     PORT_NAMES,
     SUBMISSION_PORT,
     ExchangeMode,
-    expand_farm,
-    read_settings,
+    Farm,
+    FarmServer,
 )
+from lb.config.reader import Errors, Table, join, read_address, show
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
-
-
-@dataclass(frozen=True)
-class FarmServer:
-    """One CAS server of the shorthand; ports by port name."""
-
-    name: str
-    host: str
-    fqdn: str
-    weight: int
-    ports: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class Farm:
-    """The validated `[exchange]` table."""
-
-    namespace: str
-    mode: ExchangeMode
-    bind: str
-    servers: tuple[FarmServer, ...]
-    protocols: tuple[str, ...]
-    listen: Mapping[str, int]
-    tls: Mapping[str, Any] | None
-    verify: bool
-    ca_file: str | None
-    l4_check: str
-    hostnames: Mapping[str, tuple[str, ...]]
-    pool_settings: Mapping[str, Any]
-    check_settings: Mapping[str, Any]
 
 
 def _default_ports() -> dict[str, int]:

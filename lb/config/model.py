@@ -1,21 +1,17 @@
-"""The generic config model: frozen dataclasses, and how each is read from TOML.
+"""The generic config model: the frozen dataclasses of the tree the rest of caslb reads.
 
-lb/config.py is the entry point and documents the TOML keys; this module holds
-the tree the rest of caslb reads, plus the small value parsers the table
-readers (lb/config_pools.py, lb/config_frontends.py) share.
+lb/config/__init__.py is the entry point and documents the TOML keys; the
+table readers (pools.py, frontends.py) fill these in, and nothing here reads TOML.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 from lb.balancer import Balance
-from lb.config_reader import Table, show
 from probes.checks import CheckSpec, Target
 from probes.state import OnError, Timing
 
@@ -236,94 +232,3 @@ class Config:
     admin: AdminConfig = AdminConfig()
     grace: float = 30.0
     notes: tuple[str, ...] = ()
-
-
-def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int | None]:
-    """Split "host:port", "[v6]:port" or a bare host.
-
-    Raises:
-        ValueError: naming the text when the port is not 1..65535 or the host empty.
-    """
-    host, port_text = text, None
-    if text.startswith("["):
-        end = text.find("]")
-        host, rest = text[1:end], text[end + 1 :]
-        if end < 0 or (rest and not rest.startswith(":")):
-            raise ValueError(f"not a host[:port] address: {text!r}")
-        port_text = rest[1:] or None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"not a host[:port] address: {text!r}")
-    if port_text is None:
-        return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be 1 to 65535 in {text!r}")
-    return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind host is on loopback (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_address(
-    table: Table, key: str, default: str | None = None, *, required: bool = False
-) -> tuple[str, str, int | None] | None:
-    """A "host[:port]" string setting as (text, host, port); None when absent or malformed.
-
-    A malformed address is reported on `key`; callers word their own port rules with `text`.
-    """
-    text = table.string(key, default, required=required)
-    if text is None:
-        return None
-    try:
-        host, port = parse_address(text)
-    except ValueError as exc:
-        table.error(key, str(exc))
-        return None
-    return text, host, port
-
-
-def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | None:
-    """A required-port "host:port" listen address."""
-    address = read_address(table, key, default, required=default is None)
-    if address is None:
-        return None
-    text, host, port = address
-    if port is None:
-        table.error(key, f"needs a port (host:port), got {show(text)}")
-        return None
-    return host, port
-
-
-def resolve_file(name: str, base_dir: Path | None) -> str:
-    """A file name from the config, relative ones against the config's directory."""
-    path = Path(name).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    return str(path)
-
-
-__all__ = [
-    "AdminConfig",
-    "CertConfig",
-    "CheckConfig",
-    "Config",
-    "FrontendConfig",
-    "Mode",
-    "ObserveConfig",
-    "PoolConfig",
-    "ServerConfig",
-    "UpstreamTlsConfig",
-    "is_loopback",
-    "parse_address",
-    "read_address",
-    "read_bind",
-    "resolve_file",
-]

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lb.config_model import CertConfig, FrontendConfig, Mode, PoolConfig, read_bind, resolve_file
-from lb.config_reader import Errors, Table, join, show
+from lb.config.model import CertConfig, FrontendConfig, Mode, PoolConfig
+from lb.config.reader import Errors, Table, join, read_bind, resolve_file, show
 
 # Keys that only some modes use.
 _MODES_OF_KEY: dict[str, frozenset[Mode]] = {

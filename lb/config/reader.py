@@ -1,21 +1,26 @@
-"""Typed reads from one TOML table, collecting every error with its key path.
+"""Typed reads from TOML tables, and the value syntaxes a config writes.
 
 A `Table` wraps a mapping at a key path (e.g. "pools.ews.check"). Each read
 either returns a validated value or records "path.key: problem" and returns the
 default, so one pass over a config reports every mistake at once instead of
 stopping at the first. `finish()` reports the keys nobody read: unknown keys
 are errors, which catches typos such as `fal = 3`.
+
+Durations are strings with units ("2s", "500ms", "30m", "1h", "1m30s"): a bare
+number is ambiguous (seconds for HAProxy's `timeout`, milliseconds for its
+`inter`), so the config makes the unit explicit everywhere. Addresses are
+"host[:port]" or "[v6]:port"; file names are relative to the config's directory.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
-
-from lb.durations import parse_duration
 
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
@@ -145,7 +150,7 @@ class Table:
     def duration(
         self, key: str, default: Any, *, positive: bool = False, required: bool = False
     ) -> Any:
-        """A duration string in seconds (see lb.durations); `positive` rejects 0."""
+        """A duration string in seconds (see parse_duration); `positive` rejects 0."""
         present, value = self._get(key, default, required)
         if not present:
             return default
@@ -214,3 +219,123 @@ class Table:
             self.error(key, f"must be a string or an array of strings, got {show(value)}")
             return None
         return tuple(items)
+
+
+_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration string into seconds.
+
+    Args:
+        text: one or more `<number><unit>` parts, units ms, s, m or h, e.g. "1m30s".
+
+    Returns:
+        The duration in seconds (finite and ≥ 0).
+
+    Raises:
+        ValueError: naming the bad text when it is not a duration.
+    """
+    compact = text.strip()
+    pos = 0
+    total = 0.0
+    for match in _PART.finditer(compact):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(compact) or not math.isfinite(total):
+        raise ValueError(f'must be a duration like "2s", "500ms", "30m" or "1h", got {text!r}')
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way a person would write them back in a config.
+
+    Whole hours, minutes and seconds use the largest exact unit ("90s" stays
+    "90s", "1800s" becomes "30m"); anything below a second or fractional is
+    given in milliseconds or as decimal seconds.
+    """
+    if seconds == 0:
+        return "0s"
+    millis = round(seconds * 1000)
+    if abs(seconds * 1000 - millis) < 1e-6:
+        for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+            if millis % size == 0:
+                return f"{millis // size}{unit}"
+        if millis < 1000:
+            return f"{millis}ms"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
+
+
+def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int | None]:
+    """Split "host:port", "[v6]:port" or a bare host.
+
+    Raises:
+        ValueError: naming the text when the port is not 1..65535 or the host empty.
+    """
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"not a host[:port] address: {text!r}")
+        port_text = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"not a host[:port] address: {text!r}")
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1 to 65535 in {text!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind host is on loopback (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_address(
+    table: Table, key: str, default: str | None = None, *, required: bool = False
+) -> tuple[str, str, int | None] | None:
+    """A "host[:port]" string setting as (text, host, port); None when absent or malformed.
+
+    A malformed address is reported on `key`; callers word their own port rules with `text`.
+    """
+    text = table.string(key, default, required=required)
+    if text is None:
+        return None
+    try:
+        host, port = parse_address(text)
+    except ValueError as exc:
+        table.error(key, str(exc))
+        return None
+    return text, host, port
+
+
+def read_bind(table: Table, key: str, default: str | None) -> tuple[str, int] | None:
+    """A required-port "host:port" listen address."""
+    address = read_address(table, key, default, required=default is None)
+    if address is None:
+        return None
+    text, host, port = address
+    if port is None:
+        table.error(key, f"needs a port (host:port), got {show(text)}")
+        return None
+    return host, port
+
+
+def resolve_file(name: str, base_dir: Path | None) -> str:
+    """A file name from the config, relative ones against the config's directory."""
+    path = Path(name).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    return str(path)

@@ -1,4 +1,4 @@
-"""The frontends and pools an `[exchange]` farm expands to, per mode (see lb/shorthand.py).
+"""The frontends and pools an `[exchange]` farm expands to, per mode (see shorthand.py).
 
 Output is plain TOML-shaped dicts (durations as strings) so the generic reader
 validates them exactly like a hand-written config.
@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lb.balancer import Balance
-from lb.config_reader import Table, show
-from lb.durations import format_duration
+from lb.config.farm import MAIL_PORT_NAMES, ExchangeMode, Farm
+from lb.config.reader import Table, format_duration, show
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
-
-if TYPE_CHECKING:
-    from lb.shorthand import Farm
-
-# Not in the catalog (one protocol, two listeners): the Client Frontend connector.
-SUBMISSION_PORT = 587
-PORT_NAMES = ("https", "imaps", "pops", "smtp", "submission")
-MAIL_PORT_NAMES = {"imap": "imaps", "pop": "pops", "smtp": "smtp"}  # protocol → port name
 
 # Long Exchange sessions balance better on live counts than on turns; slow start
 # keeps least-conn off a server that just came back (Outlook reconnect storms).
@@ -50,14 +42,6 @@ CHECK_SETTINGS: Settings = {
     "fall": ("integer", {"low": 1, "high": 100}),
     "timeout": ("duration", {"positive": True}),
 }
-
-
-class ExchangeMode(enum.Enum):
-    """How the shorthand fronts the https protocols."""
-
-    L7 = "l7"
-    L4 = "l4"
-    L4_SNI = "l4-sni"
 
 
 def read_settings(table: Table, spec: Settings) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 `load(path)` reads TOML with the stdlib and hands the document to
-`parse(mapping)`. If the document has an `[exchange]` table, lb/shorthand.py
-first expands it into ordinary `[frontends.*]` and `[pools.*]` tables (checked
-at their `exchange.*` key paths), merged with any the file writes by hand.
-Then the generic model is read table by table (lb/config_pools.py,
-lb/config_frontends.py) into the dataclasses of lb/config_model.py, through
-lb/config_reader.py, which records every problem with its key path and carries
+`parse(mapping)`. If the document has an `[exchange]` table, shorthand.py
+first reads it into a `Farm` (farm.py) and expand.py turns that into ordinary
+`[frontends.*]` and `[pools.*]` tables (checked at their `exchange.*` key
+paths), merged with any the file writes by hand. Then the generic model is
+read table by table (pools.py, frontends.py) into the dataclasses of model.py,
+through reader.py, which records every problem with its key path and carries
 on; finally cross-references are checked (a frontend naming a pool that
 does not exist, two frontends on one address). If anything was recorded, one
 `ConfigError` lists every problem; otherwise the caller gets a `Config` built
@@ -50,8 +50,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lb.config_frontends import check_references, read_frontend
-from lb.config_model import (
+from lb.config.frontends import check_references, read_frontend
+from lb.config.model import (
     DEFAULT_ADMIN_PORT,
     AdminConfig,
     CertConfig,
@@ -63,14 +63,13 @@ from lb.config_model import (
     PoolConfig,
     ServerConfig,
     UpstreamTlsConfig,
-    is_loopback,
-    read_bind,
 )
-from lb.config_pools import read_pool, read_server_table
-from lb.config_reader import Errors, Table
-from lb.shorthand import expand_exchange
+from lb.config.pools import read_pool, read_server_table
+from lb.config.reader import Errors, Table, format_duration, is_loopback, read_bind
+from lb.config.shorthand import expand_exchange
 
 __all__ = [
+    "DEFAULT_ADMIN_PORT",
     "AdminConfig",
     "CertConfig",
     "CheckConfig",
@@ -82,6 +81,8 @@ __all__ = [
     "PoolConfig",
     "ServerConfig",
     "UpstreamTlsConfig",
+    "format_duration",
+    "is_loopback",
     "load",
     "parse",
 ]
@@ -118,7 +119,7 @@ def _read_config(
 ) -> Config | None:
     """Read the generic model; None if it could not be built (errors say why)."""
     root = Table(document, "", errors)
-    root.ignore("exchange")  # expanded by lb/shorthand.py
+    root.ignore("exchange")  # expanded by shorthand.py
     grace = root.duration("grace", 30.0)
     admin = _read_admin(root.table("admin"))
     servers = {name: srv for name, srv in read_server_table(root.table("servers")) if srv}
