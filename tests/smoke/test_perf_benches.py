@@ -37,7 +37,7 @@ def _column(output: str, row: str, header: str) -> str:
     return line[:end].split()[-1]
 
 
-@pytest.mark.parametrize("bench", ["l4bench"])
+@pytest.mark.parametrize("bench", ["l4bench", "l7bench"])
 def test_benches_do_not_build_lb_in_process(bench: str) -> None:
     source = (REPO / "perf" / f"{bench}.py").read_text()
     assert not re.search(r"^\s*(from|import)\s+lb(\.|\s|$)", source, re.M)
@@ -47,3 +47,11 @@ def test_l4bench_quick_reports_caslb_cpu_per_connection() -> None:
     out = _run_quick("perf.l4bench")
     assert float(_column(out, "caslb", "CPU µs/conn")) > 0, out
     assert float(_column(out, "caslb", "conn/s")) > 0, out
+
+
+def test_l7bench_quick_reports_caslb_cpu_per_request() -> None:
+    out = _run_quick("perf.l7bench")
+    if "l7bench: skipped" in out:
+        pytest.skip(out.strip())
+    assert float(_column(out, "caslb", "CPU µs/req")) > 0, out
+    assert float(_column(out, "caslb", "req/s")) > 0, out
