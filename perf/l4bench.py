@@ -294,7 +294,7 @@ def _table(rows: dict[str, dict[str, float]], streams: tuple[int, ...]) -> str:
     head = f"{'target':<16}"
     head += "".join(f"{f'bulk {n} Gbit/s':>15}{'CPU ms/GB':>11}" for n in streams)
     head += f"{'conn/s':>9}{'CPU µs/conn':>13}{'errors':>8}"
-    head += f"{'vs best HAProxy (' + '/'.join(keys) + ', CPU/conn)':>44}"
+    head += "  vs best HAProxy (" + "/".join(keys) + ", CPU/conn)"
     lines = [head]
     for name, r in rows.items():
         line = f"{name:<16}"
@@ -306,7 +306,7 @@ def _table(rows: dict[str, dict[str, float]], streams: tuple[int, ...]) -> str:
         ratio = "/".join(f"{r[k] / best[k]:.2f}" for k in keys) if best else "-"
         if best and name != "direct":
             ratio += f", {r['cpu_conn'] / cheapest:.2f}"
-        lines.append(line + f"{ratio:>44}")
+        lines.append(f"{line}  {ratio}")
     return "\n".join(lines)
 
 
