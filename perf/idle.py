@@ -23,6 +23,7 @@ from perf import tools
 from perf.failover.designs.caslb import CASLB_COMMAND
 from perf.failover.procs import LineProcess, child
 from perf.net import free_port
+from perf.procfs import rss_kib
 
 WARMUP = 200
 GREETING = b"*"
@@ -35,14 +36,6 @@ def raise_nofile(wanted: int) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return max(soft, target)
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, in KiB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def _sink(listeners: list[trio.SocketListener], held: list[trio.SocketStream]) -> None:

@@ -1,24 +1,29 @@
-"""L4 throughput and connection-rate bench: caslb's TCP frontend, direct, and HAProxy.
+"""L4 throughput, connection rate and CPU cost: `caslb run`, direct, and HAProxy.
 
-    python -m perf.l4bench [--seconds S]
+    python -m perf.l4bench [--seconds S] [--quick]
 
 Everything runs on 127.0.0.1 in separate processes, so the balancer under test
-competes for the two cores like it would in production:
+competes for the cores like it would in production:
 
 - a backend process: a bulk sink (reads and discards) and a "ping" port (reads
   one request, answers, closes);
-- the proxy: caslb's `TcpFrontend` (splice pump, first-response timer armed as
-  in production), HAProxy `mode tcp` with its defaults, and HAProxy tuned with
-  splice and 1 MiB pipes (skipped with a message if `haproxy` is missing);
+- the proxy: `caslb run CONFIG` with a config this bench writes (two tcp
+  frontends, a pool of one static server each, tcp checks every 2 s), the same
+  with `--workers 2`, HAProxy `mode tcp` with its defaults, and HAProxy tuned
+  with splice and 1 MiB pipes, each with the same 2 s check (HAProxy is
+  skipped with a message if it is missing and cannot be installed);
 - a client process per measure: 1 and 8 bulk streams sending for S seconds,
   then new connections per second from 16 concurrent threads.
 
-Each target is measured the same way and the table prints ratios to direct and
-to the faster HAProxy. Total time stays under a minute with the default S.
+Around each measure the bench reads the proxy's CPU time (user + system, its
+children included) from /proc, and prints CPU per GB carried and per connection
+beside the rates and their ratios to the faster HAProxy. `--quick` measures
+caslb (one process) and HAProxy (defaults) only, 2 s per measure, for CI.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -30,10 +35,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from perf import tools
+from perf import caslbrun, tools
 from perf.net import free_port, wait_listening
+from perf.procfs import cpu_seconds
 
 HOST = "127.0.0.1"
 CHUNK = 1 << 20
@@ -61,8 +68,39 @@ defaults
 
 HAPROXY_PAIR = """listen l{port}
     bind {host}:{port}
-    server s1 {host}:{target}
+    server s1 {host}:{target} check inter 2s
 """
+
+# The generic model (docs/configuration.md): no `protocol`, so no catalog
+# timeouts; the first-response timer is armed as the catalog arms it for
+# Exchange pools, because that is the data path production runs.
+CASLB_FRONTEND = """[frontends.{name}]
+bind = "{host}:{port}"
+mode = "tcp"
+pool = "{name}"
+max_connections = 100000
+
+[pools.{name}]
+servers = [{{ name = "b1", address = "{host}:{target}" }}]
+first_response_timeout = "1s"
+
+[pools.{name}.check]
+kind = "tcp"
+inter = "2s"
+rise = 1
+"""
+
+
+def caslb_config(ports: tuple[int, int], targets: tuple[int, int], admin: int) -> str:
+    """The caslb TOML: a bulk and a ping frontend, each to its backend port."""
+    frontends = "\n".join(
+        CASLB_FRONTEND.format(name=name, host=HOST, port=port, target=target)
+        for name, port, target in zip(("bulk", "ping"), ports, targets, strict=True)
+    )
+    return (
+        "# written by perf/l4bench; a short drain keeps the bench fast\n"
+        f'grace = "1s"\n\n[admin]\nbind = "{HOST}:{admin}"\n\n{frontends}'
+    )
 
 
 # -- roles run in child processes ----------------------------------------------------
@@ -103,49 +141,6 @@ def role_backend() -> None:
     for _ in range(2):
         threading.Thread(target=ping_loop, daemon=True).start()
     threading.Event().wait()
-
-
-def role_caslb(bulk_target: int, ping_target: int, shared: list[int] | None = None) -> None:
-    """caslb TcpFrontends in front of the backend's two ports; prints its ports.
-
-    With `shared` ports it binds those with SO_REUSEPORT, as each worker of
-    `caslb run --workers N` does, so several of these processes share them.
-    """
-    import trio
-
-    from lb.app import open_reuse_port_listener
-    from lb.config.model import PoolConfig, ServerConfig
-    from lb.l4.frontend import Route, TcpFrontend
-    from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
-    from lb.pool import Pool
-
-    class Quiet:
-        """Counters nobody reads: the bench measures the data path only."""
-
-        def __getattr__(self, name: str) -> object:
-            return lambda *args, **kwargs: None
-
-    async def main() -> None:
-        ports = []
-        async with trio.open_nursery() as nursery:
-            for i, (name, target) in enumerate((("bulk", bulk_target), ("ping", ping_target))):
-                pool = Pool(PoolConfig(name, (ServerConfig("b1", HOST, target, "b1"),)))
-                policy = UpstreamPolicy(first_response_timeout=1.0)
-                frontend = TcpFrontend(
-                    TcpFrontendSettings(name, max_connections=100_000),
-                    default=Route(pool, policy),
-                    events=Quiet(),  # type: ignore[arg-type]
-                    report=lambda *r: None,
-                )
-                if shared:
-                    listeners = [await open_reuse_port_listener(HOST, shared[i])]
-                else:
-                    listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=1024)
-                ports.append(listeners[0].socket.getsockname()[1])
-                await nursery.start(frontend.serve, listeners)
-            print(json.dumps(ports), flush=True)
-
-    trio.run(main)
 
 
 def role_bulk(port: int, streams: int, seconds: float) -> None:
@@ -200,6 +195,7 @@ def role_rate(port: int, seconds: float) -> None:
     print(json.dumps([sum(counts) / (time.monotonic() - start), sum(errors)]), flush=True)
 
 
+
 # -- the conductor --------------------------------------------------------------------
 
 
@@ -231,101 +227,146 @@ def _running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
             proc.stdout.close()
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes, and which process's CPU it costs (None: direct)."""
+
+    bulk: int
+    ping: int
+    pid: int | None
+
+
 @contextlib.contextmanager
-def _haproxy(template: str, bulk: int, ping: int) -> Iterator[tuple[int, int]]:
+def _haproxy(template: str, bulk: int, ping: int, workdir: Path) -> Iterator[Target]:
     ports = [free_port(), free_port()]
     targets = zip(ports, (bulk, ping), strict=True)
     pairs = "".join(HAPROXY_PAIR.format(host=HOST, port=p, target=t) for p, t in targets)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "haproxy.cfg"
-        cfg.write_text(template.format(backends=pairs))
-        command = [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            for port in ports:
-                wait_listening(port, proc=proc)
-            yield ports[0], ports[1]
-        finally:
-            proc.kill()
-            proc.wait()
+    cfg = workdir / f"haproxy-{ports[0]}.cfg"
+    cfg.write_text(template.format(backends=pairs))
+    command = [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        for port in ports:
+            wait_listening(port, proc=proc)
+        yield Target(ports[0], ports[1], proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
-def _measure(bulk: int, ping: int, seconds: float) -> dict[str, float]:
+@contextlib.contextmanager
+def _caslb(bulk: int, ping: int, workdir: Path, workers: int = 1) -> Iterator[Target]:
+    ports, admin = (free_port(), free_port()), free_port()
+    cfg = workdir / f"caslb-{ports[0]}.toml"
+    cfg.write_text(caslb_config(ports, (bulk, ping), admin))
+    with caslbrun.running(cfg, ports, admin, workers=workers) as proc:
+        yield Target(ports[0], ports[1], proc.pid)
+
+
+def _cpu(target: Target) -> float:
+    return 0.0 if target.pid is None else cpu_seconds(target.pid)
+
+
+def _measure(target: Target, seconds: float, streams: tuple[int, ...]) -> dict[str, float]:
     results: dict[str, float] = {}
-    for streams in (1, 8):
-        with _running(_spawn("_bulk", str(bulk), str(streams), str(seconds))) as proc:
+    for n in streams:
+        before = _cpu(target)
+        with _running(_spawn("_bulk", str(target.bulk), str(n), str(seconds))) as proc:
             value = _first_line(proc)
-            assert isinstance(value, float)
-            results[f"bulk{streams}"] = value
-    with _running(_spawn("_rate", str(ping), str(seconds))) as proc:
+        assert isinstance(value, float)
+        results[f"bulk{n}"] = value
+        # bytes/s × seconds is what went through; CPU per GB of it
+        results[f"cpu_gb{n}"] = (_cpu(target) - before) / (value * seconds / 1e9)
+    before = _cpu(target)
+    with _running(_spawn("_rate", str(target.ping), str(seconds))) as proc:
         rate = _first_line(proc)
-        assert isinstance(rate, list)
-        results["rate"], results["rate_errors"] = rate
+    assert isinstance(rate, list)
+    results["rate"], results["rate_errors"] = rate
+    results["cpu_conn"] = (_cpu(target) - before) / max(1.0, rate[0] * seconds)
     return results
 
 
-def _measure_workers(bulk: int, ping: int, workers: int, seconds: float) -> dict[str, float]:
-    """The same data path in `workers` processes sharing two ports (SO_REUSEPORT)."""
-    ports = [str(free_port()), str(free_port())]
-    with contextlib.ExitStack() as stack:
-        for _ in range(workers):
-            proc = stack.enter_context(_running(_spawn("_caslb", str(bulk), str(ping), *ports)))
-            _first_line(proc)  # bound and serving
-        return _measure(int(ports[0]), int(ports[1]), seconds)
-
-
-def _table(rows: dict[str, dict[str, float]]) -> str:
+def _table(rows: dict[str, dict[str, float]], streams: tuple[int, ...]) -> str:
     haproxies = [r for n, r in rows.items() if n.startswith("haproxy")]
-    keys = ("bulk1", "bulk8", "rate")
+    keys = (*(f"bulk{n}" for n in streams), "rate")
     best = {k: max(r[k] for r in haproxies) for k in keys} if haproxies else {}
-    lines = [f"{'target':<16}{'bulk 1 (MB/s)':>15}{'bulk 8 (MB/s)':>15}{'conn/s':>10}"
-             f"{'errors':>8}{'vs best HAProxy (b1/b8/rate)':>32}"]
+    cheapest = min(r["cpu_conn"] for r in haproxies) if haproxies else 0.0
+    head = f"{'target':<16}"
+    head += "".join(f"{f'bulk {n} Gbit/s':>15}{'CPU ms/GB':>11}" for n in streams)
+    head += f"{'conn/s':>9}{'CPU µs/conn':>13}{'errors':>8}"
+    head += "  vs best HAProxy (" + "/".join(keys) + ", CPU/conn)"
+    lines = [head]
     for name, r in rows.items():
+        line = f"{name:<16}"
+        for n in streams:
+            cpu = f"{r[f'cpu_gb{n}'] * 1e3:.0f}" if name != "direct" else "-"
+            line += f"{r[f'bulk{n}'] * 8 / 1e9:>15.2f}{cpu:>11}"
+        cpu = f"{r['cpu_conn'] * 1e6:.0f}" if name != "direct" else "-"
+        line += f"{r['rate']:>9.0f}{cpu:>13}{r['rate_errors']:>8.0f}"
         ratio = "/".join(f"{r[k] / best[k]:.2f}" for k in keys) if best else "-"
-        lines.append(f"{name:<16}{r['bulk1'] / 1e6:>15.0f}{r['bulk8'] / 1e6:>15.0f}"
-                     f"{r['rate']:>10.0f}{r['rate_errors']:>8.0f}{ratio:>32}")
+        if best and name != "direct":
+            ratio += f", {r['cpu_conn'] / cheapest:.2f}"
+        lines.append(f"{line}  {ratio}")
     return "\n".join(lines)
 
 
-def main(seconds: float = 2.5) -> None:
+def main(seconds: float, quick: bool) -> int:
     """Run every target and print the table."""
+    streams = (1,) if quick else (1, 8)
     rows: dict[str, dict[str, float]] = {}
-    with _running(_spawn("_backend")) as backend:
+    with (
+        tempfile.TemporaryDirectory(prefix="l4bench-") as tmp,
+        _running(_spawn("_backend")) as backend,
+    ):
+        workdir = Path(tmp)
         ports = _first_line(backend)
         assert isinstance(ports, list)
         bulk, ping = ports
         print(f"backend on {HOST}: bulk {bulk}, ping {ping}; {seconds:g} s per measure", flush=True)
-        rows["direct"] = _measure(bulk, ping, seconds)
-        with _running(_spawn("_caslb", str(bulk), str(ping))) as lb:
-            lb_ports = _first_line(lb)
-            assert isinstance(lb_ports, list)
-            rows["caslb"] = _measure(lb_ports[0], lb_ports[1], seconds)
-        rows["caslb-2workers"] = _measure_workers(bulk, ping, 2, seconds)
+        if not quick:
+            rows["direct"] = _measure(Target(bulk, ping, None), seconds, streams)
+        with _caslb(bulk, ping, workdir) as target:
+            rows["caslb"] = _measure(target, seconds, streams)
+        if not quick:
+            with _caslb(bulk, ping, workdir, workers=2) as target:
+                rows["caslb-2workers"] = _measure(target, seconds, streams)
         if tools.ensure("haproxy"):
             print("haproxy not found and could not be installed: no HAProxy comparison")
         else:
-            for name, template in (("haproxy", HAPROXY_DEFAULT),
-                                   ("haproxy-splice", HAPROXY_TUNED)):
-                with _haproxy(template, bulk, ping) as (hb, hp):
-                    rows[name] = _measure(hb, hp, seconds)
-    print(_table(rows))
+            haproxies = {"haproxy": HAPROXY_DEFAULT}
+            if not quick:
+                haproxies["haproxy-splice"] = HAPROXY_TUNED
+            for name, template in haproxies.items():
+                with _haproxy(template, bulk, ping, workdir) as target:
+                    rows[name] = _measure(target, seconds, streams)
+    print(_table(rows, streams))
+    print("CPU is user + system time of the proxy process and its children, from /proc, "
+          "over each measure")
+    return 0
 
 
-def _dispatch(argv: list[str]) -> None:
-    if not argv or argv[0] in ("--seconds",):
-        main(float(argv[1]) if len(argv) > 1 else 2.5)
-    elif argv[0] == "_backend":
-        role_backend()
-    elif argv[0] == "_caslb":
-        role_caslb(int(argv[1]), int(argv[2]), [int(a) for a in argv[3:5]])
-    elif argv[0] == "_bulk":
-        role_bulk(int(argv[1]), int(argv[2]), float(argv[3]))
-    elif argv[0] == "_rate":
-        role_rate(int(argv[1]), float(argv[2]))
-    else:
-        raise SystemExit(f"unknown argument {argv[0]!r}; usage: python -m perf.l4bench "
-                         "[--seconds S]")
+def _dispatch(argv: list[str]) -> int:
+    roles = {"_backend": 0, "_bulk": 3, "_rate": 2}
+    if argv and argv[0] in roles:
+        args = argv[1 : 1 + roles[argv[0]]]
+        if argv[0] == "_backend":
+            role_backend()
+        elif argv[0] == "_bulk":
+            role_bulk(int(args[0]), int(args[1]), float(args[2]))
+        else:
+            role_rate(int(args[0]), float(args[1]))
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.l4bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measure (default 5)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke: caslb and HAProxy only, 2 s per measure")
+    args = parser.parse_args(argv)
+    if not 0.5 <= args.seconds <= 10:
+        parser.error(f"--seconds must be within 0.5..10, not {args.seconds!r}")
+    return main(2.0 if args.quick else args.seconds, args.quick)
 
 
 if __name__ == "__main__":
-    _dispatch(sys.argv[1:])
+    sys.exit(_dispatch(sys.argv[1:]))

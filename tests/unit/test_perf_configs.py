@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lb.config import load
-from perf import tools
+from perf import l4bench, l7bench, tools
 from perf.failover.designs.caslb import render_config as caslb_config
 from perf.failover.designs.haproxy import (
     Ports,
@@ -86,3 +86,48 @@ def test_parse_stat_keeps_server_rows() -> None:
 def test_parse_ready_names_a_bad_line() -> None:
     with pytest.raises(ValueError, match="not ready"):
         parse_ready("Traceback (most recent call last):")
+
+
+def test_l4bench_caslb_config_has_tcp_checked_static_pools(tmp_path: Path) -> None:
+    path = tmp_path / "l4.toml"
+    path.write_text(l4bench.caslb_config((20001, 20002), (30001, 30002), 29999))
+    config = load(path)
+    assert sorted(fe.port for fe in config.frontends) == [20001, 20002]
+    for name, port in (("bulk", 30001), ("ping", 30002)):
+        pool = config.pools[name]
+        assert [(s.host, s.port) for s in pool.servers] == [("127.0.0.1", port)]
+        assert pool.check is not None and pool.check.timing.inter == 2.0
+
+
+def test_l7bench_caslb_config_checks_the_path_its_backend_answers(tmp_path: Path) -> None:
+    path = tmp_path / "l7.toml"
+    path.write_text(l7bench.caslb_config(20001, 30001, 29999))
+    config = load(path)
+    (frontend,) = config.frontends
+    assert frontend.mode.value == "http" and frontend.port == 20001
+    check = config.pools["bench"].check
+    assert check is not None and check.timing.inter == 2.0
+    assert l7bench.CHECK in l7bench.BACKEND_CFG.format(host="h", port=1, check=l7bench.CHECK)
+
+
+@pytest.mark.skipif(tools.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.parametrize(
+    "text",
+    [
+        l4bench.HAPROXY_DEFAULT.format(
+            backends=l4bench.HAPROXY_PAIR.format(host="127.0.0.1", port=18001, target=18002)
+        ),
+        l4bench.HAPROXY_TUNED.format(
+            backends=l4bench.HAPROXY_PAIR.format(host="127.0.0.1", port=18001, target=18002)
+        ),
+        l7bench.BACKEND_CFG.format(host="127.0.0.1", port=18001, check=l7bench.CHECK),
+        l7bench.PROXY_CFG.format(host="127.0.0.1", port=18001, target=18002, check=l7bench.CHECK),
+    ],
+    ids=["l4-default", "l4-splice", "l7-backend", "l7-proxy"],
+)
+def test_haproxy_accepts_the_bench_configs(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    command = [str(tools.which("haproxy")), "-c", "-f", str(cfg)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,134 @@
+"""`caslb run CONFIG` as the benches start it: a subprocess, ready only once its servers are UP.
+
+The async harnesses (failover, idle) have their own runner on trio; the
+throughput benches are plain blocking code, so this one is too, but it starts
+the same command (perf.failover.designs.caslb.CASLB_COMMAND) and reads the same
+admin `GET /status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from perf.failover.designs.caslb import CASLB_COMMAND, http_get
+from perf.failover.procs import REPO_ROOT
+from perf.net import wait_listening
+
+# cProfile wants a script file; this one is the `caslb` console script.
+_ENTRY = "from lb.cli import main\nmain()\n"
+
+
+def servers_up(document: dict[str, Any]) -> bool:
+    """True when every server of every pool is UP and its last check passed.
+
+    A member starts UP before any check ran; requiring a passed check proves the
+    probe really reaches the backend, so the bench measures a balancer that probes.
+    """
+    servers = [s for pool in document.get("pools", {}).values() for s in pool["servers"]]
+    return bool(servers) and all(
+        s["state"] == "UP" and (s.get("last_check") or {}).get("ok") for s in servers
+    )
+
+
+def argv(config: Path, workers: int = 1, profile: Path | None = None) -> list[str]:
+    """The command line: the console script, or the same under cProfile."""
+    # one line per request on stderr would be most of caslb's work here; HAProxy
+    # runs without a log in the benches too
+    args = ["run", str(config), "--no-access-log"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    if profile is None:
+        return [*CASLB_COMMAND, *args]
+    entry = profile.with_suffix(".entry.py")
+    entry.write_text(_ENTRY)
+    return [sys.executable, "-m", "cProfile", "-o", str(profile), str(entry), *args]
+
+
+@contextlib.contextmanager
+def running(
+    config: Path,
+    listen: Sequence[int],
+    admin: int,
+    *,
+    workers: int = 1,
+    profile: Path | None = None,
+    limit: float = 20.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run caslb on `config` until the block ends; SIGTERM, then SIGKILL.
+
+    Yields once every port in `listen` accepts, every worker serves and the
+    admin API on `admin` shows every server UP with a passed check.
+
+    Raises:
+        RuntimeError: when caslb exits or is not ready within `limit` seconds,
+            quoting its log.
+    """
+    log = config.with_suffix(".log")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            argv(config, workers, profile), cwd=REPO_ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        try:
+            _wait_ready(proc, log, listen, admin, workers, limit)
+        except RuntimeError as exc:
+            text = log.read_text(errors="replace")
+            raise RuntimeError(f"caslb not ready: {exc}\n{text}") from None
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                # a profiled run writes its stats on the way out: give it time
+                proc.wait(15 if profile else 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    listen: Sequence[int],
+    admin: int,
+    workers: int,
+    limit: float,
+) -> None:
+    deadline = time.monotonic() + limit
+    for port in listen:
+        wait_listening(port, max(0.1, deadline - time.monotonic()), proc)
+    if workers > 1:
+        # a connection made while only one worker listens stays on that worker
+        _wait_workers(proc, log, workers, deadline)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode}")
+        with contextlib.suppress(OSError, trio.TooSlowError, ValueError):
+            if servers_up(json.loads(trio.run(http_get, admin, "/status"))):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"servers not UP on the admin API after {limit:g}s")
+
+
+def _wait_workers(proc: subprocess.Popen[bytes], log: Path, workers: int, deadline: float) -> None:
+    # the supervisor and each worker log "caslb serving" once bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode}")
+        if log.read_text(errors="replace").count("caslb serving") > workers:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"fewer than {workers} workers serving")
