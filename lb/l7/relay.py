@@ -228,12 +228,16 @@ class Relay:
             if chunk_too_large(self.upstream.io.conn):
                 attempt.fail(Termination.UPSTREAM_ERROR, "server sent a chunk size over the limit")
                 return
+            data, ends = self._encode(batch)
             try:
-                await self.client.write(self._encode(batch))
+                await self.client.write(data)
             except PEER_ERRORS as exc:
                 attempt.fail(Termination.CLIENT_ABORT, describe_error(exc))
                 return
-            if side.done:
+            if ends:
+                # Done only once the last bytes are written: a response the client
+                # never got must not let its next pipelined request through.
+                side.done = True
                 return
             with trio.move_on_after(idle_timeout) as idle:
                 try:
@@ -249,15 +253,16 @@ class Relay:
                 return
             batch = [event]
 
-    def _encode(self, batch: list[h11.Event]) -> bytes:
-        """Encode a response head and/or body events for the client, counting body bytes."""
+    def _encode(self, batch: list[h11.Event]) -> tuple[bytes, bool]:
+        """Encode response events for the client, counting body bytes; (bytes, ends)."""
         side = self.attempt.response
+        ends = False
         for event in batch:
             if isinstance(event, h11.Data):
                 side.bytes_out += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
-                side.done = True
-        return self.client.encode(*batch)
+                ends = True
+        return self.client.encode(*batch), ends
 
     async def _read_head(self) -> h11.Response | None:
         attempt = self.attempt

@@ -140,3 +140,20 @@ async def test_a_pipelining_flood_gets_its_share_and_no_more() -> None:
     # served flood-first, the last good request would come after all 1,000.
     assert last_good < good_requests * (flooders + 1) * 2
     assert targets.count(b"/owa/flood") < flooders * depth
+
+
+async def test_a_client_gone_after_pipelining_gets_nothing_more_forwarded() -> None:
+    depth = 50
+    pipelined = b"GET /owa/left HTTP/1.1\r\nhost: h\r\n\r\n" * depth
+    async with make_rig() as rig:
+        async with rig.client() as client:
+            await client.stream.send_all(pipelined)
+        # the client is gone before reading anything: answering the first request
+        # fails, and nothing of the rest may reach a server
+        with trio.move_on_after(5):
+            while not rig.events.requests:
+                await trio.sleep(0.01)
+        await trio.sleep(1)
+    assert len(rig.farm.requests) == 1
+    [record] = rig.events.requests
+    assert record.termination is Termination.CLIENT_ABORT
