@@ -24,7 +24,7 @@ def _cell(channel: dict[str, Any] | None) -> str:
         return "–"
     total = channel["ok"] + channel["failed"]
     rate = 100 * channel["ok"] / total if total else 0.0
-    return f"{rate:.1f} % of {total}, p99 {channel['p99_ms']} ms"
+    return f"{rate:.1f} % of {total}, p50 {channel['p50_ms']} / p99 {channel['p99_ms']} ms"
 
 
 def format_row(row: Row) -> str:
