@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from lb import frontends
 from lb.admin import AdminHook, serve_admin
+from lb.boundary import guarded
 from lb.build import build_frontend
 from lb.config import Config, FrontendConfig
 from lb.health import OwnProbes
@@ -208,14 +209,19 @@ class Balancer:
             await gate.shut(close=close)
         self._nursery.start_soon(self._end_when_idle, served)
 
-    @staticmethod
-    async def _end_when_idle(served: _Served) -> None:
-        # Polled: neither frontend kind signals the end of its last connection yet.
-        while frontends.open_connections(
-            served.frontend, parked_accepts=sum(gate.parked for gate in served.gates)
-        ):
-            await trio.sleep(0.5)
-        served.scope.cancel()
+    async def _end_when_idle(self, served: _Served) -> None:
+        async def wait_idle() -> None:
+            # Polled: neither frontend kind signals the end of its last connection yet.
+            while frontends.open_connections(
+                served.frontend, parked_accepts=sum(gate.parked for gate in served.gates)
+            ):
+                await trio.sleep(0.5)
+
+        try:
+            await guarded(log, f"retired frontend {served.config.name}",
+                          self.metrics.internal_error, wait_idle)
+        finally:
+            served.scope.cancel()  # a wait that failed must not keep the old frontend alive
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new config without dropping a connection, as `plan_reload` plans it.

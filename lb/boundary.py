@@ -1,7 +1,8 @@
 """The failure boundary's log line: one line for an error nobody expected.
 
 Every unit of work (a client connection at L4 or L7, an admin connection, a
-probe) catches what it did not expect at its own edge, so that a bug that one
+probe, a background task such as a reload or a retired frontend's wait for its
+last connection) catches what it did not expect at its own edge, so that a bug that one
 peer's input reaches ends that peer's connection and nothing else. The catch
 sites differ (each knows what it may still tell its peer); what they log does
 not: one ERROR line naming the unit and the exception, the traceback only at
@@ -12,6 +13,10 @@ and a count in `caslb_internal_errors_total{where}`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+
+TASK = "task"
+"""The `where` of a background task's unexpected error."""
 
 
 def log_internal_error(log: logging.Logger, what: str, exc: BaseException) -> None:
@@ -36,3 +41,24 @@ def root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+async def guarded(
+    log: logging.Logger, what: str, on_error: Callable[[str], None],
+    work: Callable[[], Awaitable[None]],
+) -> bool:
+    """Run one background task inside its failure boundary.
+
+    Cancellation passes through; any other error ends the task alone, in one
+    line and one count of `TASK`, instead of the nursery and the process.
+
+    Returns:
+        True when the task ended normally.
+    """
+    try:
+        await work()
+    except Exception as exc:
+        log_internal_error(log, what, exc)
+        on_error(TASK)
+        return False
+    return True

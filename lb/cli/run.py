@@ -28,6 +28,7 @@ import typer
 
 from lb import logs, workers
 from lb.app import Balancer, serve
+from lb.boundary import guarded
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.cli._startup import run_or_exit
@@ -45,14 +46,20 @@ async def apply_reload(balancer: Balancer, path: Path) -> None:
         for key, problem in exc.errors:
             log.error("reload refused: %s: %s", key, problem)
         return
-    try:
-        left = await balancer.reload(config)
-    except (ValueError, OSError) as exc:
-        log.error("reload failed part way: %s", exc)
-        return
-    log.info("reloaded %s", path)
-    if left:
-        log.warning("changes that need a restart to apply: %s", ", ".join(left))
+    left: list[str] = []
+
+    async def reload() -> None:
+        try:
+            left.extend(await balancer.reload(config))
+        except (ValueError, OSError) as exc:
+            log.error("reload failed part way: %s", exc)
+            return
+        log.info("reloaded %s", path)
+        if left:
+            log.warning("changes that need a restart to apply: %s", ", ".join(left))
+
+    # a bug in applying the new config must not take down what is serving
+    await guarded(log, f"reload of {path}", balancer.metrics.internal_error, reload)
 
 
 async def run_until_signalled(
