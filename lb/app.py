@@ -41,8 +41,9 @@ from lb.admin import AdminHook, serve_admin
 from lb.boundary import guarded
 from lb.build import build_frontend
 from lb.config import Config, FrontendConfig
+from lb.fdreserve import FdReserve, reserve_from_environment
 from lb.health import OwnProbes
-from lb.listeners import AcceptGuard, FdReserve, open_listeners, reserve_from_environment
+from lb.listeners import AcceptGuard, accept_queued, open_listeners
 from lb.listeners import open_reuse_port_listener as open_reuse_port_listener
 from lb.metrics import Metrics
 from lb.pool import Pool
@@ -84,6 +85,10 @@ class GateListener(trio.abc.Listener[trio.abc.Stream]):
         finally:
             self.parked -= 1
         raise AssertionError("unreachable")
+
+    def accept_queued(self) -> trio.abc.Stream | None:
+        """A connection already in the backlog, unless shut (see lb.listeners)."""
+        return None if self._shut else accept_queued(self.inner)
 
     async def shut(self, *, close: bool) -> None:
         """Stop accepting; with `close`, also close the listening socket."""

@@ -25,18 +25,14 @@ in this order for each connection:
    works), and tells `AcceptGuard.on_pause` each time, and logs through a
    once-per-interval throttle: "accept paused: too many open files (37 times
    in the last 10s)", never a line or a traceback per failure.
+4. A burst: after an accept, connections already queued in the backlog are
+   taken too, up to `ACCEPT_BURST`, without a scheduler turn between them
+   (HAProxy's `tune.maxaccept`), each under steps 1 and 2. trio's accept
+   yields after every connection, and a scheduler turn lasts as long as every
+   busy connection's work, so one accept per turn left the 64th client of a
+   busy frontend waiting 1.5 s for its first byte.
 
-Why the reserve is enforced at accept and measured the way it is: clients
-are the only unbounded consumer of fds (each accepted connection costs about
-two: itself and its upstream), so gating accept bounds them, and a check at
-accept costs nothing on the connections already served. Counting open fds
-means listing /proc/self/fd, O(open fds), too dear for every accept, so a
-count buys a *budget*: (limit - reserve - open) // 2 accepts. The process
-recounts when the budget is spent or a quarter second has passed (fds opened
-elsewhere, e.g. by L7 connections to a second pool, and fds closed, both show
-up then). Where the fd table cannot be read (no /proc) there is no reserve.
-The reserve is shared by every frontend of the process (one fd table), and
-is `CASLB_FD_RESERVE` fds when set, else a quarter of the limit capped at 64.
+The fd reserve itself (how it counts, what it keeps) is lb/fdreserve.py's.
 """
 
 from __future__ import annotations
@@ -44,7 +40,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +47,7 @@ from typing import Any
 
 import trio
 
+from lb.fdreserve import FdReserve
 from probes.local_resources import (
     RESOURCE_ERRNOS,
     OncePerInterval,
@@ -64,12 +60,8 @@ log = logging.getLogger("caslb.listeners")
 BACKOFF_START = 0.01
 BACKOFF_CAP = 1.0
 LOG_INTERVAL = 10.0
-FDS_PER_CONNECTION = 2
-"""A client connection's own fd plus its upstream's."""
-RECOUNT_AFTER = 0.25
-"""Seconds a count of open fds is trusted for, whatever budget is left."""
-RESERVE_CAP = 64
-RESERVE_ENV = "CASLB_FD_RESERVE"
+ACCEPT_BURST = 64
+"""Connections taken from the backlog per scheduler turn, at most."""
 
 PauseHook = Callable[[str, str], None]
 """`(listener, reason)`: told each time a listener pauses; reason is an errno
@@ -138,106 +130,6 @@ async def open_listeners(
         return list(await trio.open_tcp_listeners(port, host=host))
     except OSError as exc:
         raise listen_failure(host, port, what, exc) from exc
-
-
-# -- the fd reserve -------------------------------------------------------------------
-
-def default_reserve(limit: int) -> int:
-    """The fds kept back by default under a soft limit of `limit`."""
-    return max(1, min(RESERVE_CAP, limit // 4))
-
-
-def accept_budget(open_fds: int, limit: int, reserve: int) -> int:
-    """How many connections frontends may accept before the reserve is reached."""
-    return max(0, (limit - reserve - open_fds) // FDS_PER_CONNECTION)
-
-
-def count_open_fds() -> int | None:
-    """This process's open fds, or None where the fd table cannot be listed."""
-    for table in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return len(os.listdir(table)) - 1  # listing it opened one more
-        except OSError:
-            continue
-    return None
-
-
-def soft_fd_limit() -> int | None:
-    """RLIMIT_NOFILE's soft limit, None when unlimited."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if soft == resource.RLIM_INFINITY else int(soft)
-
-
-def reserve_from_environment() -> int | None:
-    """`CASLB_FD_RESERVE` as a count of fds, None when unset.
-
-    Raises:
-        ValueError: the variable is not a whole number >= 0.
-    """
-    text = os.environ.get(RESERVE_ENV, "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise ValueError(f"{RESERVE_ENV}={text!r}: want a whole number of fds (0 disables)")
-    return int(text)
-
-
-class FdReserve:
-    """Keeps frontends from taking the process's last fds.
-
-    Args:
-        reserve: fds to keep free; None follows `default_reserve` of the limit.
-        count_open: counts open fds (None: unknown, no reserve).
-        fd_limit: the soft fd limit (None: unlimited, no reserve).
-        clock: the time source (trio's by default).
-    """
-
-    def __init__(
-        self,
-        reserve: int | None = None,
-        *,
-        count_open: Callable[[], int | None] = count_open_fds,
-        fd_limit: Callable[[], int | None] = soft_fd_limit,
-        clock: Callable[[], float] = trio.current_time,
-    ) -> None:
-        if reserve is not None and reserve < 0:
-            raise ValueError(f"fd reserve must not be negative, not {reserve!r}")
-        self.reserve = reserve
-        self._count_open, self._fd_limit, self._clock = count_open, fd_limit, clock
-        self._budget = 0
-        self._counted_at: float | None = None
-        self.open_fds: int | None = None
-        self.limit: int | None = None
-
-    def kept(self) -> int:
-        """The fds this reserve keeps under the current limit."""
-        if self.limit is None:
-            return 0
-        return default_reserve(self.limit) if self.reserve is None else self.reserve
-
-    def take(self) -> bool:
-        """Take room for one accept; False while open fds are within the reserve."""
-        now = self._clock()
-        stale = self._counted_at is None or now - self._counted_at >= RECOUNT_AFTER
-        if self._budget <= 0 or stale:
-            self._recount(now)
-        if self._budget <= 0:
-            return False
-        self._budget -= 1
-        return True
-
-    def _recount(self, now: float) -> None:
-        self._counted_at = now
-        self.open_fds, self.limit = self._count_open(), self._fd_limit()
-        if self.open_fds is None or self.limit is None or self.kept() == 0:
-            self._budget = 1 << 30
-        else:
-            self._budget = accept_budget(self.open_fds, self.limit, self.kept())
-
-    def describe(self) -> str:
-        """The state for a log line: "230 of 256 fds open, 64 kept for the admin API and probes"."""
-        return (f"{self.open_fds} of {self.limit} fds open, "
-                f"{self.kept()} kept for the admin API and probes")
 
 
 # -- accepting ------------------------------------------------------------------------
@@ -345,6 +237,58 @@ async def accept_loop(
             raise
         backoff.reset()
         nursery.start_soon(_run_handler, handler, stream, limiter, token)
+        _accept_burst(listener, handler, nursery, limiter, reserve)
+
+
+def _accept_burst(
+    listener: trio.abc.Listener[Any], handler: Handler, nursery: trio.Nursery,
+    limiter: trio.CapacityLimiter | None, reserve: FdReserve | None,
+) -> None:
+    """Take what is already queued behind an accept, within the limit and the reserve."""
+    for _ in range(ACCEPT_BURST - 1):
+        token = object()
+        if limiter is not None:
+            try:
+                limiter.acquire_on_behalf_of_nowait(token)
+            except trio.WouldBlock:
+                return
+        stream = None
+        if reserve is None or reserve.take():
+            stream = accept_queued(listener)
+        if stream is None:
+            if limiter is not None:
+                limiter.release_on_behalf_of(token)
+            return
+        nursery.start_soon(_run_handler, handler, stream, limiter, token)
+
+
+def accept_queued(listener: trio.abc.Listener[Any]) -> trio.abc.Stream | None:
+    """A connection already waiting in `listener`'s backlog, taken without a
+    scheduler turn; None when there is none, or the listener cannot say.
+
+    Listeners that wrap another (the app's reload gates) offer
+    `accept_queued()` themselves.
+    """
+    if isinstance(listener, trio.SocketListener):
+        return _accept_from_backlog(listener.socket)
+    take = getattr(listener, "accept_queued", None)
+    return take() if callable(take) else None
+
+
+def _accept_from_backlog(sock: trio.socket.SocketType) -> trio.SocketStream | None:
+    # trio's own accept always ends in a checkpoint; the stdlib call on the
+    # same non-blocking fd does not. The borrowed socket object is detached so
+    # that it never closes the listener's fd.
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        conn, _ = raw.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return None  # out of fds or similar: the next trio accept reports it
+    finally:
+        raw.detach()
+    return trio.SocketStream(trio.socket.from_stdlib_socket(conn))
 
 
 async def _run_handler(

@@ -8,14 +8,8 @@ import os
 import pytest
 import trio
 
-from lb.listeners import (
-    Backoff,
-    FdReserve,
-    accept_budget,
-    default_reserve,
-    listen_failure,
-    reserve_from_environment,
-)
+from lb.fdreserve import FdReserve, accept_budget, default_reserve, reserve_from_environment
+from lb.listeners import Backoff, listen_failure
 from probes.local_resources import OncePerInterval, is_local_resource_error
 
 
