@@ -92,6 +92,7 @@ class FdReserve:
         self.reserve = reserve
         self._count_open, self._fd_limit, self._clock = count_open, fd_limit, clock
         self._budget = 0
+        self._taken = 0  # accepts since the last count
         self._counted_at: float | None = None
         self.open_fds: int | None = None
         self.limit: int | None = None
@@ -111,15 +112,19 @@ class FdReserve:
         if self._budget <= 0:
             return False
         self._budget -= 1
+        self._taken += 1
         return True
 
     def _recount(self, now: float) -> None:
+        # Connections accepted since the last count may not have opened their
+        # upstream yet (a burst takes dozens in one turn): their fd is owed.
+        owed, self._taken = self._taken, 0
         self._counted_at = now
         self.open_fds, self.limit = self._count_open(), self._fd_limit()
         if self.open_fds is None or self.limit is None or self.kept() == 0:
             self._budget = 1 << 30
         else:
-            self._budget = accept_budget(self.open_fds, self.limit, self.kept())
+            self._budget = accept_budget(self.open_fds + owed, self.limit, self.kept())
 
     def describe(self) -> str:
         """The state for a log line: "230 of 256 fds open, 64 kept for the admin API and probes"."""

@@ -148,3 +148,20 @@ def test_a_listen_failure_names_the_address_the_user_and_the_cause() -> None:
         "cannot listen on 127.0.0.1:8443 for frontend owa-https: address already in use")
     assert str(listen_failure("::1", 9090, "the admin API", oserror(errno.EACCES))) == (
         "cannot listen on [::1]:9090 for the admin API: permission denied")
+
+
+def test_accepts_whose_upstream_is_not_open_yet_still_count_at_the_next_count() -> None:
+    opened, now, counts = [100], [0.0], [0]
+
+    def count() -> int:
+        counts[0] += 1
+        return opened[0]
+
+    reserve = FdReserve(64, count_open=count, fd_limit=lambda: 256, clock=lambda: now[0])
+    assert all(reserve.take() for _ in range(40))  # a burst: 40 client fds, no upstream yet
+    opened[0] = 140
+    now[0] = 1.0  # the count is stale: 140 open and 40 upstreams owed
+    assert all(reserve.take() for _ in range(6))  # (256 - 64 - 180) // 2 = 6
+    assert counts[0] == 2
+    reserve.take()
+    assert counts[0] == 3  # the six spent the budget: counted again
