@@ -23,25 +23,13 @@ import trio
 
 from lb.config import PoolConfig
 from lb.pool import Pool
-from lb.seams import ProbeEvents
+from lb.seams import ProbeEvents, ProbeKey
 from probes.checks import CheckResult, Target
 from probes.passive import PassivePolicy
 from probes.runner import ProbeRunner
 from probes.state import CheckState, Transition
 
 log = logging.getLogger("caslb.health")
-
-
-@dataclass(frozen=True)
-class ProbeKey:
-    """Names one probe: a server as checked for one pool.
-
-    The check series of lb/metrics are labelled `server` and `protocol`, the
-    latter the pool's name.
-    """
-
-    server: str
-    pool: str
 
 
 CheckSubscriber = Callable[[ProbeKey, CheckResult | None, Transition | None], None]

@@ -21,6 +21,7 @@ report started, so a worker never serves from pools it has not yet copied.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -29,9 +30,20 @@ from probes.checks import CheckResult
 from probes.state import Transition
 
 if TYPE_CHECKING:
-    from lb.health import ProbeKey
     from lb.pool import Pool
 
+
+
+@dataclass(frozen=True)
+class ProbeKey:
+    """Names one probe: a server as checked for one pool.
+
+    The check series of lb/metrics are labelled `server` and `protocol`, the
+    latter the pool's name.
+    """
+
+    server: str
+    pool: str
 
 class ProbeEvents(Protocol):
     """What a state source tells the metrics (`lb.metrics.Metrics` is one)."""

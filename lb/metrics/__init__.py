@@ -37,7 +37,6 @@ from collections.abc import Callable
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb.health import ProbeKey
 from lb.l7.events import RequestRecord, Termination
 from lb.metrics.collectors import (
     SERVER_STATES,
@@ -48,6 +47,7 @@ from lb.metrics.collectors import (
     server_state,
 )
 from lb.metrics.series import INTERNAL_ERROR_PLACES, PREFIX, build_series
+from lb.seams import ProbeKey
 from probes.catalog import protocol_for_path
 from probes.checks import CheckResult
 from probes.outlier import Ejection

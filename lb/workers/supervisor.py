@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from lb.app import Balancer, serve
 from lb.config import Config
-from lb.health import OwnProbes, ProbeKey
+from lb.health import OwnProbes
+from lb.seams import ProbeKey
 from lb.workers.agreement import ConfigAgreement
 from lb.workers.lines import LineReader, write_lines
 from lb.workers.memberstate import snapshot

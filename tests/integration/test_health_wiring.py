@@ -9,9 +9,10 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from lb.config import Config, parse
-from lb.health import HealthWiring, ProbeKey
+from lb.health import HealthWiring
 from lb.metrics import Metrics
 from lb.pool import Pool
+from lb.seams import ProbeKey
 from probes.runner import ProbeRunner
 from probes.state import CheckState
 

@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lb.health import ProbeKey
 from lb.l4.frontend import L4Events
 from lb.l7.events import L7Events, RequestRecord, Termination
 from lb.metrics import Metrics, code_class
+from lb.seams import ProbeKey
 from probes.checks import CheckResult
 from probes.outlier import Ejection
 from probes.state import CheckState, Transition
