@@ -3,6 +3,7 @@
     python -m perf                      list what is there
     python -m perf failover [--quick] [--designs a,b] [--faults x,y] [--out DIR]
     python -m perf idle [--connections N] [--designs a,b]
+    python -m perf probes [--seconds S] [--hogs N]
     python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
 """
 
@@ -43,7 +44,8 @@ def listing() -> str:
 
     lines = ["harnesses:", "  failover   the failover matrix: designs × faults, JSON/Markdown/SVG"]
     lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)"]
-    lines += ["  hostile    attacks beside well-behaved clients, then a soak with reloads", ""]
+    lines += ["  hostile    attacks beside well-behaved clients, then a soak with reloads"]
+    lines += ["  probes     CPU per health check, false DOWNs and detection under saturation", ""]
     lines.append("designs:")
     for d in DESIGNS.values():
         reason = d.unavailable()
@@ -166,6 +168,22 @@ def idle(
     names = _split(designs, dict(IDLE_DESIGNS), "design") or list(IDLE_DESIGNS)
     for line in trio.run(run_idle, names, connections):
         typer.echo(line)
+
+
+@app.command()
+def probes(
+    seconds: Annotated[float, typer.Option(help="Seconds per phase.")] = 60.0,
+    hogs: Annotated[int, typer.Option(help="CPU-bound processes beside the load.")] = 6,
+) -> None:
+    """What health checks cost idle, and whether a saturated balancer blames servers.
+
+    Example: python -m perf probes --seconds 20 --hogs 4
+    """
+    from perf.probecost import measure
+
+    with tempfile.TemporaryDirectory(prefix="caslb-probes-") as tmp:
+        for line in trio.run(measure, seconds, hogs, Path(tmp)):
+            typer.echo(line)
 
 
 @app.command()

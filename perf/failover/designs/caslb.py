@@ -160,7 +160,7 @@ def _endpoints(farm: FarmInfo, mode: str, listen: Mapping[str, int]) -> dict[str
     return out
 
 
-def _write_cert(farm: FarmInfo, workdir: Path) -> tuple[Path, Path]:
+def write_cert(farm: FarmInfo, workdir: Path) -> tuple[Path, Path]:
     ca = trustme.CA()
     cert = ca.issue_cert(farm.namespace, f"*.{farm.namespace}")
     cert_path, key_path = workdir / "caslb-cert.pem", workdir / "caslb-key.pem"
@@ -177,7 +177,7 @@ def _starter(mode: str):  # type: ignore[no-untyped-def]
     ) -> AsyncIterator[CaslbRunning]:
         listen = {k: free_port() for k in LISTENERS}
         admin = free_port()
-        tls = _write_cert(farm, workdir) if mode == "l7" else None
+        tls = write_cert(farm, workdir) if mode == "l7" else None
         cfg = workdir / f"caslb-{mode}.toml"
         argv = [*CASLB_COMMAND, "run", str(cfg)]
         notes: tuple[str, ...] = ()
