@@ -214,6 +214,7 @@ async def run_check(
         result = CheckResult(False, failed.reason, failed.detail, trio.current_time() - started)
     else:
         result = CheckResult(True, Reason.OK, detail, trio.current_time() - started)
+        session.passed()
     finally:
         await session.aclose()
     return result

@@ -146,6 +146,43 @@ def _broken(exc: BaseException, phase: str) -> CheckFailed:
     return CheckFailed(Reason.RESET, f"connection broken {phase}: {cause}")
 
 
+class TlsSessions:
+    """TLS sessions to resume, one per (context, server name, address), as HAProxy's
+    checks do: a resumed handshake skips the certificate chain and its signature
+    checks, the dearest part of a check that runs every second.
+
+    A session comes only from a handshake that verified the server under the
+    same context, and a server that changed its certificate (or its ticket keys)
+    refuses the ticket, so the next handshake is a full, verified one.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._sessions: dict[tuple[int, str, str, int], ssl.SSLSession] = {}
+
+    def get(self, key: tuple[int, str, str, int]) -> ssl.SSLSession | None:
+        """The session to offer, if any."""
+        return self._sessions.get(key)
+
+    def keep(self, key: tuple[int, str, str, int], session: ssl.SSLSession | None) -> None:
+        """Remember `session` (None forgets)."""
+        self._sessions.pop(key, None)
+        if session is not None:
+            if len(self._sessions) >= self._limit:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[key] = session
+
+
+SESSIONS = TlsSessions()
+
+
+def _ssl_object(stream: trio.SSLStream[trio.abc.Stream]) -> ssl.SSLObject | None:
+    # trio does not take a session to offer; its SSLObject is where the stdlib
+    # takes one, and setting it before the handshake is the documented way.
+    obj = getattr(stream, "_ssl_object", None)
+    return obj if isinstance(obj, ssl.SSLObject) else None
+
+
 class Session:
     """One check's connection to one server.
 
@@ -162,6 +199,7 @@ class Session:
         self.phase = "connecting"
         self._stream: trio.abc.Stream | None = None
         self._buffer = bytearray()
+        self._tls: tuple[tuple[int, str, str, int], ssl.SSLObject] | None = None
 
     @property
     def where(self) -> str:
@@ -186,10 +224,18 @@ class Session:
             self._opened(), context, server_hostname=self.fqdn, https_compatible=True
         )
         self._stream = tls
+        key = (id(context), self.fqdn, self.host, self.port)
+        obj = _ssl_object(tls)
+        offered = SESSIONS.get(key)
+        if obj is not None and offered is not None:
+            obj.session = offered
         try:
             await tls.do_handshake()
         except trio.BrokenResourceError as exc:
+            SESSIONS.keep(key, None)
             raise _broken(exc, self.phase) from None
+        if obj is not None:
+            self._tls = (key, obj)
 
     async def send(self, data: bytes) -> None:
         """Send all of ``data``."""
@@ -227,6 +273,18 @@ class Session:
             raise CheckFailed(Reason.PROTOCOL_ERROR, f"line over {_MAX_LINE} bytes")
         self._buffer[:] = rest
         return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the TLS handshake resumed an earlier check's session."""
+        return self._tls is not None and self._tls[1].session_reused
+
+    def passed(self) -> None:
+        """The check passed: keep its TLS session (a TLS 1.3 ticket arrives after
+        the handshake, so only now is there one) for the next check to resume."""
+        if self._tls is not None:
+            key, obj = self._tls
+            SESSIONS.keep(key, obj.session)
 
     async def aclose(self) -> None:
         """Close at once: a probe owes a broken server no graceful goodbye."""

@@ -10,6 +10,7 @@ import trio
 
 from probes.catalog import CheckKind, protocol
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
+from probes.wire import Session
 
 TIMEOUT = 0.5  # real seconds: bounds the hang, slow and black-hole cases
 
@@ -124,3 +125,26 @@ async def test_flapping_shows_both_verdicts(farm: casfarm.Farm) -> None:
             break
         await trio.sleep(0.05)
     assert {Reason.OK, Reason.RESET} <= seen
+
+
+async def test_checks_resume_tls_but_a_changed_certificate_is_still_caught(
+    farm: casfarm.Farm,
+) -> None:
+    spec = http(farm)
+    server = farm.server("cas1")
+    resumed = []
+    for _ in range(2):
+        session = Session(server.fqdn, server.host, server.ports["https"])
+        await session.connect()
+        await session.start_tls(spec.tls_context())
+        await session.send(f"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: {server.fqdn}\r\n"
+                           "Connection: close\r\n\r\n".encode())
+        while await session.receive_some():
+            pass  # reading the answer is what brings the TLS 1.3 ticket in
+        resumed.append(session.resumed)
+        session.passed()
+        await session.aclose()
+    assert resumed == [False, True]
+    farm.inject("cas1", "bad_cert", mode="wrong_name")
+    result = await probe_http(farm)
+    assert not result.ok and result.reason is Reason.CERT_ERROR
