@@ -309,7 +309,8 @@ class Balancer:
         started = await self._nursery.start(
             lambda task_status: serve_admin(
                 listen, pools=self.pools, metrics=self.metrics,
-                last_check=self.states.last_result, token=admin.token,
+                last_check=self.states.last_result,
+                check_progress=self.states.check_progress, token=admin.token,
                 on_admin=self._on_admin, on_internal_error=self.metrics.internal_error,
                 guard=self.guard,
                 task_status=task_status,

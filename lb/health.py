@@ -4,7 +4,9 @@ Each pool with a check gets one probe per member, keyed `ProbeKey(server, pool)`
 a pool's check runs once per server for that pool alone, so two pools with the
 same check still probe apart. Check transitions move the member's check state
 in that pool, and the last result of every probe is kept here, where the
-metrics collector and the admin API read it (`last_result`); live-traffic
+metrics collector and the admin API read it (`last_result`); the admin API
+also reads each probe's health counter from the runner (`check_progress`),
+so "UP 1/2" on the status page is the probe's own state, never a copy; live-traffic
 outcomes reported by the frontends go back into the same probe (HAProxy's
 `observe layer4`) when the pool asks for it. A reload re-registers a probe only
 when what it checks or how often changed, so health survives a SIGHUP.
@@ -27,7 +29,7 @@ from lb.seams import ProbeEvents, ProbeKey
 from probes.checks import CheckResult, Target
 from probes.passive import PassivePolicy
 from probes.runner import ProbeRunner
-from probes.state import CheckState, Transition
+from probes.state import CheckProgress, CheckState, Transition
 
 log = logging.getLogger("caslb.health")
 
@@ -83,6 +85,11 @@ class HealthWiring:
     def last_result(self, pool: str, server: str) -> CheckResult | None:
         """The last result of the check `pool` runs on `server`, or None before the first."""
         return self._last.get(ProbeKey(server, pool))
+
+    def check_progress(self, pool: str, server: str) -> CheckProgress | None:
+        """The health counter of the check `pool` runs on `server`, None without one."""
+        key = ProbeKey(server, pool)
+        return self.runner.health(key).progress if key in self.runner else None
 
     def sync(self, pools: Mapping[str, Pool]) -> None:
         """Register, replace or remove probes to match these pools."""
@@ -181,6 +188,10 @@ class OwnProbes:
     def last_result(self, pool: str, server: str) -> CheckResult | None:
         """The last result of the check `pool` runs on `server`."""
         return self.wiring.last_result(pool, server)
+
+    def check_progress(self, pool: str, server: str) -> CheckProgress | None:
+        """The health counter of the check `pool` runs on `server`."""
+        return self.wiring.check_progress(pool, server)
 
     def report(self, pool: str, server: str, ok: bool, reason: str) -> None:
         """A live-traffic outcome; counts when the pool observes."""

@@ -61,6 +61,8 @@ class Member:
         admin: what an operator says.
         up_since: when it last entered service (slow start), None if in
             service since the pool was built.
+        last_change: when its check or admin state last changed (or a reload
+            added it), None if unchanged since the pool was built.
         active: connections (L4) or upstream connections (L7) it carries now.
         total: connections it has carried in all.
     """
@@ -75,6 +77,7 @@ class Member:
         self.check_state = CheckState.UP
         self.admin = AdminState.READY
         self.up_since: float | None = None
+        self.last_change: float | None = None
         self.active = 0
         self.total = 0
         self.configure(server)
@@ -148,15 +151,23 @@ class Pool:
         healthy = sum(m.check_state is CheckState.UP for m in self.members)
         return in_panic(healthy, len(self.members), self.config.panic_threshold)
 
-    def _candidates(self, now: float, exclude: Collection[str]) -> list[Candidate]:
+    def _servable(self) -> list[Member]:
         panic = self.panicking
-        return [
-            Candidate(m.name, m.weight, slowstart_ramp(now, m.up_since, self.config.slowstart),
-                      m.active)
-            for m in self.members
-            if m.name not in exclude
-            and (m.eligible or (panic and m.admin is AdminState.READY))
-        ]
+        return [m for m in self.members
+                if m.eligible or (panic and m.admin is AdminState.READY)]
+
+    @property
+    def refuses_all(self) -> bool:
+        """True when no member may take a new connection: every pick returns None."""
+        return not self._servable()
+
+    def candidate(self, member: Member, now: float) -> Candidate:
+        """`member` as the strategy weighs it at `now`: its slow-start ramp applied."""
+        ramp = slowstart_ramp(now, member.up_since, self.config.slowstart)
+        return Candidate(member.name, member.weight, ramp, member.active)
+
+    def _candidates(self, now: float, exclude: Collection[str]) -> list[Candidate]:
+        return [self.candidate(m, now) for m in self._servable() if m.name not in exclude]
 
     def pick(
         self, now: float, *, client: str | None = None, exclude: Collection[str] = ()
@@ -210,6 +221,7 @@ class Pool:
         old, member.check_state = member.check_state, state
         if old is state:
             return
+        member.last_change = now
         if state is CheckState.UP:
             member.up_since = now
         elif self.config.reset_on_down and not self.panicking:
@@ -224,6 +236,8 @@ class Pool:
         """
         member = self.member(server)
         old, member.admin = member.admin, state
+        if old is not state:
+            member.last_change = now
         if state is AdminState.READY:
             deadline = math.inf
             if old is not AdminState.READY:
@@ -252,7 +266,7 @@ class Pool:
             member = old.pop(server.name, None)
             if member is None:
                 member = Member(server)
-                member.up_since = now
+                member.up_since = member.last_change = now
                 self._leases[server.name] = set()
                 self._deadline[server.name] = math.inf
             member.configure(server)
@@ -282,7 +296,7 @@ class Pool:
                 "up_since": m.up_since,
             }
             if now is not None:
-                row["ramp"] = slowstart_ramp(now, m.up_since, self.config.slowstart)
+                row["ramp"] = self.candidate(m, now).ramp
             members.append(row)
         return {
             "name": self.name,

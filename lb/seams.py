@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from probes.checks import CheckResult
-from probes.state import Transition
+from probes.state import CheckProgress, Transition
 
 if TYPE_CHECKING:
     from lb.pool import Pool
@@ -65,6 +65,9 @@ class StateSource(Protocol):
 
     def last_result(self, pool: str, server: str) -> CheckResult | None:
         """The last check result for a member, None before one (or with no probes here)."""
+
+    def check_progress(self, pool: str, server: str) -> CheckProgress | None:
+        """A member's health counter on its way UP or DOWN, None with no probe here."""
 
     def pools_changed(self) -> None:
         """The app added, removed or reconfigured pools (a reload)."""

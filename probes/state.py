@@ -146,6 +146,44 @@ class AdminTransition:
     reason: str
 
 
+@dataclass(frozen=True)
+class CheckProgress:
+    """Where a (server, check) stands between UP and DOWN, read off its health counter.
+
+    Attributes:
+        state: the check state.
+        counter: the health counter, 0 .. ``rise + fall - 1``.
+        rise, fall: from the timing.
+        last_change: when the check state last changed, None if never.
+    """
+
+    state: CheckState
+    counter: int
+    rise: int
+    fall: int
+    last_change: float | None
+
+    @property
+    def steps(self) -> tuple[int, int] | None:
+        """HAProxy's ``n/m`` of a transition in progress, None when settled.
+
+        As HAProxy's stats page counts them: UP going down shows the checks it
+        has left before DOWN out of ``fall``; DOWN coming up shows the passes
+        counted out of ``rise``.
+        """
+        if self.state is CheckState.UP:
+            if self.counter >= self.rise + self.fall - 1:
+                return None
+            return self.counter - self.rise + 1, self.fall
+        return None if self.counter <= 0 else (self.counter, self.rise)
+
+    @property
+    def label(self) -> str:
+        """"UP", "UP 1/2", "DOWN" or "DOWN 1/2", as HAProxy writes it."""
+        steps = self.steps
+        return self.state.value if steps is None else f"{self.state.value} {steps[0]}/{steps[1]}"
+
+
 def _after_pass(counter: int, t: Timing) -> int:
     if counter >= t.top:
         return counter
@@ -214,6 +252,12 @@ class Health:
     def eligible(self) -> bool:
         """True when the server may take new traffic: check UP and admin READY."""
         return self.state is CheckState.UP and self.admin is AdminState.READY
+
+    @property
+    def progress(self) -> CheckProgress:
+        """The counter and its thresholds, for a status page."""
+        t = self.timing
+        return CheckProgress(self.state, self.counter, t.rise, t.fall, self.last_change)
 
     def record(self, ok: bool, now: float, reason: str = "") -> Transition | None:
         """Feed the result of an active check that completed at ``now``.

@@ -22,7 +22,14 @@ from lb.admin.messages import HTML, Reply, Request
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Member, Pool
-from lb.statuspage import member_document, render_html, status_document
+from lb.statuspage import (
+    Lookups,
+    ProgressLookup,
+    member_document,
+    no_progress,
+    render_html,
+    status_document,
+)
 from probes.state import AdminState
 
 log = logging.getLogger("caslb.admin")
@@ -49,16 +56,19 @@ class AdminContext:
         hosts: the Host values served (`guard.listener_hosts`); others get 421.
         last_check: `(pool, server)` → the last check result, from its owner
             (lb.health.HealthWiring.last_result).
+        check_progress: `(pool, server)` → the probe's health counter, from
+            its owner (lb.health.HealthWiring.check_progress).
         token: when set, POSTs need `Authorization: Bearer <token>`.
         on_admin: called as `(pool, server, state)` after each admin change,
             so the app can log it or keep it across reloads.
-        now: the clock passed to `Pool.set_admin`.
+        now: the pools' clock, passed to `Pool.set_admin` and the status document.
     """
 
     pools: Mapping[str, Pool]
     metrics: Metrics
     hosts: frozenset[str]
     last_check: LastCheckLookup = no_check_results
+    check_progress: ProgressLookup = no_progress
     token: str | None = None
     on_admin: AdminHook | None = None
     now: Callable[[], float] = field(default=trio.current_time)
@@ -105,8 +115,13 @@ def _page(ctx: AdminContext) -> Reply:
 
 def _document(ctx: AdminContext) -> dict[str, Any]:
     return status_document(
-        ctx.pools, frontends=ctx.metrics.frontend_connections(), last_check=ctx.last_check
+        ctx.pools, frontends=ctx.metrics.frontend_connections(), now=ctx.now(),
+        lookups=_lookups(ctx),
     )
+
+
+def _lookups(ctx: AdminContext) -> Lookups:
+    return Lookups(last_check=ctx.last_check, progress=ctx.check_progress)
 
 
 _READ_ROUTES: dict[str, Callable[[AdminContext], Reply]] = {
@@ -136,7 +151,7 @@ def _action(
         "server": server,
         "admin": state.name,
         "pools": {
-            pool.name: member_document(pool.name, pool.member(server), ctx.last_check)
+            pool.name: member_document(pool, pool.member(server), now, _lookups(ctx))
             for pool in selected
         },
     })

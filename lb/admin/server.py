@@ -38,6 +38,7 @@ from lb.listeners import UNGUARDED, AcceptGuard, open_listeners, serve_listeners
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Pool
+from lb.statuspage import ProgressLookup, no_progress
 
 log = logging.getLogger("caslb.admin")
 
@@ -85,6 +86,7 @@ async def serve_admin(
     pools: Mapping[str, Pool],
     metrics: Metrics,
     last_check: LastCheckLookup = no_check_results,
+    check_progress: ProgressLookup = no_progress,
     token: str | None = None,
     on_admin: AdminHook | None = None,
     hosts: Sequence[str] = (),
@@ -101,6 +103,8 @@ async def serve_admin(
         metrics: the metrics to expose and read frontend counts from.
         last_check: `(pool, server)` → the last check result, from its owner
             (lb.health.HealthWiring.last_result); none by default.
+        check_progress: `(pool, server)` → the probe's health counter, from its
+            owner (lb.health.HealthWiring.check_progress); none by default.
         token: bearer token POSTs must present; required to bind beyond loopback.
         on_admin: `(pool, server, state)` hook run after each admin change.
         hosts: further Host names the API is reached by (each bound address,
@@ -125,7 +129,8 @@ async def serve_admin(
         for listener in listeners:
             _check_listener(listener, token)
     ctx = AdminContext(
-        pools=pools, metrics=metrics, last_check=last_check, token=token, on_admin=on_admin,
+        pools=pools, metrics=metrics, last_check=last_check, check_progress=check_progress,
+        token=token, on_admin=on_admin,
         hosts=listener_hosts(_addresses(listeners), hosts),
     )
 

@@ -18,6 +18,7 @@ import typer
 from lb.cli._app import app
 from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
 from lb.config import DEFAULT_ADMIN_PORT
+from lb.statusgrid import ago, build_grid, grid_table
 
 DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 TIMEOUT_SECONDS = 5.0
@@ -79,7 +80,9 @@ def action_path(server: str, action: str, pool: str | None, protocol: str | None
     return f"/servers/{quote(server, safe='')}/{action}{suffix}"
 
 
-STATUS_COLUMNS = ("pool", "server", "state", "admin", "active", "total", "last check")
+STATUS_COLUMNS = (
+    "pool", "server", "state", "admin", "weight", "active", "total", "changed", "last check",
+)
 
 
 def status_rows(document: Mapping[str, Any]) -> list[tuple[str, ...]]:
@@ -94,9 +97,16 @@ def status_rows(document: Mapping[str, Any]) -> list[tuple[str, ...]]:
 def server_row(pool: str, server: Mapping[str, Any]) -> tuple[str, ...]:
     """One table row for a server document of the admin API."""
     return (
-        pool, str(server["name"]), str(server["state"]), str(server["admin"]),
-        str(server["active"]), str(server["total"]), _last_check(server.get("last_check")),
+        pool, str(server["name"]), str(server.get("label", server["state"])),
+        str(server["admin"]), _weight(server), str(server["active"]), str(server["total"]),
+        ago(server.get("seconds_since_change")), _last_check(server.get("last_check")),
     )
+
+
+def _weight(server: Mapping[str, Any]) -> str:
+    # The effective weight differs from the configured one only while slow start ramps.
+    weight, effective = server.get("weight"), server.get("effective_weight", server.get("weight"))
+    return str(weight) if effective == weight else f"{effective:g} of {weight}"
 
 
 def _last_check(check: Mapping[str, Any] | None) -> str:
@@ -124,7 +134,7 @@ def status(
     admin: AdminUrl = DEFAULT_ADMIN_URL,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
 ) -> None:
-    """Show every pool's servers: state, admin state, connections, last check.
+    """Show the server × pool grid of states, then every pool's servers in detail.
 
     Example: caslb status --admin http://127.0.0.1:9090
     """
@@ -135,6 +145,8 @@ def status(
     if as_json:
         typer.echo(json.dumps(document, indent=1))
         return
+    typer.echo(format_table(*grid_table(build_grid(document))))
+    typer.echo()
     typer.echo(format_table(STATUS_COLUMNS, status_rows(document)))
     for name, fe in document.get("frontends", {}).items():
         typer.echo(f"frontend {name}: {fe['current_connections']} current connections")

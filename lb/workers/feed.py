@@ -24,6 +24,7 @@ from lb.workers.memberstate import apply_control
 from lb.workers.messages import SNAPSHOT_TIMEOUT, GapDetector, Resync, Snapshot, decode_control
 from lb.workers.pipe import SupervisorPipe
 from probes.checks import CheckResult
+from probes.state import CheckProgress
 
 log = logging.getLogger("caslb.workers")
 
@@ -44,6 +45,10 @@ class SupervisorFeed:
 
     def last_result(self, pool: str, server: str) -> CheckResult | None:
         """None: check results stay with the supervisor's probes."""
+        return None
+
+    def check_progress(self, pool: str, server: str) -> CheckProgress | None:
+        """None: the health counters stay with the supervisor's probes."""
         return None
 
     def pools_changed(self) -> None:

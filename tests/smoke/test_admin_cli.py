@@ -66,8 +66,10 @@ async def test_status_of_an_empty_balancer_prints_the_header(nursery: trio.Nurse
     url = await start_admin(nursery, {})
     result = await cli("status", "--admin", url)
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == ["pool", "server", "state", "admin", "active", "total",
-                                     "last", "check"]
+    grid, details = result.stdout.split("\n\n")
+    assert grid.split() == ["server"]  # no pools: no columns, no rows
+    assert details.split() == ["pool", "server", "state", "admin", "weight", "active", "total",
+                               "changed", "last", "check"]
 
 
 async def test_api_errors_are_printed_with_status(nursery: trio.Nursery) -> None:
@@ -103,11 +105,19 @@ def test_action_path_quotes_names() -> None:
 
 def test_status_table_layout() -> None:
     doc = {"pools": {"owa": {"panic": True, "servers": [{
-        "name": "cas1", "state": "DOWN", "admin": "READY", "active": 0, "total": 12,
+        "name": "cas1", "state": "DOWN", "label": "DOWN 1/2", "admin": "READY", "active": 0,
+        "total": 12, "weight": 3, "effective_weight": 3, "seconds_since_change": 75.2,
         "last_check": {"reason": "RESET", "duration": 0.0015, "detail": "reset by peer"},
+    }, {
+        "name": "cas2", "state": "UP", "label": "UP 40%", "admin": "READY", "active": 1,
+        "total": 2, "weight": 3, "effective_weight": 1.2, "seconds_since_change": None,
+        "last_check": None,
     }]}}}
     rows = status_rows(doc)
-    assert rows == [("owa (PANIC)", "cas1", "DOWN", "READY", "0", "12",
-                     "RESET 1.5ms reset by peer")]
+    assert rows == [
+        ("owa (PANIC)", "cas1", "DOWN 1/2", "READY", "3", "0", "12", "1m15s ago",
+         "RESET 1.5ms reset by peer"),
+        ("owa (PANIC)", "cas2", "UP 40%", "READY", "1.2 of 3", "1", "2", "-", "-"),
+    ]
     table = format_table(("pool", "server"), [("owa", "cas1"), ("eas", "cas22")])
     assert table.splitlines() == ["pool  server", "owa   cas1", "eas   cas22"]

@@ -177,8 +177,9 @@ async def test_status_document_shape(lb: Balancer) -> None:
     cas2 = owa["servers"][1]
     assert cas2 == {
         "name": "cas2", "address": "127.0.0.1:1", "fqdn": "cas2.lab.example", "weight": 2,
-        "state": "UP", "check": "UP", "admin": "READY", "eligible": True,
-        "active": 0, "total": 0,
+        "effective_weight": 2, "slowstart": 1.0, "state": "UP", "label": "UP", "kind": "up",
+        "check": "UP", "check_progress": None, "admin": "READY", "eligible": True,
+        "active": 0, "total": 0, "seconds_since_change": None, "ejected_for": None,
         "last_check": {"ok": False, "reason": "BAD_STATUS", "detail": "HTTP 503",
                        "duration": 0.004},
     }
@@ -227,9 +228,10 @@ async def test_status_page_is_a_coloured_self_refreshing_table(lb: Balancer) -> 
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert '<meta http-equiv="refresh"' in page
     assert "<script" not in page and "http://" not in page  # self-contained
-    assert '<tr class="DOWN"><td>cas3</td>' in page
-    assert '<tr class="DRAIN"><td>cas2</td>' in page
-    assert '<tr class="UP"><td>cas1</td>' in page
+    assert '<tr class="down"><td>cas3</td>' in page
+    assert '<tr class="drain"><td>cas2</td>' in page
+    assert '<tr class="up"><td>cas1</td>' in page
+    assert page.index('<table class="grid">') < page.index("pool owa (1/3 active)")
     assert "pool owa (1/3 active)" in page
 
 
@@ -256,10 +258,18 @@ async def test_cli_drain_status_enable_round_trip(lb: Balancer) -> None:
     lb.checked("owa", "cas2", CheckResult(False, Reason.RESET, "", 0.0015))
     code, out, _ = await cli("status", "--admin", lb.url)
     assert code == 0
-    rows = [line.split() for line in out.splitlines()]
-    assert rows[0] == ["pool", "server", "state", "admin", "active", "total", "last", "check"]
-    assert ["ews-pool", "cas1", "DRAIN", "DRAIN", "0", "0", "-"] in rows
-    assert ["owa", "cas2", "UP", "READY", "0", "0", "RESET", "1.5ms"] in rows
+    grid, details = out.split("\n\n")
+    assert [line.split() for line in grid.splitlines()] == [
+        ["server", "ews-pool", "owa"],
+        ["cas1", "DRAIN", "UP"],
+        ["cas2", "UP", "UP"],
+        ["cas3", "-", "UP"],
+    ]
+    rows = [line.split() for line in details.splitlines()]
+    assert rows[0] == ["pool", "server", "state", "admin", "weight", "active", "total",
+                       "changed", "last", "check"]
+    assert ["ews-pool", "cas1", "DRAIN", "DRAIN", "1", "0", "0", "0s", "ago", "-"] in rows
+    assert ["owa", "cas2", "UP", "READY", "2", "0", "0", "-", "RESET", "1.5ms"] in rows
 
     code, out, _ = await cli("maint", "cas3", "--pool", "owa", "--admin", lb.url)
     assert code == 0 and lb.pools["owa"].member("cas3").admin is AdminState.MAINT

@@ -14,7 +14,7 @@ from lb.health import OwnProbes
 from lb.pool import Pool
 from lb.seams import ProbeEvents
 from probes.checks import CheckResult
-from probes.state import CheckState
+from probes.state import CheckProgress, CheckState
 from tests.smoke.test_admin_app import config_text, echo
 
 
@@ -38,6 +38,9 @@ class ScriptedStates:
         self.changes = 0
 
     def last_result(self, pool: str, server: str) -> CheckResult | None:
+        return None
+
+    def check_progress(self, pool: str, server: str) -> CheckProgress | None:
         return None
 
     def pools_changed(self) -> None:

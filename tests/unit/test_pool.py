@@ -200,3 +200,35 @@ async def test_a_lease_on_a_member_a_reload_removed_still_keeps_the_pool_busy() 
             assert woke == []
         await trio.testing.wait_all_tasks_blocked()
         assert woke == ["idle"]
+
+
+def test_last_change_follows_real_transitions_only() -> None:
+    pool = Pool(_config(2))
+    cas1, cas2 = pool.members
+    assert cas1.last_change is None  # unchanged since the pool was built
+    pool.set_check_state("cas1", DOWN, 5.0)
+    pool.set_check_state("cas1", DOWN, 6.0)  # no change: the time stays
+    assert cas1.last_change == 5.0
+    pool.set_admin("cas1", AdminState.DRAIN, 7.0)
+    pool.set_admin("cas1", AdminState.DRAIN, 8.0)
+    assert cas1.last_change == 7.0
+    pool.reconfigure(_config(3), 9.0)
+    assert [m.last_change for m in pool.members] == [7.0, None, 9.0]
+    assert cas2.last_change is None
+
+
+def test_refuses_all_matches_pick() -> None:
+    pool = Pool(_config(2))
+    pool.set_check_state("cas1", DOWN, 1.0)
+    assert not pool.refuses_all and pool.pick(2.0) is not None
+    pool.set_admin("cas2", AdminState.MAINT, 1.0)
+    assert pool.refuses_all and pool.pick(2.0) is None
+
+
+def test_candidate_weighs_the_slow_start_ramp() -> None:
+    pool = Pool(_config(1, slowstart=10.0))
+    pool.set_check_state("cas1", DOWN, 0.0)
+    pool.set_check_state("cas1", CheckState.UP, 100.0)
+    member = pool.member("cas1")
+    assert pool.candidate(member, 105.0).effective_weight == pytest.approx(0.5)
+    assert pool.candidate(member, 120.0).effective_weight == 1
