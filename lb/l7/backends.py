@@ -124,6 +124,7 @@ class ClientUpstreams:
                 break
             if attempt:
                 retries += 1
+            started = trio.current_time()
             try:
                 upstream = await open_upstream(
                     self._nursery,
@@ -138,11 +139,13 @@ class ClientUpstreams:
                     return Picked(None, retries)
                 last_error = str(exc)
                 tried.add(member.name)
+                self._events.connect_failed(pool_name, member.name)
                 self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect")
                 self._events.retried(pool_name, member.name, "connect")
                 log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
                 now = trio.current_time()
                 continue
+            self._events.server_connected(pool_name, member.name, trio.current_time() - started)
             self._open[pool_name] = upstream
             return Picked(upstream, retries)
         return Picked(None, retries, last_error)

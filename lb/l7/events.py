@@ -96,6 +96,18 @@ class L7Events(Protocol):
     def internal_error(self, where: str) -> None:
         """A connection ended on an error caslb did not expect (a bug)."""
 
+    def frontend_connection_opened(self, frontend: str) -> None:
+        """A client connection was accepted."""
+
+    def frontend_connection_closed(self, frontend: str) -> None:
+        """A client connection ended."""
+
+    def server_connected(self, pool: str, server: str, seconds: float) -> None:
+        """An upstream connection opened after `seconds` (TCP, and TLS if any)."""
+
+    def connect_failed(self, pool: str, server: str) -> None:
+        """An upstream connect failed."""
+
 
 class NullEvents:
     """An `L7Events` that drops everything."""
@@ -115,6 +127,18 @@ class NullEvents:
     def internal_error(self, where: str) -> None:
         """Ignore."""
 
+    def frontend_connection_opened(self, frontend: str) -> None:
+        """Ignore."""
+
+    def frontend_connection_closed(self, frontend: str) -> None:
+        """Ignore."""
+
+    def server_connected(self, pool: str, server: str, seconds: float) -> None:
+        """Ignore."""
+
+    def connect_failed(self, pool: str, server: str) -> None:
+        """Ignore."""
+
 
 @dataclass
 class RecordingEvents:
@@ -125,6 +149,8 @@ class RecordingEvents:
     ejections: list[tuple[str, Ejection]] = field(default_factory=list)
     handshake_failures: list[tuple[str, str]] = field(default_factory=list)
     internal_errors: list[str] = field(default_factory=list)
+    connections: list[tuple[str, str]] = field(default_factory=list)
+    connects: list[tuple[str, str, bool]] = field(default_factory=list)
 
     def request_finished(self, record: RequestRecord) -> None:
         """Keep the record."""
@@ -145,6 +171,22 @@ class RecordingEvents:
     def internal_error(self, where: str) -> None:
         """Keep where it happened."""
         self.internal_errors.append(where)
+
+    def frontend_connection_opened(self, frontend: str) -> None:
+        """Keep ("opened", frontend)."""
+        self.connections.append(("opened", frontend))
+
+    def frontend_connection_closed(self, frontend: str) -> None:
+        """Keep ("closed", frontend)."""
+        self.connections.append(("closed", frontend))
+
+    def server_connected(self, pool: str, server: str, seconds: float) -> None:
+        """Keep (pool, server, True)."""
+        self.connects.append((pool, server, True))
+
+    def connect_failed(self, pool: str, server: str) -> None:
+        """Keep (pool, server, False)."""
+        self.connects.append((pool, server, False))
 
 
 def log_access(record: RequestRecord) -> None:

@@ -149,6 +149,7 @@ class HttpFrontend:
             stream: the accepted stream (TLS is terminated here when configured).
             client: the client's address.
         """
+        self.events.frontend_connection_opened(self.settings.name)
         try:
             await self._serve_connection(stream, client)
         except Exception as exc:  # the failure boundary: this connection ends, nothing else
@@ -156,6 +157,7 @@ class HttpFrontend:
             self.events.internal_error("l7")
         finally:
             await trio.aclose_forcefully(stream)
+            self.events.frontend_connection_closed(self.settings.name)
 
     async def _serve_connection(self, stream: trio.abc.Stream, client: str) -> None:
         if self.settings.tls is not None:

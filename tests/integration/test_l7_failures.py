@@ -381,3 +381,19 @@ async def test_a_bug_ends_only_its_own_connection_in_one_log_line(
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "RuntimeError: a bug below the proxy" in errors[0].getMessage()
+
+
+async def test_l7_connections_and_upstream_connects_feed_the_series() -> None:
+    async with make_rig() as rig:
+        rig.farm.refuse = {"cas1", "cas2"}
+        async with rig.client() as client:
+            head, _ = await client.request("GET", "/owa/")
+            assert head.status_code == 200
+        with trio.fail_after(5):
+            while ("closed", "test") not in rig.events.connections:
+                await trio.sleep(0.01)
+    assert rig.events.connections == [("opened", "test"), ("closed", "test")]
+    failed = [(pool, server) for pool, server, ok in rig.events.connects if not ok]
+    assert [c for c in rig.events.connects if c[2]] == [("owa", "cas3", True)]
+    assert failed == [(pool, server) for pool, server, _ in rig.events.retries]
+    assert {server for _, server in failed} <= {"cas1", "cas2"}
