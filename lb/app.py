@@ -153,6 +153,7 @@ class Balancer:
             on_pause=self.metrics.accept_paused,
         )
         self._serves_frontends, self._serves_admin = frontends, admin
+        self._declare_series(config)
         self._on_admin, self._reuse_port = on_admin, reuse_port
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
@@ -178,6 +179,14 @@ class Balancer:
     def stop(self) -> None:
         """Begin a graceful stop: refuse new connections, drain, then exit."""
         self._stopping.set()
+
+    def _declare_series(self, config: Config) -> None:
+        # Only a process that counts traffic: a supervisor sums its workers' series.
+        if self._serves_frontends:
+            self.metrics.declare(
+                (fe.name for fe in config.frontends),
+                ((p.name, s.name) for p in config.pools.values() for s in p.servers),
+            )
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return build_frontend(fe, self.config, self.pools, connector=self._connector,
@@ -256,6 +265,7 @@ class Balancer:
         for name in plan.remove:
             del self.pools[name]
         self.states.pools_changed()
+        self._declare_series(config)
         return list(plan.needs_restart)
 
     async def _replace(self, fe: FrontendConfig, *, reuse: bool) -> None:

@@ -32,7 +32,7 @@ registry unless another was given at construction (the supervisor of
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -71,6 +71,12 @@ def code_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
+_FRONTEND_COUNTERS = ("fe_connections", "fe_bytes_in", "fe_bytes_out", "fe_tls_failures")
+_SERVER_COUNTERS = ("srv_bytes_in", "srv_bytes_out", "srv_connect_errors", "srv_retries",
+                    "srv_redispatches", "srv_first_response_timeouts", "srv_replays")
+_STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+
 class Metrics:
     """Every caslb event series, and the state collector, on one registry.
 
@@ -106,6 +112,28 @@ class Metrics:
         self._fe_current = series.gauges["fe_current"]
         for where in INTERNAL_ERROR_PLACES:
             self._counters["internal_errors"].labels(where)
+
+    def declare(self, frontends: Iterable[str], members: Iterable[tuple[str, str]]) -> None:
+        """Export at 0 every series the config makes known: a labelled counter is
+        absent until its first event otherwise, and `rate()` panels and alerts
+        over it say "no data" instead of 0.
+
+        Args:
+            frontends: frontend names.
+            members: (pool, server) pairs.
+        """
+        for fe in frontends:
+            self._fe_current.labels(fe)
+            for key in _FRONTEND_COUNTERS:
+                self._counters[key].labels(fe)
+        for pool, server in members:
+            for key in _SERVER_COUNTERS:
+                self._counters[key].labels(pool, server)
+            for code in _STATUS_CLASSES:
+                self._counters["srv_responses"].labels(pool, server, code)
+            self._histograms["srv_connect_time"].labels(pool, server)
+            self._counters["check_up_down"].labels(server, pool)
+            self._counters["check_inconclusive"].labels(server, pool)
 
     def frontend_connections(self) -> dict[str, int]:
         """Current connections per frontend, as counted from the events."""

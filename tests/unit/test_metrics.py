@@ -244,3 +244,19 @@ def test_what_metrics_exposes_is_chosen_at_construction() -> None:
     assert Metrics(own).exposed is own
     m = Metrics(CollectorRegistry(), exposed=exposed)
     assert m.exposed is exposed and m.registry is not exposed
+
+
+def test_series_the_config_makes_known_are_exported_at_zero_before_any_event() -> None:
+    metrics, registry = _metrics()
+    fe, srv = {"frontend": "https"}, {"pool": "ews", "server": "cas1"}
+    assert value(registry, "caslb_frontend_connections_total", **fe) is None
+    metrics.declare(["https"], [("ews", "cas1")])
+    assert value(registry, "caslb_frontend_connections_total", **fe) == 0
+    assert value(registry, "caslb_frontend_tls_handshake_failures_total", **fe) == 0
+    assert value(registry, "caslb_frontend_current_connections", **fe) == 0
+    assert value(registry, "caslb_server_connection_errors_total", **srv) == 0
+    assert value(registry, "caslb_server_http_responses_total", code="5xx", **srv) == 0
+    assert value(registry, "caslb_server_connect_time_seconds_count", **srv) == 0
+    assert value(registry, "caslb_server_check_up_down_total", server="cas1", protocol="ews") == 0
+    metrics.frontend_connection_opened("https")
+    assert value(registry, "caslb_frontend_connections_total", **fe) == 1
