@@ -154,8 +154,10 @@ class HealthWiring:
         pool = self._pools.get(key.pool)
         if pool is None:
             return
-        log.warning(
-            "pool %s server %s is %s (was %s): %s",
+        # Going DOWN is news an operator acts on; coming back UP is the good news.
+        level = logging.WARNING if transition.new is CheckState.DOWN else logging.INFO
+        log.log(
+            level, "pool %s server %s is %s (was %s): %s",
             key.pool, key.server, transition.new.value, transition.old.value, transition.reason,
         )
         try:
