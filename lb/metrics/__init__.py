@@ -32,10 +32,12 @@ registry unless another was given at construction (the supervisor of
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import platform
 from collections.abc import Callable, Iterable
 
 import trio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from lb.l7.events import RequestRecord, Termination
 from lb.metrics.collectors import (
@@ -69,6 +71,13 @@ def _protocol_label(path: str) -> str:
 def code_class(status: int) -> str:
     """HAProxy's `code` label: `1xx`..`5xx`, or `other` for anything outside 100-599."""
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("caslb")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
 
 
 _FRONTEND_COUNTERS = ("fe_connections", "fe_bytes_in", "fe_bytes_out", "fe_tls_failures")
@@ -112,6 +121,10 @@ class Metrics:
         self._fe_current = series.gauges["fe_current"]
         for where in INTERNAL_ERROR_PLACES:
             self._counters["internal_errors"].labels(where)
+        ProcessCollector(registry=registry)
+        build = Gauge(PREFIX + "build_info", "caslb's version and Python's; always 1.",
+                      ["version", "python"], registry=registry)
+        build.labels(_version(), platform.python_version()).set(1)
 
     def declare(self, frontends: Iterable[str], members: Iterable[tuple[str, str]]) -> None:
         """Export at 0 every series the config makes known: a labelled counter is

@@ -32,6 +32,8 @@ def traffic_families(registry: CollectorRegistry) -> dict[str, Family]:
     for metric in registry.collect():
         if metric.type not in ("counter", "histogram") and metric.name != CURRENT_CONNECTIONS:
             continue
+        if not metric.name.startswith(PREFIX):
+            continue  # process_* is each process's own; the supervisor exports its own
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): float(s.value)
             for s in metric.samples if not s.name.endswith("_created")

@@ -152,7 +152,8 @@ def test_every_name_is_prefixed_and_counters_end_in_total() -> None:
     families = list(text_string_to_metric_families(generate_latest(r).decode()))
     assert families
     for family in families:
-        assert family.name.startswith("caslb_"), family.name
+        # process_* are the standard process series every exporter shares
+        assert family.name.startswith(("caslb_", "process_")), family.name
         if family.type == "counter":
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
 
@@ -260,3 +261,12 @@ def test_series_the_config_makes_known_are_exported_at_zero_before_any_event() -
     assert value(registry, "caslb_server_check_up_down_total", server="cas1", protocol="ews") == 0
     metrics.frontend_connection_opened("https")
     assert value(registry, "caslb_frontend_connections_total", **fe) == 1
+
+
+def test_build_info_and_process_series_are_exported() -> None:
+    _, registry = _metrics()
+    text = generate_latest(registry).decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("caslb_build_info{")]
+    assert line.endswith(" 1.0") and 'python="3.' in line and "version=" in line
+    assert value(registry, "process_open_fds") is not None
+    assert value(registry, "process_cpu_seconds_total") is not None
