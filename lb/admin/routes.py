@@ -18,7 +18,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lb.admin.guard import foreign_origin, misdirected, unauthorized, unmarked
-from lb.admin.messages import HTML, Reply, Request
+from lb.admin.messages import HTML, Reply, Request, gzipped
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
 from lb.pool import Member, Pool
@@ -88,7 +88,7 @@ def respond(request: Request, ctx: AdminContext) -> Reply:
         if request.method != "GET":
             return Reply.error(405, f"method {request.method} not allowed on {path}",
                                ("allow", "GET"))
-        return _READ_ROUTES[path](ctx)
+        return gzipped(_READ_ROUTES[path](ctx), request.headers.get("accept-encoding", ""))
     segments = path.split("/")
     if len(segments) == 4 and segments[1] == "servers":
         if request.method != "POST":

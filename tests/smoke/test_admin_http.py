@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import struct
@@ -217,3 +218,16 @@ def test_loopback_needs_no_token(host: str) -> None:
 async def test_serve_admin_refuses_a_public_address_before_binding() -> None:
     with pytest.raises(AdminBindError):
         await serve_admin(("0.0.0.0", 0), pools={}, metrics=Metrics(CollectorRegistry()))
+
+
+async def test_metrics_are_gzipped_for_a_scraper_that_asks(admin: int) -> None:
+    _, plain_headers, plain = await http(admin, "GET", "/metrics")
+    status, headers, body = await http(admin, "GET", "/metrics",
+                                       headers=(("accept-encoding", "gzip"),))
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain_headers and plain_headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(body).split(b"\n")[:3] == plain.split(b"\n")[:3]
+    assert len(body) < len(plain) / 3
+    _, refused, _ = await http(admin, "GET", "/metrics",
+                               headers=(("accept-encoding", "gzip;q=0, identity"),))
+    assert "content-encoding" not in refused
