@@ -37,7 +37,12 @@ import platform
 from collections.abc import Callable, Iterable
 
 import trio
-from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from lb.l7.events import RequestRecord, Termination
 from lb.metrics.collectors import (
@@ -121,6 +126,9 @@ class Metrics:
         self._fe_current = series.gauges["fe_current"]
         for where in INTERNAL_ERROR_PLACES:
             self._counters["internal_errors"].labels(where)
+        # `_created` samples appear only once a child exists and double the
+        # scrape; Prometheus ignores them unless asked (as HAProxy exports none).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         ProcessCollector(registry=registry)
         build = Gauge(PREFIX + "build_info", "caslb's version and Python's; always 1.",
                       ["version", "python"], registry=registry)
