@@ -1,16 +1,34 @@
 """`caslb demo`: a 3-server simulated farm and the balancer in front of it, on loopback.
 
-The farm takes its demo addresses and ports (cas1..cas3 on 127.0.0.11..13) and
-writes its certificates next to config/lab.toml, which the balancer then runs
-exactly as `caslb run config/lab.toml` would. Before anything is written, every
-address the farm and the balancer need is tried: when one is taken (a demo
-already running, say) the demo refuses to start, naming them, and leaves the
-certificates of the running one alone.
+The farm runs in a process of its own, `caslb farm --child`, on its demo
+addresses and ports (cas1..cas3 on 127.0.0.11..13) with its certificates
+next to config/lab.toml; once it listens, this process runs the balancer on
+that file exactly as `caslb run config/lab.toml` would. Two processes, because
+the farm does the server side of every TLS handshake: sharing one event loop,
+on a busy 2-core machine, the farm's work made loopback checks take
+400-1000 ms against 1 s timeouts and healthy servers went DOWN over and over.
+
+The child stops when its stdin ends: the demo closes it on the way out (after
+Ctrl-C or SIGTERM, once the balancer has drained), and the kernel closes it if
+the demo dies any other way. It runs in a session of its own, so a Ctrl-C in
+the terminal reaches only the demo, and the farm keeps serving while the
+balancer drains.
+
+Before anything is written, every address the farm and the balancer need is
+tried: when one is taken (a demo already running, say) the demo refuses to
+start, naming them, and leaves the certificates of the running one alone.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import casfarm
 import trio
@@ -21,24 +39,96 @@ from lb.app import Balancer
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.cli._startup import taken_addresses
-from lb.cli.farm import farm_addresses
+from lb.cli.farm import READY, ControlApiError, call_control, farm_addresses
 from lb.cli.run import run_until_signalled, start
 from lb.config import Config
 
 LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
+# A second interpreter imports the package and makes three certificates: seconds
+# on a busy machine, never this long unless it is stuck.
+FARM_START_SECONDS = 60.0
+# The farm holds no state worth a wait: past this, it is killed.
+FARM_STOP_SECONDS = 5.0
 
 
-def banner(config: Config, balancer: Balancer, farm: casfarm.Farm, certs: Path) -> str:
+@dataclass
+class FarmProcess:
+    """The demo's farm: its process and what its control API said once it was ready."""
+
+    process: trio.Process
+    state: dict[str, Any]
+
+
+def farm_argv(certs: Path) -> list[str]:
+    """The command that runs the demo's farm: the demo's ports, long-polls as casfarm's."""
+    return [sys.executable, "-c", "from lb.cli import main; main()", "farm",
+            "--child", "--cert-dir", str(certs), "--heartbeat", "30", "--pending-period", "5"]
+
+
+async def _wait_ready(process: trio.Process) -> str:
+    assert process.stdout is not None
+    seen = b""
+    with trio.move_on_after(FARM_START_SECONDS):
+        while b"\n" not in seen:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                status = await process.wait()
+                # Its own error (an address taken, say) is already on stderr.
+                raise OSError(f"the farm process exited with status {status} before it listened")
+            seen += chunk
+        word, _, url = seen.split(b"\n", 1)[0].decode(errors="replace").partition(" ")
+        if word != READY or not url.startswith("http://"):
+            raise OSError(f"the farm process said {seen!r}, not {READY!r} and its control URL")
+        return url
+    raise OSError(f"the farm process was not listening after {FARM_START_SECONDS:g}s")
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.stdin is not None:
+        await process.stdin.aclose()
+    with trio.move_on_after(FARM_STOP_SECONDS):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()
+
+
+@asynccontextmanager
+async def farm_process(certs: Path) -> AsyncIterator[FarmProcess]:
+    """Run the farm in a child process for the block; it is stopped however the block ends.
+
+    Raises:
+        OSError: the farm did not start (its own reason is on stderr), or its
+            control API did not answer.
+    """
+    process = await trio.lowlevel.open_process(
+        farm_argv(certs), stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        url = await _wait_ready(process)
+        try:
+            state = await trio.to_thread.run_sync(call_control, url, "/api/state")
+        except ControlApiError as exc:
+            raise OSError(str(exc)) from None
+        yield FarmProcess(process, state)
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+def banner(config: Config, farm: FarmProcess, certs: Path) -> str:
     """What a newcomer needs to try the demo: addresses, and how to break a server."""
     https = next(fe for fe in config.frontends if fe.name == "https")
-    ns = farm.namespace
+    ns = farm.state["namespace"]
     url = f"https://{ns}:{https.port}"
     curl = f"curl --cacert {certs / 'ca.pem'} --resolve {ns}:{https.port}:{https.host}"
     admin = f"http://{config.admin.host}:{config.admin.port}"
     fronts = "\n".join(f"  {fe.name:<11} {fe.mode.value:<5} {fe.host}:{fe.port}"
                        for fe in config.frontends)
-    servers = "\n".join(f"  {s.name}  {s.fqdn}  {s.host}  https {s.ports['https']}"
-                        for s in farm.servers)
+    servers = "\n".join(f"  {s['name']}  {s['fqdn']}  {s['host']}  https {s['ports']['https']}"
+                        for s in farm.state["servers"])
     return f"""caslb demo: a simulated CAS farm behind caslb, all on loopback.
 
 Farm servers:
@@ -49,7 +139,8 @@ Front ends:
   HTTPS front end  {url}/owa/   (TLS for {ns}, CA {certs / 'ca.pem'})
   status page      {admin}/
   metrics          {admin}/metrics
-  farm control     {farm.control_url}
+  farm control     {farm.state['control_url']}
+  processes        balancer pid {os.getpid()}, farm pid {farm.process.pid}
 
 Try it:
   {curl} {url}/owa/ -si | grep -i x-feserver
@@ -65,18 +156,20 @@ Crash a whole server, then bring it back:
 Ctrl-C stops everything."""
 
 
+async def _fail_when_farm_exits(farm: FarmProcess) -> None:
+    status = await farm.process.wait()
+    raise OSError(f"the farm process (pid {farm.process.pid}) exited with status {status}")
+
+
 async def run_demo(lab: Path, certs: Path) -> None:
-    """Start the farm, then the balancer on `lab`, until a stop signal."""
-    async with casfarm.running(
-        servers=3,
-        base_ports=casfarm.DEMO_PORTS,
-        cert_dir=certs,
-        control_port=casfarm.DEMO_CONTROL_PORT,
-    ) as farm:
+    """Start the farm's process, then the balancer on `lab`, until a stop signal."""
+    async with farm_process(certs) as farm:
         config = load_or_exit(lab)
         async with trio.open_nursery() as nursery:
+            # Without its farm the demo shows nothing: say so rather than flap every server.
+            nursery.start_soon(_fail_when_farm_exits, farm)
             balancer: Balancer = await nursery.start(run_until_signalled, config, lab)
-            print(banner(config, balancer, farm, certs), flush=True)
+            print(banner(config, farm, certs), flush=True)
             await balancer.stopped.wait()
             nursery.cancel_scope.cancel()
 
@@ -96,7 +189,12 @@ def demo() -> None:
                    err=True)
         raise typer.Exit(1)
     logs.setup("WARNING")
-    raise typer.Exit(start(run_demo, LAB, LAB.parent / "lab-certs"))
+    try:
+        code = start(run_demo, LAB, LAB.parent / "lab-certs")
+    except KeyboardInterrupt:
+        # Ctrl-C before the balancer listens: the farm is already stopped.
+        code = 130
+    raise typer.Exit(code)
 
 
 def demo_addresses(config: Config) -> list[tuple[str, int, str]]:
@@ -107,4 +205,3 @@ def demo_addresses(config: Config) -> list[tuple[str, int, str]]:
     wanted += [(fe.host, fe.port, f"frontend {fe.name}") for fe in config.frontends]
     wanted.append((config.admin.host, config.admin.port, "admin API"))
     return wanted
-

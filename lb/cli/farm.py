@@ -3,12 +3,16 @@
 `caslb farm` alone runs casfarm in the foreground on the demo addresses
 (cas1..cas3 on 127.0.0.11-13, ports in `casfarm.DEMO_PORTS`, control API on
 127.0.0.1:8099) and prints how to reach and break it. The subcommands are thin
-clients (stdlib urllib) of that farm's JSON control API.
+clients (stdlib urllib) of that farm's JSON control API. `caslb demo` runs
+`caslb farm --child`: no banner, one line `ready CONTROL_URL` once every server
+listens, and an exit when stdin ends, so the farm never outlives the demo.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -24,6 +28,8 @@ from lb.cli._startup import run_or_exit, taken_addresses
 
 DEFAULT_CONTROL_URL = f"http://127.0.0.1:{casfarm.DEMO_CONTROL_PORT}"
 TIMEOUT_SECONDS = 5.0
+# What `caslb farm --child` prints, then its control URL, once every server listens.
+READY = "ready"
 DEFAULT_CERT_DIR = Path(tempfile.gettempdir()) / "casfarm-certs"
 
 farm_app = typer.Typer(
@@ -142,6 +148,7 @@ async def _run_farm(
     pending_period: float,
     health_cache_delay: float,
     run_for: float | None,
+    child: bool,
 ) -> None:
     async with casfarm.running(
         servers=servers,
@@ -153,10 +160,22 @@ async def _run_farm(
         pending_period=pending_period,
         health_cache_delay=health_cache_delay,
     ) as farm:
+        if child:
+            typer.echo(f"{READY} {farm.control_url}")
+            sys.stdout.flush()
+            await _until_stdin_ends()
+            return
         typer.echo(banner(farm))
         if run_for is None:
             await trio.sleep_forever()
         await trio.sleep(run_for)
+
+
+async def _until_stdin_ends() -> None:
+    # The parent holds the other end: when it exits, however it exits, so does the farm.
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some():
+            pass
 
 
 @farm_app.callback()
@@ -186,6 +205,14 @@ def farm(
     run_for: Annotated[
         float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
     ] = None,
+    child: Annotated[
+        bool,
+        typer.Option(
+            "--child", hidden=True,
+            help=f"For caslb demo: print '{READY} CONTROL_URL' once listening, "
+                 "no banner; stop when stdin ends.",
+        ),
+    ] = False,
 ) -> None:
     """Run the farm in the foreground: cas1..cas3 on 127.0.0.11-13, control on :8099.
 
@@ -206,6 +233,7 @@ def farm(
             pending_period,
             health_cache_delay,
             run_for,
+            child,
         )
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")

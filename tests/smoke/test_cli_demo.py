@@ -1,34 +1,106 @@
-"""`caslb demo` as a newcomer runs it: the banner, a request through it, Ctrl-C."""
+"""`caslb demo` as a newcomer runs it: the banner, a request through it, Ctrl-C.
+
+The farm runs in a process of its own (lb/cli/demo.py says why); these tests
+find who listens on a farm address through /proc, so they check the process
+model itself and not only what the banner claims.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import trio
 
 from lb.cli.demo import LAB
 from tests.farmclient import https_client
 
 CASLB = [sys.executable, "-c", "from lb.cli import main; main()"]
+FARM_HTTPS = ("127.0.0.11", 8443)  # cas1, as lab.toml names it
+# A cold start of two interpreters, three certificates and a first probe round,
+# on a machine busy with other work.
+START_SECONDS = 60
 
 
-async def test_demo_fronts_the_farm_and_stops_on_ctrl_c() -> None:
+def listener_inode(host: str, port: int) -> int | None:
+    """The socket inode listening on host:port, from /proc/net/tcp, or None."""
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            return int(fields[9])
+    return None
+
+
+def listener_pid(host: str, port: int) -> int | None:
+    """The pid of a process holding the socket that listens on host:port, or None."""
+    inode = listener_inode(host, port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return None
+
+
+async def start_demo() -> tuple[trio.Process, str]:
+    """A running demo and its banner."""
     process = await trio.lowlevel.open_process(
         [*CASLB, "demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     assert process.stdout is not None
+    banner = b""
+    with trio.fail_after(START_SECONDS):
+        while b"Ctrl-C stops everything." not in banner:
+            chunk = await process.stdout.receive_some(4096)
+            assert chunk, f"demo ended early: {banner.decode(errors='replace')}"
+            banner += chunk
+    return process, banner.decode()
+
+
+async def stop_demo(process: trio.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            await pipe.aclose()
+
+
+def farm_pid(banner: str) -> int:
+    found = re.search(r"balancer pid (\d+), farm pid (\d+)", banner)
+    assert found, banner
+    return int(found.group(2))
+
+
+async def wait_until_nobody_listens(host: str, port: int, seconds: float) -> None:
+    with trio.fail_after(seconds):
+        while listener_inode(host, port) is not None:
+            await trio.sleep(0.1)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_demo_fronts_a_farm_in_its_own_process_and_stops_both(stop: int) -> None:
+    process, text = await start_demo()
     try:
-        banner = b""
-        with trio.fail_after(30):
-            while b"Ctrl-C stops everything." not in banner:
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"demo ended early: {banner.decode(errors='replace')}"
-                banner += chunk
-        text = banner.decode()
         assert "https://mail.lab.local:9443/owa/" in text
         assert "caslb farm set cas1 EwsProxy Inactive" in text
+        farm = farm_pid(text)
+        assert farm != process.pid
+        assert listener_pid(*FARM_HTTPS) == farm
+        assert listener_pid("127.0.0.1", 9443) == process.pid
         client = await https_client("127.0.0.1", 9443, ca_path=LAB.parent / "lab-certs/ca.pem",
                                     server_hostname="mail.lab.local")
         try:
@@ -37,13 +109,22 @@ async def test_demo_fronts_the_farm_and_stops_on_ctrl_c() -> None:
             await client.aclose()
         assert response.status == 200 and response.header("x-feserver") in {
             "CAS1", "CAS2", "CAS3"}
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         with trio.fail_after(40):
             assert await process.wait() == 0
+        # The demo reaped its child: nothing of the farm is left listening.
+        assert listener_inode(*FARM_HTTPS) is None
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
+        await stop_demo(process)
+
+
+async def test_a_killed_demo_takes_its_farm_with_it() -> None:
+    process, text = await start_demo()
+    try:
+        farm = farm_pid(text)
+        assert listener_pid(*FARM_HTTPS) == farm
+        process.kill()  # no finally runs in the demo: the farm must notice by itself
+        await process.wait()
+        await wait_until_nobody_listens(*FARM_HTTPS, seconds=30)
+    finally:
+        await stop_demo(process)
