@@ -14,6 +14,7 @@ lb/l7/settings.py, lb/l7/upstream.py), together with the live pools it routes to
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -153,6 +154,7 @@ def build_http(
         routes=RouteTable(vdirs=dict(fe.routes), default_pool=fe.default_pool),
         tls=_server_tls(fe),
         header_timeout=fe.header_timeout,
+        trusted_proxies=tuple(ipaddress.ip_network(n) for n in fe.trusted_proxies),
         default_idle_timeout=fe.idle_timeout,
         max_connections=fe.max_connections,
     )

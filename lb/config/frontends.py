@@ -7,6 +7,7 @@ says which mode it belongs to (a `pool` on an http frontend is a typo for
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +26,7 @@ _MODES_OF_KEY: dict[str, frozenset[Mode]] = {
     "hosts": frozenset({Mode.HTTP}),
     "tls": frozenset({Mode.HTTP}),
     "header_timeout": frozenset({Mode.HTTP}),
+    "trusted_proxies": frozenset({Mode.HTTP}),
 }
 _HINTS = {
     ("pool", Mode.HTTP): "; use default_pool",
@@ -136,6 +138,7 @@ def read_frontend(name: str, table: Table, base_dir: Path | None) -> FrontendCon
         ),
         sni_timeout=table.duration("sni_timeout", defaults.sni_timeout, positive=True),
         header_timeout=table.duration("header_timeout", defaults.header_timeout, positive=True),
+        trusted_proxies=_networks(table, "trusted_proxies"),
     )
     if mode is not None:
         _check_mode_keys(table, mode)
@@ -180,3 +183,15 @@ def check_references(
                 errors.append((join(join("pools", name), "tls"),
                                f"re-encryption needs an http frontend, but frontends.{fe.name} "
                                f"is {fe.mode.value} (TLS passes through)"))
+
+
+def _networks(table: Table, key: str) -> tuple[str, ...]:
+    """Addresses or CIDR networks, each checked, kept as their normal text."""
+    out = []
+    for i, text in enumerate(table.strings(key) or ()):
+        try:
+            out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            table.errors.append((join(join(table.path, key), i),
+                                 f"not an address or network: {text!r}"))
+    return tuple(out)

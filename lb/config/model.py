@@ -176,6 +176,8 @@ class FrontendConfig:
         max_connections: concurrent client connections before refusing.
         sni_timeout: bound on waiting for the ClientHello (sni).
         header_timeout: bound on receiving request headers (http).
+        trusted_proxies: networks whose X-Forwarded-For is kept (http); from any
+            other client it is replaced by the client's address.
     """
 
     name: str
@@ -192,6 +194,7 @@ class FrontendConfig:
     max_connections: int = 10_000
     sni_timeout: float = 5.0
     header_timeout: float = 10.0
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def pool_names(self) -> tuple[str, ...]:

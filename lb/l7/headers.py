@@ -44,24 +44,28 @@ def strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
 
 
 def forwarded_request_headers(
-    headers: Sequence[tuple[bytes, bytes]], *, client_ip: str, scheme: str
+    headers: Sequence[tuple[bytes, bytes]], *, client_ip: str, scheme: str,
+    keep_chain: bool = False,
 ) -> Headers:
     """The headers to send upstream for a client request.
 
-    Appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` to
-    `scheme` and `X-Forwarded-Host` to the request's Host.
+    Sets `X-Forwarded-For` to the client (appended to the chain it sent only
+    when `keep_chain`, i.e. the client is a trusted proxy), `X-Forwarded-Proto`
+    to `scheme` and `X-Forwarded-Host` to the request's Host.
 
     Args:
         headers: the request's headers as h11 parsed them.
         client_ip: the client's address as the balancer saw it.
         scheme: "https" when the balancer terminated TLS, else "http".
+        keep_chain: the client is a proxy whose X-Forwarded-For is believed.
     """
     out: Headers = []
     prior_for: list[bytes] = []
     host: bytes | None = None
     for name, value in strip_hop_by_hop(headers):
         if name == b"x-forwarded-for":
-            prior_for.append(value.strip())
+            if keep_chain:
+                prior_for.append(value.strip())
         elif name in (b"x-forwarded-proto", b"x-forwarded-host"):
             continue  # ours replace whatever the client claimed
         else:

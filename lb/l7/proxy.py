@@ -108,6 +108,7 @@ class ClientSession:
         self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events)
         self.requests = 0
         self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
+        self.trusted = s.trusts(client)
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.client_ip} requests={self.requests} {self.upstreams!r}>"
@@ -264,7 +265,8 @@ class ClientSession:
     ) -> Served:
         has_body = declares_body(fields)
         headers = forwarded_request_headers(
-            fields, client_ip=self.client_ip, scheme=self.ctx.settings.scheme
+            fields, client_ip=self.client_ip, scheme=self.ctx.settings.scheme,
+            keep_chain=self.trusted,
         )
         tried: set[str] = set()
         retries = 0

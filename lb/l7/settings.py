@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from dataclasses import dataclass, field
 
@@ -29,6 +30,9 @@ class HttpFrontendSettings:
             in the listen backlog.
         receive_size: the most bytes read from a socket at once (bounds the
             memory each direction of a proxied stream can hold).
+        trusted_proxies: peers whose X-Forwarded-For chain is kept and
+            appended to; from anyone else it is replaced, so a client cannot
+            forge the first hop that Exchange logs and policies read.
     """
 
     name: str = "http"
@@ -41,6 +45,7 @@ class HttpFrontendSettings:
     default_idle_timeout: float = 300.0
     max_connections: int = 10_000
     receive_size: int = 64 * 1024
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_header_bytes", "max_header_count", "max_connections", "receive_size"):
@@ -49,6 +54,14 @@ class HttpFrontendSettings:
         for name in ("header_timeout", "handshake_timeout", "default_idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}")
+
+    def trusts(self, client: str) -> bool:
+        """Whether `client` is a proxy whose X-Forwarded-For is believed."""
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted_proxies)
 
     @property
     def scheme(self) -> str:

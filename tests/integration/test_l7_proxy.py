@@ -100,7 +100,8 @@ async def test_forwarded_headers_reach_the_server_and_hop_by_hop_do_not() -> Non
     names = [n for n, _ in seen.headers]
     for hop in (b"connection", b"x-private", b"keep-alive", b"upgrade"):
         assert hop not in names
-    assert header_value(seen.headers, b"x-forwarded-for") == b"10.1.2.3, 127.0.0.7"
+    # 127.0.0.7 is no trusted proxy: the chain it claims is replaced, not extended
+    assert header_value(seen.headers, b"x-forwarded-for") == b"127.0.0.7"
     assert header_value(seen.headers, b"x-forwarded-proto") == b"http"
     assert header_value(seen.headers, b"x-forwarded-host") == b"mail.contoso.test"
     assert header_value(seen.headers, b"cookie") == b"a=b"
@@ -317,3 +318,15 @@ async def test_upstream_hop_by_hop_headers_stay_off_the_client_connection() -> N
             assert header_value(head.headers, b"connection") is None
     # The server closed each upstream connection; the client kept its own.
     assert len(rig.farm.connections) == 2
+
+
+async def test_a_trusted_proxy_s_forwarded_for_chain_is_kept_and_extended() -> None:
+    import ipaddress
+
+    trusted = {"trusted_proxies": (ipaddress.ip_network("127.0.0.0/29"),)}
+    async with make_rig(settings=trusted) as rig:
+        for client_ip in ("127.0.0.7", "127.0.0.9"):
+            async with rig.client(client_ip) as client:
+                await client.request("GET", "/owa/", headers=[("x-forwarded-for", "192.0.2.1")])
+    chains = [header_value(seen.headers, b"x-forwarded-for") for _, seen in rig.farm.requests]
+    assert chains == [b"192.0.2.1, 127.0.0.7", b"127.0.0.9"]

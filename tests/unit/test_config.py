@@ -383,3 +383,15 @@ def test_one_bad_value_anywhere_is_reported_not_raised(data: st.DataObject) -> N
         parse(document)  # type: ignore[arg-type]
     except ConfigError as exc:
         assert exc.errors
+
+
+def test_trusted_proxies_are_networks_and_http_only() -> None:
+    text = GENERIC.replace('header_timeout = "5s"',
+                           'header_timeout = "5s"\ntrusted_proxies = ["10.0.0.1", "192.0.2.0/24"]')
+    web = parse(tomllib.loads(text), base_dir=Path("/etc/caslb")).frontends[0]
+    assert web.trusted_proxies == ("10.0.0.1/32", "192.0.2.0/24")
+    bad = GENERIC.replace('header_timeout = "5s"', 'trusted_proxies = ["10.0.0.0/8", "lb2"]')
+    assert ("frontends.web.trusted_proxies[1]", "not an address or network: 'lb2'") in _errors(bad)
+    tcp = GENERIC.replace("max_connections = 500",
+                          'max_connections = 500\ntrusted_proxies = "10.0.0.1"')
+    assert any(path == "frontends.imap.trusted_proxies" for path, _ in _errors(tcp))

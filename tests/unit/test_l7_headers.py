@@ -41,7 +41,7 @@ def test_connection_cannot_strip_the_framing_headers() -> None:
     assert strip_hop_by_hop(headers) == [(b"content-length", b"5")]
 
 
-def test_x_forwarded_headers_are_appended_and_set() -> None:
+def test_x_forwarded_headers_are_set_and_a_client_cannot_forge_the_chain() -> None:
     headers = [
         (b"host", b"mail.contoso.com"),
         (b"x-forwarded-for", b"10.0.0.1"),
@@ -49,7 +49,10 @@ def test_x_forwarded_headers_are_appended_and_set() -> None:
         (b"x-forwarded-host", b"evil"),
     ]
     out = forwarded_request_headers(headers, client_ip="127.0.0.5", scheme="https")
-    assert header_value(out, b"x-forwarded-for") == b"10.0.0.1, 127.0.0.5"
+    assert header_value(out, b"x-forwarded-for") == b"127.0.0.5"
+    trusted = forwarded_request_headers(headers, client_ip="127.0.0.5", scheme="https",
+                                        keep_chain=True)
+    assert header_value(trusted, b"x-forwarded-for") == b"10.0.0.1, 127.0.0.5"
     assert header_value(out, b"x-forwarded-proto") == b"https"
     assert header_value(out, b"x-forwarded-host") == b"mail.contoso.com"
     assert [n for n, _ in out].count(b"x-forwarded-proto") == 1
@@ -58,7 +61,8 @@ def test_x_forwarded_headers_are_appended_and_set() -> None:
 
 def test_several_x_forwarded_for_headers_join_into_one_chain() -> None:
     headers = [(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2")]
-    out = forwarded_request_headers(headers, client_ip="127.0.0.1", scheme="http")
+    out = forwarded_request_headers(headers, client_ip="127.0.0.1", scheme="http",
+                                    keep_chain=True)
     assert header_value(out, b"x-forwarded-for") == b"1.1.1.1, 2.2.2.2, 127.0.0.1"
     assert header_value(out, b"x-forwarded-host") is None  # no Host, no X-Forwarded-Host
 
@@ -89,3 +93,15 @@ def test_stripping_never_leaves_a_hop_by_hop_header(headers: list[tuple[bytes, b
     dropped = (HOP_BY_HOP | connection_tokens(headers)) - {b"content-length", b"transfer-encoding"}
     assert all(n not in dropped for n, _ in out)
     assert [h for h in headers if h[0] not in dropped] == out
+
+
+def test_only_listed_proxies_are_trusted() -> None:
+    import ipaddress
+
+    from lb.l7.settings import HttpFrontendSettings
+
+    settings = HttpFrontendSettings(trusted_proxies=(ipaddress.ip_network("10.1.0.0/16"),
+                                                     ipaddress.ip_network("::1/128")))
+    assert settings.trusts("10.1.2.3") and settings.trusts("::1")
+    assert not settings.trusts("10.2.0.1") and not settings.trusts("not-an-address")
+    assert not HttpFrontendSettings().trusts("127.0.0.1")
