@@ -244,6 +244,15 @@ class ServerRuntime:
         return len(self._connections)
 
     async def _serve_connection(self, kind: str, raw: trio.SocketStream) -> None:
+        # Accepted before a crash or blackhole but started after it (on a busy
+        # loop, a whole batch can be): _reset_connections never saw it, and
+        # serving it would count requests on a server that is down.
+        if self.faults.has(FaultKind.CRASH):
+            reset_now(raw)
+            return
+        if self.faults.has(FaultKind.BLACKHOLE):
+            self._parked.append(raw)
+            return
         self.counters.connection(kind)
         conn = _Connection(raw, trio.CancelScope())
         self._connections.add(conn)

@@ -245,3 +245,21 @@ async def test_bad_fault_arguments_are_named(farm: casfarm.Farm) -> None:
     with pytest.raises(ValueError, match="'Sleeping'"):
         farm.set_component("cas1", "OwaProxy", "Sleeping")
     assert farm.faults("cas1") == []
+
+
+@pytest.mark.parametrize("fault", ["crash", "blackhole"])
+async def test_a_connection_accepted_before_the_fault_but_run_after_it_is_not_served(
+    farm: casfarm.Farm, fault: str
+) -> None:
+    # The slot's accept loop hands each connection to a task that starts later:
+    # run that handler by hand once the fault is in force, as a busy loop would.
+    runtime = farm.runtime("cas1")
+    ours, theirs = trio.socket.socketpair()
+    client = trio.SocketStream(ours)
+    farm.inject("cas1", fault)
+    with trio.move_on_after(SILENCE):
+        await runtime._serve_connection("imap", trio.SocketStream(theirs))
+    assert runtime.counters.snapshot().total_requests == 0
+    with trio.move_on_after(SILENCE):
+        assert not await client.receive_some(4096)  # no greeting: closed, or silent
+    await client.aclose()
