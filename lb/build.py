@@ -124,7 +124,8 @@ def _upstream(pool: PoolConfig) -> UpstreamSettings:
             None if ca is None else Path(ca), verify=pool.upstream_tls.verify
         )
     return UpstreamSettings(
-        connect_timeout=pool.connect_timeout, tls=context, retries=pool.retries
+        connect_timeout=pool.connect_timeout, tls=context, retries=pool.retries,
+        idle_timeout=pool.idle_timeout,
     )
 
 

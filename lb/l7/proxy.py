@@ -212,6 +212,7 @@ class ClientSession:
             target.path,
             response_timeout=response_timeout,
             default_idle_timeout=s.default_idle_timeout,
+            pool_idle_timeout=None if backend is None else backend.settings.idle_timeout,
         )
         if backend is None or pool_name is None:
             served = await self._answer(responses.no_route(target.path))

@@ -111,7 +111,8 @@ class TimeoutProfile:
 
 
 def timeout_profile(
-    method: bytes, path: str, *, response_timeout: float, default_idle_timeout: float
+    method: bytes, path: str, *, response_timeout: float, default_idle_timeout: float,
+    pool_idle_timeout: float | None = None,
 ) -> TimeoutProfile:
     """The timeouts for a request, from the catalog's profile of its protocol.
 
@@ -120,10 +121,13 @@ def timeout_profile(
         path: the request path without query.
         response_timeout: the response timeout for short requests.
         default_idle_timeout: the idle timeout outside any Exchange protocol.
+        pool_idle_timeout: the routed pool's own idle timeout, which wins when set.
     """
     proto: ExchangeProtocol | None = protocol_for_path(path)
     if proto is None:
         long_lived = method.upper() in LONG_LIVED_METHODS
-        return TimeoutProfile(None, None if long_lived else response_timeout, default_idle_timeout)
+        idle = default_idle_timeout if pool_idle_timeout is None else pool_idle_timeout
+        return TimeoutProfile(None, None if long_lived else response_timeout, idle)
     long_lived = proto.long_lived or method.upper() in LONG_LIVED_METHODS
-    return TimeoutProfile(proto.name, None if long_lived else response_timeout, proto.idle_timeout)
+    idle = proto.idle_timeout if pool_idle_timeout is None else pool_idle_timeout
+    return TimeoutProfile(proto.name, None if long_lived else response_timeout, idle)

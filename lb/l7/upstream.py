@@ -122,12 +122,15 @@ class UpstreamSettings:
         tls: client context for re-encryption, or None for plain HTTP.
         response_timeout: seconds a short request may wait for the response head.
         retries: how many other servers to try after a connect failure.
+        idle_timeout: how long a kept-alive client of this pool may stay silent;
+            None for its protocol's (the catalog's) or the frontend's.
     """
 
     connect_timeout: float = 3.0
     tls: ssl.SSLContext | None = None
     response_timeout: float = 60.0
     retries: int = 2
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not self.connect_timeout > 0:

@@ -131,3 +131,14 @@ def test_rpc_methods_are_long_lived_outside_the_catalog_too() -> None:
         ).response_timeout
         == 7
     )
+
+
+def test_a_pool_s_own_idle_timeout_wins_over_the_catalog_and_the_frontend() -> None:
+    ews = timeout_profile(b"POST", "/EWS/Exchange.asmx", response_timeout=7,
+                          default_idle_timeout=99, pool_idle_timeout=42)
+    other = timeout_profile(b"GET", "/other", response_timeout=7, default_idle_timeout=99,
+                            pool_idle_timeout=42)
+    catalog = timeout_profile(b"POST", "/EWS/Exchange.asmx", response_timeout=7,
+                              default_idle_timeout=99)
+    assert ews.idle_timeout == 42 and other.idle_timeout == 42
+    assert catalog.idle_timeout == 1800  # EWS's own, from the catalog
