@@ -110,6 +110,10 @@ class PoolEjections:
         assert self._detector is not None
         return self._detector.ejection_end(server)
 
+    def ejection_end(self, server: str) -> float | None:
+        """When `server`'s current or last ejection ends, None if it was never ejected."""
+        return None if self._detector is None else self._detector.ejection_end(server)
+
     def lift(self, server: str, why: str) -> bool:
         """Readmit `server` now if it is ejected; whether it was."""
         if self._detector is None or not self._detector.lift(server):
