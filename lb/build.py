@@ -34,14 +34,6 @@ from lb.listeners import UNGUARDED, AcceptGuard
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.catalog import PROTOCOLS
-from probes.outlier import OutlierSettings
-
-# Envoy ejects after 5 consecutive 5xx; each pool of an Exchange frontend learns
-# on its own, so a server-wide fault (Kerberos, AD, back-end proxy: docs/exchange.md
-# §6, fault 11) costs that many errors per protocol. Three in a row is enough here,
-# because a farm-wide burst (fault 12) never ejects: the server must also stand
-# out from the rest of its pool.
-EXCHANGE_OUTLIERS = OutlierSettings(consecutive_errors=3, consecutive_gateway_failures=3)
 
 
 def upstream_policy(pool: PoolConfig) -> UpstreamPolicy:
@@ -170,7 +162,7 @@ def build_http(
         connector=cast(l7upstream.Connector | None, connector),
         report=report,
         events=metrics,
-        outlier=EXCHANGE_OUTLIERS,
+        ejections={name: pool.ejections for name, pool in mine.items()},
         guard=guard,
     )
 

@@ -32,6 +32,10 @@ them when a member leaves service:
 - READY again: deadlines are lifted.
 
 A lease opened on a member that is already draining gets the same deadline.
+
+The pool also owns its outlier ejections (`ejections`, lb/ejection.py): every
+L7 frontend routing here shares them, and a check that goes UP after a DOWN
+lifts the server's ejection.
 `idle()` returns once no lease is held, so a graceful stop waits on an event.
 """
 
@@ -48,6 +52,7 @@ import trio
 
 from lb.balancer import Candidate, in_panic, make_strategy, slowstart_ramp
 from lb.config import PoolConfig, ServerConfig
+from lb.ejection import PoolEjections
 from lb.zerocount import ZeroCount
 from probes.state import AdminState, CheckState
 
@@ -133,6 +138,10 @@ class Pool:
         self._deadline: dict[str, float] = {m.name: math.inf for m in self.members}
         # Every lease, also those on members a reload removed since.
         self._held = ZeroCount()
+        # Shared by every frontend routing here, so it outlives their rebuilds.
+        self.ejections = PoolEjections(
+            config.name, config.outlier, config.protocol, lambda: len(self.members)
+        )
 
     def member(self, server: str) -> Member:
         """The member called `server`.
@@ -224,6 +233,8 @@ class Pool:
         member.last_change = now
         if state is CheckState.UP:
             member.up_since = now
+            # A crash or hang that ejected it is over once the check says so.
+            self.ejections.lift(server, "its check is UP again")
         elif self.config.reset_on_down and not self.panicking:
             for lease in self._leases[server]:
                 lease.scope.cancel()
@@ -275,6 +286,8 @@ class Pool:
             for lease in self._leases.pop(gone.name):
                 lease.scope.deadline = min(lease.scope.deadline, now + config.drain_grace)
             del self._deadline[gone.name]
+            self.ejections.forget(gone.name)
+        self.ejections.configure(config.outlier, config.protocol)
         if config.balance is not self.config.balance:
             self._strategy = make_strategy(config.balance, rng=self._rng)
         self.config = config

@@ -39,19 +39,18 @@ def no_progress(pool: str, server: str) -> CheckProgress | None:
     return None
 
 
-def no_ejections(pool: str, server: str) -> float | None:
-    """The ejection slot, empty for now: outlier ejection lives in each L7
-    frontend, out of the admin API's reach, until it moves into the pool."""
-    return None
-
-
 @dataclass(frozen=True)
 class Lookups:
-    """Where the document reads what the pools themselves do not hold."""
+    """Where the document reads what the pools themselves do not hold.
+
+    Attributes:
+        ejected_until: None to read ejections from the pools, which own them
+            (`Pool.ejections`); a lookup to show another owner's.
+    """
 
     last_check: LastCheckLookup = no_check_results
     progress: ProgressLookup = no_progress
-    ejected_until: EjectionLookup = no_ejections
+    ejected_until: EjectionLookup | None = None
 
 
 def status_document(
@@ -102,7 +101,10 @@ def member_document(
     """One member of `pool` as the status API shows it."""
     result = lookups.last_check(pool.name, member.name)
     progress = lookups.progress(pool.name, member.name)
-    until = lookups.ejected_until(pool.name, member.name)
+    until = (
+        pool.ejections.ejection_end(member.name) if lookups.ejected_until is None
+        else lookups.ejected_until(pool.name, member.name)
+    )
     ejected_for = None if until is None or until <= now else round(until - now, 1)
     weighed = pool.candidate(member, now)
     state = server_state(member)

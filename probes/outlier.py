@@ -19,7 +19,18 @@ detection:
   least one server may be.
 * An ejection lasts `base_ejection_time` × the number of times that server was
   ejected, capped at `max_ejection_time`; the multiplier is forgotten after a
-  quiet `max_ejection_time` with no new ejection.
+  quiet `max_ejection_time` with no new ejection. `lift` ends one early (the
+  owner calls it when the active check saw the server come back UP).
+* One client alone cannot eject a server: the failures of the streak must come
+  from at least `min_clients` distinct client addresses. One client's broken
+  requests (a bad EWS call answered with a SOAP fault, a search that times
+  out) fail on every server alike, and must not take a healthy one out. Two
+  exceptions keep a server that fails everyone out as fast as before: a
+  failure no client's request caused (a connect failure, recorded with
+  `client=None`) counts as everyone's; and a pool that has only ever seen one
+  client (a test rig, a single reverse proxy in front) has no second client
+  to wait for, unless `lone_client_5xx` is off, in which case plain 5xx (not
+  gateway failures) always need `min_clients` clients: see `for_protocol`.
 
 Outcomes are counted in one-second buckets kept for `window` seconds, so memory
 per server is bounded whatever the request rate. The detector is pure: it does
@@ -32,7 +43,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Outcome(enum.Enum):
@@ -57,6 +68,10 @@ class OutlierSettings:
         stand_out_margin: the candidate's failure rate must exceed the rest of
             the pool's by at least this much (0..1) over the candidate's streak.
         window: seconds of per-second outcome buckets kept per server.
+        min_clients: distinct clients whose requests must fail in a streak
+            before it ejects (1 turns the rule off).
+        lone_client_5xx: whether a pool that has only ever seen one client
+            may eject on that client's plain 5xx alone.
     """
 
     consecutive_errors: int = 5
@@ -66,9 +81,11 @@ class OutlierSettings:
     max_ejection_percent: float = 10.0
     stand_out_margin: float = 0.5
     window: float = 10.0
+    min_clients: int = 2
+    lone_client_5xx: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("consecutive_errors", "consecutive_gateway_failures"):
+        for name in ("consecutive_errors", "consecutive_gateway_failures", "min_clients"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         for name in ("base_ejection_time", "max_ejection_time", "window"):
@@ -111,6 +128,30 @@ class _ServerRecord:
     last_ejected_at: float = -math.inf
     # (second, successes, failures), oldest first, at most `window` entries.
     buckets: deque[list[int]] = field(default_factory=deque)
+    # Distinct clients of the streak's failures, at most `min_clients` kept.
+    clients: set[str] = field(default_factory=set)
+    unattributed: bool = False  # a failure of the streak no client caused
+    server_errors: bool = False  # the streak holds a plain 5xx
+
+
+# Protocols whose servers answer a client's bad request with a 500: EWS returns
+# every SOAP fault (a malformed request, a missing item, a throttled caller)
+# as HTTP 500, so a 500 from EWS says little about the server by itself.
+SOAP_FAULT_PROTOCOLS = frozenset({"ews"})
+
+
+def for_protocol(settings: OutlierSettings, protocol: str | None) -> OutlierSettings:
+    """The settings a pool serving `protocol` runs with.
+
+    For a SOAP-fault protocol, plain 5xx eject only when at least `min_clients`
+    clients saw them, even in a pool that has seen one client so far: one
+    client's faulting calls must never eject; gateway failures (a connect
+    failure, reset, timeout, 502/503/504) still count as for any protocol, so
+    a crashed or hung EWS server leaves as fast as any other.
+    """
+    if protocol is not None and protocol.lower() in SOAP_FAULT_PROTOCOLS:
+        return replace(settings, lone_client_5xx=False)
+    return settings
 
 
 class OutlierDetector:
@@ -123,6 +164,8 @@ class OutlierDetector:
     def __init__(self, settings: OutlierSettings | None = None) -> None:
         self.settings = settings or OutlierSettings()
         self._servers: dict[str, _ServerRecord] = {}
+        self._first_client: str | None = None
+        self._many_clients = False  # a second distinct client was ever seen
 
     def __repr__(self) -> str:
         ejected = sorted(n for n, r in self._servers.items() if r.ejected_until is not None)
@@ -137,8 +180,36 @@ class OutlierDetector:
         """The names of the servers ejected at time `now`."""
         return frozenset(n for n, r in self._servers.items() if self._still_ejected(r, now))
 
+    def ejection_end(self, server: str) -> float | None:
+        """When `server`'s current or last ejection ends, None if it was never ejected."""
+        record = self._servers.get(server)
+        return None if record is None else record.ejected_until
+
+    def lift(self, server: str) -> bool:
+        """End `server`'s ejection now, with a clean streak; whether it was ejected.
+
+        The back-off multiplier is kept: a server that keeps failing its real
+        requests after each recovery is ejected for longer each time.
+        """
+        record = self._servers.get(server)
+        if record is None or record.ejected_until is None:
+            return False
+        record.ejected_until = None
+        _clear_streak(record)
+        return True
+
+    def forget(self, server: str) -> None:
+        """Drop everything known about `server` (it left the pool)."""
+        self._servers.pop(server, None)
+
     def record(
-        self, server: str, outcome: Outcome, now: float, *, pool_size: int
+        self,
+        server: str,
+        outcome: Outcome,
+        now: float,
+        *,
+        pool_size: int,
+        client: str | None = None,
     ) -> Ejection | None:
         """Count one request outcome; return an ejection if this one triggers it.
 
@@ -147,14 +218,16 @@ class OutlierDetector:
             outcome: how it ended.
             now: the current time (any monotonic clock, in seconds).
             pool_size: how many servers the pool has, to apply max_ejection_percent.
+            client: the address of the client whose request it was; None when
+                no client's request could have caused it (a connect failure).
         """
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size!r}")
         record = self._servers.setdefault(server, _ServerRecord())
         self._count(record, outcome, now)
+        self._see_client(client)
         if outcome is Outcome.SUCCESS:
-            record.consecutive_errors = record.consecutive_gateway = 0
-            record.streak_started = None
+            _clear_streak(record)
             return None
         if record.streak_started is None:
             record.streak_started = now
@@ -163,12 +236,36 @@ class OutlierDetector:
             record.consecutive_gateway += 1
         else:
             record.consecutive_gateway = 0
+            record.server_errors = True
+        if client is None:
+            record.unattributed = True
+        elif len(record.clients) < self.settings.min_clients:
+            record.clients.add(client)
         reason = self._tripped_rule(record)
         if reason is None or self._still_ejected(record, now):
+            return None
+        if not self._enough_clients(record, reason):
             return None
         if not self._stands_out(server, record, now) or not self._room_to_eject(now, pool_size):
             return None
         return self._eject(server, record, now, reason)
+
+    def _see_client(self, client: str | None) -> None:
+        if client is None or self._many_clients:
+            return
+        if self._first_client is None:
+            self._first_client = client
+        elif client != self._first_client:
+            self._many_clients = True
+
+    def _enough_clients(self, record: _ServerRecord, reason: str) -> bool:
+        if record.unattributed or len(record.clients) >= self.settings.min_clients:
+            return True
+        if self._many_clients:
+            return False
+        # Only one client ever: waiting for a second would never end.
+        plain_5xx = reason == "consecutive_errors" and record.server_errors
+        return self.settings.lone_client_5xx or not plain_5xx
 
     def _tripped_rule(self, record: _ServerRecord) -> str | None:
         if record.consecutive_gateway >= self.settings.consecutive_gateway_failures:
@@ -184,8 +281,7 @@ class OutlierDetector:
             return True
         # The ejection is over: the server comes back with a clean streak.
         record.ejected_until = None
-        record.consecutive_errors = record.consecutive_gateway = 0
-        record.streak_started = None
+        _clear_streak(record)
         return False
 
     def _count(self, record: _ServerRecord, outcome: Outcome, now: float) -> None:
@@ -221,6 +317,13 @@ class OutlierDetector:
     def _duration(self, record: _ServerRecord) -> float:
         s = self.settings
         return min(s.base_ejection_time * max(record.times_ejected, 1), s.max_ejection_time)
+
+
+def _clear_streak(record: _ServerRecord) -> None:
+    record.consecutive_errors = record.consecutive_gateway = 0
+    record.streak_started = None
+    record.clients.clear()
+    record.unattributed = record.server_errors = False
 
 
 def _failure_rate(records: Iterable[_ServerRecord], since: int) -> float:

@@ -34,6 +34,9 @@ The generic model (every key is optional unless marked):
       first_response_timeout; idle_timeout; reset_on_down = false; drain_grace = "30s"
       proxy_protocol = 0 | 1 | 2; tls = true | { verify, ca_file, sni } (http pools only)
       observe = true | { error_limit = 10, on_error = "fail-check" }
+      outlier = true | false | [pools.NAME.outlier] enabled, consecutive_5xx = 3,
+              consecutive_gateway_errors = 3, interval = "10s", base_ejection_time = "30s",
+              max_ejection_percent = 10 (http pools; on by default)
       check = false | [pools.NAME.check] kind, path, port, tls, starttls, expect_fqdn,
               verify, ca_file, inter, fastinter, downinter, rise, fall, timeout
 

@@ -17,6 +17,8 @@ from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 
 # Long Exchange sessions balance better on live counts than on turns; slow start
 # keeps least-conn off a server that just came back (Outlook reconnect storms).
+# No `outlier` key: an Exchange pool gets the generic default, which was tuned for
+# Exchange (lb/config/model.py DEFAULT_OUTLIER), and EWS its SOAP-fault rule.
 _POOL_DEFAULTS: dict[str, Any] = {"balance": "leastconn", "slowstart": "30s", "observe": True}
 
 Settings = dict[str, tuple[str, dict[str, Any]]]

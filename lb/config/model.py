@@ -13,10 +13,17 @@ from types import MappingProxyType
 
 from lb.balancer import Balance
 from probes.checks import CheckSpec, Target
+from probes.outlier import OutlierSettings
 from probes.state import OnError, Timing
 
 DEFAULT_ADMIN_PORT = 9090
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+# Envoy ejects after 5 consecutive 5xx. Three in a row is enough here, because a
+# farm-wide burst (docs/exchange.md §6, fault 12) never ejects: the server must
+# also stand out from the rest of its pool, and its failures must come from two
+# clients (probes/outlier.py).
+DEFAULT_OUTLIER = OutlierSettings(consecutive_errors=3, consecutive_gateway_failures=3)
 
 
 class Mode(enum.Enum):
@@ -111,6 +118,8 @@ class PoolConfig:
         proxy_protocol: PROXY protocol version sent upstream, 0 for none.
         upstream_tls: re-encryption settings (http frontends), None for plain.
         observe: passive observation, None for off.
+        outlier: outlier detection on the real responses of http frontends,
+            None for off.
     """
 
     name: str
@@ -129,6 +138,7 @@ class PoolConfig:
     proxy_protocol: int = 0
     upstream_tls: UpstreamTlsConfig | None = None
     observe: ObserveConfig | None = None
+    outlier: OutlierSettings | None = DEFAULT_OUTLIER
 
     def check_target(self, server: ServerConfig) -> Target:
         """Where this pool's check dials `server`: its FQDN for Host and SNI, its

@@ -10,21 +10,23 @@ set explicitly; the catalog is only the default.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lb.balancer import Balance
 from lb.config.model import (
+    DEFAULT_OUTLIER,
     CheckConfig,
     ObserveConfig,
     PoolConfig,
     ServerConfig,
     UpstreamTlsConfig,
 )
-from lb.config.reader import Table, join, read_address, resolve_file, show
+from lb.config.reader import Table, format_duration, join, read_address, resolve_file, show
 from probes.catalog import PROTOCOLS, CheckKind, ExchangeProtocol
 from probes.checks import CheckSpec
+from probes.outlier import OutlierSettings
 from probes.state import OnError, Timing
 
 _MAIL_KINDS = (CheckKind.IMAP, CheckKind.POP, CheckKind.SMTP)
@@ -230,6 +232,39 @@ def _read_observe(table: Table) -> ObserveConfig | None:
     return ObserveConfig(limit, on_error)
 
 
+def _read_outlier(table: Table) -> OutlierSettings | None:
+    """`outlier = false`, `true` (the defaults) or a table; absent is the defaults too.
+
+    A bad key is recorded (the pool then fails as a whole); its default stands in.
+    """
+    value = table.raw("outlier")
+    if value is False:
+        return None
+    if value is None or value is True:
+        return DEFAULT_OUTLIER
+    sub = table.table("outlier")
+    if sub is None:
+        return None
+    d = DEFAULT_OUTLIER
+    enabled = sub.boolean("enabled", True)
+    errors = sub.integer("consecutive_5xx", d.consecutive_errors, low=1, high=10_000)
+    gateway = sub.integer(
+        "consecutive_gateway_errors", d.consecutive_gateway_failures, low=1, high=10_000
+    )
+    interval = sub.duration("interval", d.window, positive=True)
+    base = sub.duration("base_ejection_time", d.base_ejection_time, positive=True)
+    if base > d.max_ejection_time:
+        longest = format_duration(d.max_ejection_time)
+        sub.error("base_ejection_time", f"must be at most {longest} (the longest ejection)")
+        base = d.base_ejection_time
+    percent = sub.integer("max_ejection_percent", int(d.max_ejection_percent), low=0, high=100)
+    sub.finish()
+    if not enabled:
+        return None
+    return replace(d, consecutive_errors=errors, consecutive_gateway_failures=gateway,
+                   window=interval, base_ejection_time=base, max_ejection_percent=percent)
+
+
 def _read_protocol(table: Table) -> ExchangeProtocol | None:
     name = table.string("protocol")
     if name is None:
@@ -273,6 +308,7 @@ def read_pool(
         proxy_protocol=table.integer("proxy_protocol", 0, low=0, high=2),
         upstream_tls=_read_upstream_tls(table, base_dir),
         observe=_read_observe(table),
+        outlier=_read_outlier(table),
     )
     table.finish()
     return pool if len(table.errors) == before else None

@@ -8,14 +8,18 @@ excluding the servers this request already tried and those outlier detection
 ejected, and connected to, with the pool's connect retries.
 
 Every attempt's outcome is observed here: it goes to passive health (the
-report callback) and to the pool's outlier detector, which may eject the
-server.
+report callback) and to the pool's outlier ejections (an `Ejector`, owned by
+the pool and shared with every frontend that routes to it), which may eject
+the server. An outcome carries the client's address, so that one client alone
+cannot eject a server; a connect failure carries none, as no request of any
+client caused it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -30,9 +34,24 @@ from lb.l7.upstream import (
     UpstreamSettings,
     open_upstream,
 )
-from probes.outlier import Outcome, OutlierDetector
+from probes.outlier import Ejection, Outcome
 
 log = logging.getLogger("caslb.l7")
+
+
+class Ejector(Protocol):
+    """A pool's outlier ejections as the proxy uses them (lb.ejection.PoolEjections is one)."""
+
+    def is_ejected(self, server: str, now: float) -> bool:
+        """Whether `server` is ejected at `now`."""
+
+    def ejected(self, now: float) -> frozenset[str]:
+        """The servers ejected at `now`."""
+
+    def record(
+        self, server: str, outcome: Outcome, now: float, *, client: str | None
+    ) -> Ejection | None:
+        """Count one attempt's outcome (client None: nobody's request caused it)."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +62,13 @@ class Backend:
         pool: the pool (picks and leases members).
         settings: how to talk to its servers.
         connector: opens a stream to one of its servers.
-        outliers: its outlier detector, or None when detection is off.
+        outliers: its pool's outlier ejections, or None when detection is off.
     """
 
     pool: Pool
     settings: UpstreamSettings
     connector: Connector
-    outliers: OutlierDetector | None
+    outliers: Ejector | None
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,8 @@ class ClientUpstreams:
                 last_error = str(exc)
                 tried.add(member.name)
                 self._events.connect_failed(pool_name, member.name)
-                self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect")
+                self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect",
+                             requested=False)
                 self._events.retried(pool_name, member.name, "connect")
                 log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
                 now = trio.current_time()
@@ -163,15 +183,27 @@ class ClientUpstreams:
         self._open.clear()
 
     def observe(
-        self, pool_name: str, backend: Backend, member: Member, outcome: Outcome, reason: str
+        self,
+        pool_name: str,
+        backend: Backend,
+        member: Member,
+        outcome: Outcome,
+        reason: str,
+        *,
+        requested: bool = True,
     ) -> None:
-        """Feed one attempt's outcome to passive health and outlier detection."""
+        """Feed one attempt's outcome to passive health and outlier detection.
+
+        Args:
+            requested: this client's request got the outcome; False when no
+                request was sent yet (a connect failure), so nobody caused it.
+        """
         self._report(pool_name, member.name, outcome is Outcome.SUCCESS, reason)
         if backend.outliers is None:
             return
-        size = max(1, len(backend.pool.members))
         ejection = backend.outliers.record(
-            member.name, outcome, trio.current_time(), pool_size=size
+            member.name, outcome, trio.current_time(),
+            client=self._client if requested else None,
         )
         if ejection is not None:
             log.warning(

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import trio
 
 from lb.boundary import log_internal_error
+from lb.l7.backends import Ejector
 from lb.l7.events import L7Events, NullEvents, Report
 from lb.l7.proxy import Backend, ClientSession, ProxyContext
 from lb.l7.settings import HttpFrontendSettings
@@ -30,7 +31,6 @@ from lb.l7.upstream import (
     tcp_connector,
 )
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
-from probes.outlier import OutlierDetector, OutlierSettings
 
 log = logging.getLogger("caslb.l7")
 
@@ -62,7 +62,8 @@ class HttpFrontend:
             pool's `UpstreamSettings.tls` context.
         report: passive health callback report(pool, server, ok, reason).
         events: metrics sink.
-        outlier: outlier detection settings, or None to turn detection off.
+        ejections: pool name → that pool's outlier ejections (shared with every
+            frontend routing to the pool); pools not named run without.
         guard: the process's accept guard (fd reserve, pause counter).
 
     Raises:
@@ -78,7 +79,7 @@ class HttpFrontend:
         connector: Connector | None = None,
         report: Report | None = None,
         events: L7Events | None = None,
-        outlier: OutlierSettings | None = None,
+        ejections: Mapping[str, Ejector] | None = None,
         guard: AcceptGuard = UNGUARDED,
     ) -> None:
         missing = sorted(settings.routes.pools() - set(pools))
@@ -87,7 +88,9 @@ class HttpFrontend:
         self.settings = settings
         self.events: L7Events = events or NullEvents()
         backends = {
-            name: self._backend(pool, _settings_for(upstream, name), connector, outlier)
+            name: self._backend(
+                pool, _settings_for(upstream, name), connector, (ejections or {}).get(name)
+            )
             for name, pool in pools.items()
         }
         self.context = ProxyContext(settings, backends, report or _ignore_report, self.events)
@@ -99,13 +102,13 @@ class HttpFrontend:
         pool: Pool,
         settings: UpstreamSettings,
         connector: Connector | None,
-        outlier: OutlierSettings | None,
+        outliers: Ejector | None,
     ) -> Backend:
         return Backend(
             pool=pool,
             settings=settings,
             connector=connector or tcp_connector(settings.tls),
-            outliers=None if outlier is None else OutlierDetector(outlier),
+            outliers=outliers,
         )
 
     def __repr__(self) -> str:

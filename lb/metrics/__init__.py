@@ -51,6 +51,7 @@ from lb.metrics.collectors import (
     PoolCollector,
     PoolSource,
     no_check_results,
+    pools_clock,
     server_state,
 )
 from lb.metrics.series import INTERNAL_ERROR_PLACES, PREFIX, build_series
@@ -102,8 +103,9 @@ class Metrics:
         pools: returns the live pools by name, read at every scrape (none by default).
         last_check: `(pool, server)` → the last check result, read at every
             scrape (lb.health.HealthWiring.last_result; none by default).
-        now: the clock for check timing (`trio.current_time` by default, so a
-            mock clock drives detection latency in tests).
+        now: the clock for check timing and the ejections read at scrape time
+            (`trio.current_time` by default, so a mock clock drives detection
+            latency in tests).
     """
 
     def __init__(
@@ -120,7 +122,7 @@ class Metrics:
         self._now = now or _trio_now
         self._first_failure: dict[ProbeKey, float] = {}
         self._frontend_current: dict[str, int] = {}
-        registry.register(PoolCollector(pools, last_check))
+        registry.register(PoolCollector(pools, last_check, now or pools_clock))
         series = build_series(registry)
         self._counters, self._histograms = series.counters, series.histograms
         self._fe_current = series.gauges["fe_current"]

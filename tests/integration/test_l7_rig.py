@@ -19,6 +19,7 @@ import h11
 import trio
 import trio.testing
 
+from lb.ejection import PoolEjections
 from lb.l7.events import RecordingEvents
 from lb.l7.frontend import HttpFrontend
 from lb.l7.routing import RouteTable
@@ -290,6 +291,19 @@ class Rig:
         return next(m for m in self.pools[pool].members if m.name == name)
 
 
+def ejections_for(
+    pools: Mapping[str, FakePool], outlier: OutlierSettings | None
+) -> dict[str, PoolEjections] | None:
+    """Each pool's own ejections with these settings (as lb.pool.Pool owns them), or none."""
+    if outlier is None:
+        return None
+
+    def size_of(pool: FakePool) -> Callable[[], int]:
+        return lambda: len(pool.members)
+
+    return {name: PoolEjections(name, outlier, None, size_of(p)) for name, p in pools.items()}
+
+
 @contextlib.asynccontextmanager
 async def make_rig(
     *,
@@ -316,7 +330,7 @@ async def make_rig(
             connector=farm.connect,  # type: ignore[arg-type]
             report=lambda *r: reports.append(r),
             events=events,
-            outlier=outlier,
+            ejections=ejections_for(pools, outlier),
         )
         yield Rig(frontend, farm, pools, events, reports, nursery)
         nursery.cancel_scope.cancel()

@@ -30,7 +30,7 @@ from lb.l7.upstream import UpstreamSettings
 from lb.tls import Certificate, client_context, server_context
 from probes.outlier import OutlierSettings
 from tests.farmclient import HttpClient, https_client
-from tests.integration.test_l7_rig import ROUTES, FakeMember, FakePool
+from tests.integration.test_l7_rig import ROUTES, FakeMember, FakePool, ejections_for
 
 NAMESPACE = "mail.lab.local"
 
@@ -93,7 +93,7 @@ async def l7_front(
         pools,  # type: ignore[arg-type]
         upstream=UpstreamSettings(connect_timeout=2, tls=tls, response_timeout=10),
         events=events,
-        outlier=outlier,
+        ejections=ejections_for(pools, outlier),
     )
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
