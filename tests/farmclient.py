@@ -47,10 +47,16 @@ def client_context(ca_path: str | Path | None) -> ssl.SSLContext:
 
 
 async def open_tls(
-    host: str, port: int, *, ca_path: str | Path | None, server_hostname: str
+    host: str,
+    port: int,
+    *,
+    ca_path: str | Path | None,
+    server_hostname: str,
+    local_address: str | None = None,
 ) -> trio.SSLStream[trio.SocketStream]:
-    """Connect and complete a TLS handshake (SNI = `server_hostname`)."""
-    tcp = await trio.open_tcp_stream(host, port)
+    """Connect (from `local_address`, if given) and complete a TLS handshake (SNI =
+    `server_hostname`)."""
+    tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
     stream = trio.SSLStream(
         tcp, client_context(ca_path), server_hostname=server_hostname, https_compatible=True
     )
@@ -176,7 +182,9 @@ async def https_client(
     *,
     ca_path: str | Path | None,
     server_hostname: str,
+    local_address: str | None = None,
 ) -> HttpClient:
     """An HttpClient over a fresh TLS connection, Host = `server_hostname`."""
-    stream = await open_tls(host, port, ca_path=ca_path, server_hostname=server_hostname)
+    stream = await open_tls(host, port, ca_path=ca_path, server_hostname=server_hostname,
+                            local_address=local_address)
     return HttpClient(stream, server_hostname)

@@ -62,9 +62,10 @@ async def balancer(farm: casfarm.Farm, text: str) -> AsyncIterator[Balancer]:
         nursery.cancel_scope.cancel()
 
 
-async def client(app: Balancer, farm: casfarm.Farm) -> HttpClient:
+async def client(app: Balancer, farm: casfarm.Farm, source: str | None = None) -> HttpClient:
     host, port = app.addresses["https"]
-    return await https_client(host, port, ca_path=farm.ca_path, server_hostname=NAMESPACE)
+    return await https_client(host, port, ca_path=farm.ca_path, server_hostname=NAMESPACE,
+                              local_address=source)
 
 
 async def spread(app: Balancer, farm: casfarm.Farm, path: str, n: int) -> Counter[str]:
@@ -144,8 +145,9 @@ async def test_errors_behind_a_green_probe_eject_the_server_after_three() -> Non
         await spread(app, farm, "/EWS/Exchange.asmx", 6)  # every server has a good record
         farm.inject("cas1", "errors", vdir="ews", status=500)
         statuses: Counter[tuple[str, int]] = Counter()
-        for _ in range(30):
-            c = await client(app, farm)
+        for i in range(30):
+            # Many users: one client alone cannot eject, and EWS's 500s need two.
+            c = await client(app, farm, f"127.0.1.{1 + i}")
             try:
                 response = await c.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
             finally:
