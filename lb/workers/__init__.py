@@ -62,20 +62,21 @@ when their stdin ends, so a supervisor that dies takes them with it.
 """
 
 from lb.workers.agreement import ConfigAgreement, Verdict
-from lb.workers.lines import LineReader, write_lines
+from lb.workers.filters import OutcomeBatcher, ReportFilter
+from lb.workers.lines import LineReader, LineSplitter, write_lines
 from lb.workers.memberstate import apply_control, snapshot
 from lb.workers.merged import MergedCollector, WorkerTotals, traffic_families
 from lb.workers.messages import (
     AdminChange,
     CheckChange,
+    EjectionChange,
     Family,
     GapDetector,
-    LineSplitter,
     MemberState,
     MetricsUpdate,
+    OutlierOutcome,
     PassiveReport,
     Reloaded,
-    ReportFilter,
     Resync,
     Sequencer,
     Snapshot,
@@ -93,6 +94,7 @@ __all__ = [
     "AdminChange",
     "CheckChange",
     "ConfigAgreement",
+    "EjectionChange",
     "Family",
     "GapDetector",
     "LineReader",
@@ -100,6 +102,8 @@ __all__ = [
     "MemberState",
     "MergedCollector",
     "MetricsUpdate",
+    "OutcomeBatcher",
+    "OutlierOutcome",
     "PassiveReport",
     "Reloaded",
     "ReportFilter",
