@@ -34,15 +34,24 @@ def pools() -> dict[str, Pool]:
     return {"owa": Pool(PoolConfig("owa", servers))}
 
 
+class WorkerEnds:
+    """A worker's feed and pipe over memory streams, and the supervisor's ends of them."""
+
+    def __init__(self) -> None:
+        self.to_worker, worker_stdin = trio.testing.memory_stream_one_way_pair()
+        self.worker_stdout, from_worker = trio.testing.memory_stream_one_way_pair()
+        self.pipe = SupervisorPipe("cfg-a")
+        self.feed = SupervisorFeed(LineReader(worker_stdin), self.pipe)
+        self.sequence = Sequencer("cfg-a")
+        self.replies = LineReader(from_worker)
+
+
 async def test_gap_asks_for_a_snapshot_and_the_next_snapshot_heals_a_lost_change() -> None:
     supervisor = pools()  # the truth the supervisor sends
     worker = pools()
-    to_worker, worker_stdin = trio.testing.memory_stream_one_way_pair()
-    worker_stdout, from_worker = trio.testing.memory_stream_one_way_pair()
-    pipe = SupervisorPipe("cfg-a")
-    feed = SupervisorFeed(LineReader(worker_stdin), pipe)
-    sequence = Sequencer("cfg-a")
-    replies = LineReader(from_worker)
+    ends = WorkerEnds()
+    to_worker, worker_stdout, pipe, feed, sequence, replies = (
+        ends.to_worker, ends.worker_stdout, ends.pipe, ends.feed, ends.sequence, ends.replies)
 
     async def send(message: object, *, lost: bool = False) -> None:
         line = encode_control(message, sequence.next())  # type: ignore[arg-type]
@@ -96,12 +105,9 @@ async def test_the_pipe_stamps_outcomes_with_the_config_the_worker_now_runs() ->
 
 async def test_a_workers_pools_forward_outcomes_up_the_pipe_and_take_the_eject_lines() -> None:
     worker = pools()
-    to_worker, worker_stdin = trio.testing.memory_stream_one_way_pair()
-    worker_stdout, from_worker = trio.testing.memory_stream_one_way_pair()
-    pipe = SupervisorPipe("cfg-a")
-    feed = SupervisorFeed(LineReader(worker_stdin), pipe)
-    sequence = Sequencer("cfg-a")
-    replies = LineReader(from_worker)
+    ends = WorkerEnds()
+    to_worker, worker_stdout, pipe, feed, sequence, replies = (
+        ends.to_worker, ends.worker_stdout, ends.pipe, ends.feed, ends.sequence, ends.replies)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pipe.pump, worker_stdout)
         await to_worker.send_all(encode_control(snapshot(pools()), sequence.next()))
