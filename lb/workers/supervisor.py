@@ -239,7 +239,10 @@ class Supervisor:
         """An L7 outcome from a worker: the supervisor's pool decides, for every worker."""
         assert self.balancer is not None
         pool = self.balancer.pools.get(message.pool)
-        if pool is None or message.server not in {m.name for m in pool.members}:
+        try:
+            if pool is None or pool.member(message.server) is None:
+                return
+        except KeyError:
             return  # around a reload the worker may still run another config
         now = trio.current_time()
         ejection = pool.ejections.record(message.server, message.outcome, now,
