@@ -210,6 +210,7 @@ class OutlierDetector:
         *,
         pool_size: int,
         client: str | None = None,
+        count: int = 1,
     ) -> Ejection | None:
         """Count one request outcome; return an ejection if this one triggers it.
 
@@ -220,11 +221,15 @@ class OutlierDetector:
             pool_size: how many servers the pool has, to apply max_ejection_percent.
             client: the address of the client whose request it was; None when
                 no client's request could have caused it (a connect failure).
+            count: how many such outcomes at once (a batch of successes that a
+                worker process sends as one line); failures come one by one.
         """
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size!r}")
+        if count < 1 or (count > 1 and outcome is not Outcome.SUCCESS):
+            raise ValueError(f"only successes come in batches, not {count!r} x {outcome.value}")
         record = self._servers.setdefault(server, _ServerRecord())
-        self._count(record, outcome, now)
+        self._count(record, outcome, now, count)
         self._see_client(client)
         if outcome is Outcome.SUCCESS:
             _clear_streak(record)
@@ -284,12 +289,12 @@ class OutlierDetector:
         _clear_streak(record)
         return False
 
-    def _count(self, record: _ServerRecord, outcome: Outcome, now: float) -> None:
+    def _count(self, record: _ServerRecord, outcome: Outcome, now: float, count: int) -> None:
         second = math.floor(now)
         buckets = record.buckets
         if not buckets or buckets[-1][0] != second:
             buckets.append([second, 0, 0])
-        buckets[-1][1 if outcome is Outcome.SUCCESS else 2] += 1
+        buckets[-1][1 if outcome is Outcome.SUCCESS else 2] += count
         horizon = second - self.settings.window
         while buckets and buckets[0][0] <= horizon:
             buckets.popleft()

@@ -21,9 +21,12 @@ each, with a `t` field naming the kind, a sequence number `seq` and the hash
 
 - supervisor → worker (stdin): `check` (pool, server, UP|DOWN) for every
   probe transition, `admin` (pool, server, READY|DRAIN|MAINT) for every change
-  made through the admin API, and a `snapshot` line holding every member's
-  states: when the worker starts, when it asks (after a reload, or a gap in
-  the sequence numbers), and every `SNAPSHOT_INTERVAL` so a lost line heals.
+  made through the admin API, `eject` (pool, server, seconds left) for every
+  outlier ejection its pools decide (a worker lifts one itself on the check
+  transition that lifts it in the supervisor), and a `snapshot` line holding
+  every member's states and the ejections in force: when the worker starts,
+  when it asks (after a reload, or a gap in the sequence numbers), and every
+  `SNAPSHOT_INTERVAL` so a lost line heals.
   The worker applies each with `Pool.set_check_state`/`Pool.set_admin` at its
   own clock (lb/workers/memberstate.py), so resets and drain deadlines act on
   its own connections as they would in one process. A worker applies the
@@ -32,7 +35,11 @@ each, with a `t` field naming the kind, a sequence number `seq` and the hash
 - worker → supervisor (stdout): `report` (pool, server, ok, reason), the
   passive outcomes of live traffic: every failure, and a success only when the
   worker's previous report for that member was a failure (`ReportFilter`), so
-  healthy traffic costs no message; `reloaded` after a SIGHUP reload and
+  healthy traffic costs no message; `outcome` (pool, server, outcome, client,
+  count), the L7 outcomes for outlier detection, which the worker's pools
+  forward rather than judge (`PoolEjections.follow`): failures at once,
+  successes batched per (pool, server, client) and flushed every
+  `METRICS_INTERVAL` (`OutcomeBatcher`); `reloaded` after a SIGHUP reload and
   `resync` after a gap (the supervisor answers both with a snapshot);
   `metrics` every `METRICS_INTERVAL`.
 
@@ -62,20 +69,21 @@ when their stdin ends, so a supervisor that dies takes them with it.
 """
 
 from lb.workers.agreement import ConfigAgreement, Verdict
-from lb.workers.lines import LineReader, write_lines
+from lb.workers.filters import OutcomeBatcher, ReportFilter
+from lb.workers.lines import LineReader, LineSplitter, write_lines
 from lb.workers.memberstate import apply_control, snapshot
 from lb.workers.merged import MergedCollector, WorkerTotals, traffic_families
 from lb.workers.messages import (
     AdminChange,
     CheckChange,
+    EjectionChange,
     Family,
     GapDetector,
-    LineSplitter,
     MemberState,
     MetricsUpdate,
+    OutlierOutcome,
     PassiveReport,
     Reloaded,
-    ReportFilter,
     Resync,
     Sequencer,
     Snapshot,
@@ -93,6 +101,7 @@ __all__ = [
     "AdminChange",
     "CheckChange",
     "ConfigAgreement",
+    "EjectionChange",
     "Family",
     "GapDetector",
     "LineReader",
@@ -100,6 +109,8 @@ __all__ = [
     "MemberState",
     "MergedCollector",
     "MetricsUpdate",
+    "OutcomeBatcher",
+    "OutlierOutcome",
     "PassiveReport",
     "Reloaded",
     "ReportFilter",

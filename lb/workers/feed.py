@@ -1,8 +1,10 @@
 """A worker's state source: member states copied from the supervisor's lines.
 
-The worker runs no probes. `SupervisorFeed.run` reads stdin: the first
-snapshot is applied before it reports started, so the app opens no frontend
-on pools the supervisor has not described; after that every change and
+The worker runs no probes, and decides no outlier ejection: its pools forward
+L7 outcomes through the pipe and apply the ejections the supervisor sends.
+`SupervisorFeed.run` reads stdin: the first snapshot is applied before it
+reports started, so the app opens no frontend on pools the supervisor has not
+described; after that every change and
 snapshot is applied as it comes. A gap in the sequence numbers (a line the
 supervisor could not queue) makes the feed ask for a snapshot through the
 pipe. The end of stdin means the supervisor is gone: `lost` is set, and the
@@ -41,6 +43,7 @@ class SupervisorFeed:
         self._reader = reader
         self._pipe = pipe
         self._gaps = GapDetector()
+        self._pools: Mapping[str, Pool] = {}
         self.lost = trio.Event()
 
     def last_result(self, pool: str, server: str) -> CheckResult | None:
@@ -52,7 +55,14 @@ class SupervisorFeed:
         return None
 
     def pools_changed(self) -> None:
-        """Nothing to do here: the worker asks for a snapshot once its reload is done."""
+        """Pools a reload added follow the supervisor too; the worker asks for a snapshot
+        once its reload is done."""
+        self._follow_ejections()
+
+    def _follow_ejections(self) -> None:
+        # The supervisor decides ejections for all workers: ours forward outcomes.
+        for pool in self._pools.values():
+            pool.ejections.follow(self._pipe.outcome)
 
     async def run(
         self,
@@ -68,6 +78,8 @@ class SupervisorFeed:
             ValueError: a malformed line before it.
             TooSlowError: no snapshot within `SNAPSHOT_TIMEOUT`.
         """
+        self._pools = pools
+        self._follow_ejections()
         with trio.fail_after(SNAPSHOT_TIMEOUT):
             while True:
                 line = await self._reader.next()

@@ -1,10 +1,11 @@
-"""Line framing over trio streams: `LineReader` reads lines, `write_lines` sends queued ones."""
+"""Line framing: `LineSplitter` cuts bytes into lines (pure), `LineReader` reads lines from
+a trio stream, `write_lines` sends queued ones."""
 
 from __future__ import annotations
 
 import trio
 
-from lb.workers.messages import LineSplitter
+from lb.workers.messages import MAX_LINE_BYTES
 
 
 class LineReader:
@@ -39,3 +40,40 @@ async def write_lines(
     async with lines:
         async for line in lines:
             await stream.send_all(line)
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines.
+
+    The unread tail stays in one bytearray with a read offset: each feed scans
+    only the new bytes for newlines, and the consumed head is dropped once it
+    is more than half the buffer, so a long line arriving in many reads costs
+    linear time, not quadratic.
+
+    Args:
+        limit: the longest line accepted, in bytes.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self._start = 0  # where the first unfinished line begins
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The complete lines `data` ends (without their newline).
+
+        Raises:
+            ValueError: a line grew past the limit.
+        """
+        scan = len(self._buffer)
+        self._buffer += data
+        lines = []
+        while (end := self._buffer.find(b"\n", scan)) >= 0:
+            lines.append(bytes(self._buffer[self._start:end]))
+            self._start = scan = end + 1
+        if self._start > len(self._buffer) // 2:
+            del self._buffer[:self._start]
+            self._start = 0
+        if len(self._buffer) - self._start > self._limit:
+            raise ValueError(f"line longer than {self._limit} bytes")
+        return lines

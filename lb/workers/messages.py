@@ -1,4 +1,4 @@
-"""The supervisor ⇄ worker protocol: stamped JSON lines, gap detection and filters (pure).
+"""The supervisor ⇄ worker protocol: stamped JSON lines and gap detection (pure).
 
 Theory of operation
 -------------------
@@ -19,8 +19,10 @@ Every line is one JSON object with `t` (the kind), `seq` and `cfg`:
   the last hash each worker sent (lb/workers/agreement.py) and says in the log
   whether every worker runs the supervisor's config after a reload.
 
-A `Snapshot` is one line holding every member's check and admin state, so it
-is applied whole or not at all.
+A `Snapshot` is one line holding every member's check and admin state, and
+every outlier ejection in force, so it is applied whole or not at all.
+Ejections travel as seconds left, never as times: each process has its own
+clock. What a worker chooses to send is lb/workers/filters.py's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from probes.outlier import Outcome
 from probes.state import AdminState, CheckState
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -121,10 +124,35 @@ class MemberState:
 
 
 @dataclass(frozen=True)
+class EjectionChange:
+    """A member's outlier ejection, supervisor → worker: `seconds` more, or None: lifted."""
+
+    pool: str
+    server: str
+    seconds: float | None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Every member's states, supervisor → worker: at start, on request, and periodically."""
 
     members: tuple[MemberState, ...]
+    ejections: tuple[EjectionChange, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutlierOutcome:
+    """An L7 attempt's outcome for the pool's outlier detection, worker → supervisor.
+
+    `client` is None when no client's request caused it (a connect failure);
+    `count` > 1 only for a batch of successes.
+    """
+
+    pool: str
+    server: str
+    outcome: Outcome
+    client: str | None
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -168,8 +196,8 @@ class MetricsUpdate:
     families: Mapping[str, Family]
 
 
-ControlMessage = CheckChange | AdminChange | Snapshot
-WorkerMessage = PassiveReport | Reloaded | Resync | MetricsUpdate
+ControlMessage = CheckChange | AdminChange | EjectionChange | Snapshot
+WorkerMessage = PassiveReport | OutlierOutcome | Reloaded | Resync | MetricsUpdate
 
 
 def _line(kind: str, stamp: Stamp, body: Mapping[str, Any]) -> bytes:
@@ -182,7 +210,10 @@ def encode_control(message: ControlMessage, stamp: Stamp) -> bytes:
     if isinstance(message, Snapshot):
         return _line("snapshot", stamp, {"members": [
             [m.pool, m.server, m.check.value, m.admin.value] for m in message.members
-        ]})
+        ], "ejections": [[e.pool, e.server, e.seconds] for e in message.ejections]})
+    if isinstance(message, EjectionChange):
+        return _line("eject", stamp, {"pool": message.pool, "server": message.server,
+                                      "for": message.seconds})
     kind = "check" if isinstance(message, CheckChange) else "admin"
     return _line(kind, stamp, {"pool": message.pool, "server": message.server,
                                "state": message.state.value})
@@ -193,6 +224,10 @@ def encode_worker(message: WorkerMessage, stamp: Stamp) -> bytes:
     if isinstance(message, PassiveReport):
         return _line("report", stamp, {"pool": message.pool, "server": message.server,
                                        "ok": message.ok, "reason": message.reason})
+    if isinstance(message, OutlierOutcome):
+        return _line("outcome", stamp, {"pool": message.pool, "server": message.server,
+                                        "outcome": message.outcome.value,
+                                        "client": message.client, "n": message.count})
     if isinstance(message, Reloaded):
         return _line("reloaded", stamp, {})
     if isinstance(message, Resync):
@@ -247,22 +282,38 @@ def decode_control(line: bytes) -> tuple[Stamp, ControlMessage]:
     """
     data = _object(line)
     kind = data.get("t")
-    if kind not in ("check", "admin", "snapshot"):
+    if kind not in ("check", "admin", "eject", "snapshot"):
         raise ValueError(f"unknown control message kind {kind!r}")
     stamp = _stamp(data)
     if kind == "snapshot":
-        return stamp, Snapshot(_members(data.get("members")))
+        ejections = tuple(_ejection(e) for e in _list(data.get("ejections", []), "ejections"))
+        return stamp, Snapshot(_members(data.get("members")), ejections)
+    if kind == "eject":
+        return stamp, _ejection([data.get("pool"), data.get("server"), data.get("for")])
     pool, server, state = _text(data, "pool"), _text(data, "server"), _text(data, "state")
     if kind == "check":
         return stamp, CheckChange(pool, server, _state(kind, CheckState, state))
     return stamp, AdminChange(pool, server, _state(kind, AdminState, state))
 
 
-def _members(raw: Any) -> tuple[MemberState, ...]:
+def _list(raw: Any, key: str) -> list[Any]:
     if not isinstance(raw, list):
-        raise ValueError(f"field 'members' must be a list, got {type(raw).__name__}")
+        raise ValueError(f"field {key!r} must be a list, got {type(raw).__name__}")
+    return raw
+
+
+def _ejection(entry: Any) -> EjectionChange:
+    ok = isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry[:2])
+    seconds = entry[2] if ok else None
+    if not ok or not (seconds is None or (isinstance(seconds, int | float)
+                                          and not isinstance(seconds, bool) and seconds >= 0)):
+        raise ValueError(f"malformed ejection {entry!r}")
+    return EjectionChange(entry[0], entry[1], None if seconds is None else float(seconds))
+
+
+def _members(raw: Any) -> tuple[MemberState, ...]:
     members = []
-    for entry in raw:
+    for entry in _list(raw, "members"):
         if not (isinstance(entry, list) and len(entry) == 4
                 and all(isinstance(v, str) for v in entry)):
             raise ValueError(f"malformed snapshot member {entry!r}")
@@ -280,7 +331,7 @@ def decode_worker(line: bytes) -> tuple[Stamp, WorkerMessage]:
     """
     data = _object(line)
     kind = data.get("t")
-    if kind not in ("reloaded", "resync", "report", "metrics"):
+    if kind not in ("reloaded", "resync", "report", "outcome", "metrics"):
         raise ValueError(f"unknown worker message kind {kind!r}")
     stamp = _stamp(data)
     if kind == "reloaded":
@@ -293,7 +344,23 @@ def decode_worker(line: bytes) -> tuple[Stamp, WorkerMessage]:
             raise ValueError(f"field 'ok' must be a boolean, got {ok!r}")
         return stamp, PassiveReport(_text(data, "pool"), _text(data, "server"), ok,
                                     _text(data, "reason"))
+    if kind == "outcome":
+        return stamp, _outcome(data)
     return stamp, MetricsUpdate(_families(data.get("families")))
+
+
+def _outcome(data: Mapping[str, Any]) -> OutlierOutcome:
+    client = data.get("client")
+    if client is not None and not isinstance(client, str):
+        raise ValueError(f"field 'client' must be a string or null, got {client!r}")
+    try:
+        outcome = Outcome(data.get("outcome"))
+    except ValueError as exc:
+        raise ValueError(f"unknown outcome {data.get('outcome')!r}") from exc
+    count = _count(data, "n")
+    if count < 1 or (count > 1 and outcome is not Outcome.SUCCESS):
+        raise ValueError(f"bad count {count!r} of {outcome.value}")
+    return OutlierOutcome(_text(data, "pool"), _text(data, "server"), outcome, client, count)
 
 
 def _families(raw: Any) -> dict[str, Family]:
@@ -310,58 +377,3 @@ def _families(raw: Any) -> dict[str, Family]:
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed metrics family in {str(raw)[:80]!r}") from exc
     return families
-
-
-class ReportFilter:
-    """Which passive outcomes a worker sends: failures, and the first success after one."""
-
-    def __init__(self) -> None:
-        self._failing: set[tuple[str, str]] = set()
-
-    def should_send(self, pool: str, server: str, ok: bool) -> bool:
-        """True when this outcome must go to the supervisor."""
-        key = (pool, server)
-        if not ok:
-            self._failing.add(key)
-            return True
-        if key in self._failing:
-            self._failing.discard(key)
-            return True
-        return False
-
-
-class LineSplitter:
-    """Cuts a byte stream into lines.
-
-    The unread tail stays in one bytearray with a read offset: each feed scans
-    only the new bytes for newlines, and the consumed head is dropped once it
-    is more than half the buffer, so a long line arriving in many reads costs
-    linear time, not quadratic.
-
-    Args:
-        limit: the longest line accepted, in bytes.
-    """
-
-    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
-        self._limit = limit
-        self._buffer = bytearray()
-        self._start = 0  # where the first unfinished line begins
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete lines `data` ends (without their newline).
-
-        Raises:
-            ValueError: a line grew past the limit.
-        """
-        scan = len(self._buffer)
-        self._buffer += data
-        lines = []
-        while (end := self._buffer.find(b"\n", scan)) >= 0:
-            lines.append(bytes(self._buffer[self._start:end]))
-            self._start = scan = end + 1
-        if self._start > len(self._buffer) // 2:
-            del self._buffer[:self._start]
-            self._start = 0
-        if len(self._buffer) - self._start > self._limit:
-            raise ValueError(f"line longer than {self._limit} bytes")
-        return lines

@@ -13,15 +13,16 @@ import logging
 
 import trio
 
+from lb.workers.filters import OutcomeBatcher, ReportFilter
 from lb.workers.lines import write_lines
 from lb.workers.messages import (
     CHANNEL_BUFFER,
     PassiveReport,
-    ReportFilter,
     Sequencer,
     WorkerMessage,
     encode_worker,
 )
+from probes.outlier import Outcome
 
 log = logging.getLogger("caslb.workers")
 
@@ -38,6 +39,7 @@ class SupervisorPipe:
         self._sequence = Sequencer(config)
         self._send, self._lines = trio.open_memory_channel[bytes](buffer)
         self._reports = ReportFilter()
+        self._outcomes = OutcomeBatcher()
 
     def now_runs(self, config: str) -> None:
         """The worker reloaded into `config` (a hash): later lines carry it."""
@@ -55,6 +57,16 @@ class SupervisorPipe:
         """A live-traffic outcome: failures, and the first success after one, are sent."""
         if self._reports.should_send(pool, server, ok):
             self.send(PassiveReport(pool, server, ok, reason))
+
+    def outcome(self, pool: str, server: str, outcome: Outcome, client: str | None) -> None:
+        """An L7 outcome for the supervisor's outlier detection (`PoolEjections.follow`)."""
+        for message in self._outcomes.add(pool, server, outcome, client):
+            self.send(message)
+
+    def flush_outcomes(self) -> None:
+        """Send the successes batched since the last flush."""
+        for message in self._outcomes.flush():
+            self.send(message)
 
     async def pump(self, stream: trio.abc.SendStream) -> None:
         """Write the queued lines to `stream` until `close`, then return."""

@@ -20,7 +20,7 @@ from lb.health import OwnProbes
 from lb.seams import ProbeKey
 from lb.workers.agreement import ConfigAgreement
 from lb.workers.lines import LineReader, write_lines
-from lb.workers.memberstate import snapshot
+from lb.workers.memberstate import ejection_change, snapshot
 from lb.workers.merged import MergedCollector, WorkerTotals
 from lb.workers.messages import (
     CHANNEL_BUFFER,
@@ -30,6 +30,7 @@ from lb.workers.messages import (
     ControlMessage,
     GapDetector,
     MetricsUpdate,
+    OutlierOutcome,
     PassiveReport,
     Reloaded,
     Sequencer,
@@ -104,7 +105,7 @@ class Supervisor:
     def send_snapshot(self, slot: int) -> None:
         """Send every member's state to the worker in `slot`."""
         assert self.balancer is not None
-        self.send(slot, snapshot(self.balancer.pools))
+        self.send(slot, snapshot(self.balancer.pools, trio.current_time()))
 
     def reloaded(self, config: str) -> None:
         """The supervisor now runs `config` (a hash); later lines carry it."""
@@ -228,8 +229,30 @@ class Supervisor:
             self.totals.update(slot, message.families)
         elif isinstance(message, PassiveReport):
             self.probes.report(message.pool, message.server, message.ok, message.reason)
+        elif isinstance(message, OutlierOutcome):
+            self._outcome(message)
         else:
             self.send_snapshot(slot)
+
+
+    def _outcome(self, message: OutlierOutcome) -> None:
+        """An L7 outcome from a worker: the supervisor's pool decides, for every worker."""
+        assert self.balancer is not None
+        pool = self.balancer.pools.get(message.pool)
+        try:
+            if pool is None or pool.member(message.server) is None:
+                return
+        except KeyError:
+            return  # around a reload the worker may still run another config
+        now = trio.current_time()
+        ejection = pool.ejections.record(message.server, message.outcome, now,
+                                         client=message.client, count=message.count)
+        if ejection is None:
+            return
+        log.warning("pool %s: ejecting %s for %.0fs (%s, ejection #%d)", pool.name,
+                    ejection.server, ejection.until - now, ejection.reason, ejection.times_ejected)
+        self.balancer.metrics.ejected(pool.name, ejection)
+        self.broadcast(ejection_change(pool.name, ejection.server, ejection.until, now))
 
 
 def merged_registry(own: CollectorRegistry, totals: WorkerTotals) -> CollectorRegistry:

@@ -65,6 +65,7 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
 
             async def finish() -> None:
                 await balancer.stopped.wait()
+                pipe.flush_outcomes()
                 pipe.send(MetricsUpdate(traffic_families(registry)))
                 await pipe.close()
                 with trio.move_on_after(5):
@@ -93,4 +94,5 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
 async def _ship_metrics(registry: CollectorRegistry, pipe: SupervisorPipe) -> None:
     while True:
         await trio.sleep(METRICS_INTERVAL)
+        pipe.flush_outcomes()
         pipe.send(MetricsUpdate(traffic_families(registry)))

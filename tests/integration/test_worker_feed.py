@@ -12,7 +12,9 @@ from lb.pool import Pool
 from lb.workers import (
     AdminChange,
     CheckChange,
+    EjectionChange,
     LineReader,
+    OutlierOutcome,
     PassiveReport,
     Resync,
     Sequencer,
@@ -23,6 +25,7 @@ from lb.workers import (
 )
 from lb.workers.feed import SupervisorFeed
 from lb.workers.pipe import SupervisorPipe
+from probes.outlier import Outcome
 from probes.state import AdminState, CheckState
 
 
@@ -31,15 +34,24 @@ def pools() -> dict[str, Pool]:
     return {"owa": Pool(PoolConfig("owa", servers))}
 
 
+class WorkerEnds:
+    """A worker's feed and pipe over memory streams, and the supervisor's ends of them."""
+
+    def __init__(self) -> None:
+        self.to_worker, worker_stdin = trio.testing.memory_stream_one_way_pair()
+        self.worker_stdout, from_worker = trio.testing.memory_stream_one_way_pair()
+        self.pipe = SupervisorPipe("cfg-a")
+        self.feed = SupervisorFeed(LineReader(worker_stdin), self.pipe)
+        self.sequence = Sequencer("cfg-a")
+        self.replies = LineReader(from_worker)
+
+
 async def test_gap_asks_for_a_snapshot_and_the_next_snapshot_heals_a_lost_change() -> None:
     supervisor = pools()  # the truth the supervisor sends
     worker = pools()
-    to_worker, worker_stdin = trio.testing.memory_stream_one_way_pair()
-    worker_stdout, from_worker = trio.testing.memory_stream_one_way_pair()
-    pipe = SupervisorPipe("cfg-a")
-    feed = SupervisorFeed(LineReader(worker_stdin), pipe)
-    sequence = Sequencer("cfg-a")
-    replies = LineReader(from_worker)
+    ends = WorkerEnds()
+    to_worker, worker_stdout, pipe, feed, sequence, replies = (
+        ends.to_worker, ends.worker_stdout, ends.pipe, ends.feed, ends.sequence, ends.replies)
 
     async def send(message: object, *, lost: bool = False) -> None:
         line = encode_control(message, sequence.next())  # type: ignore[arg-type]
@@ -89,3 +101,29 @@ async def test_the_pipe_stamps_outcomes_with_the_config_the_worker_now_runs() ->
     assert decode_worker(first)[1] == PassiveReport("owa", "cas1", False, "connect refused")
     assert [decode_worker(line)[0] for line in (first, second)] == [
         Stamp(1, "cfg-a"), Stamp(2, "cfg-b")]
+
+
+async def test_a_workers_pools_forward_outcomes_up_the_pipe_and_take_the_eject_lines() -> None:
+    worker = pools()
+    ends = WorkerEnds()
+    to_worker, worker_stdout, pipe, feed, sequence, replies = (
+        ends.to_worker, ends.worker_stdout, ends.pipe, ends.feed, ends.sequence, ends.replies)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipe.pump, worker_stdout)
+        await to_worker.send_all(encode_control(snapshot(pools()), sequence.next()))
+        await nursery.start(feed.run, worker, Metrics(CollectorRegistry()))
+        ejections = worker["owa"].ejections
+        now = trio.current_time()
+        ejections.record("cas2", Outcome.SUCCESS, now, client="10.0.0.1")
+        assert ejections.record("cas1", Outcome.GATEWAY_FAILURE, now, client=None) is None
+        pipe.flush_outcomes()
+        lines = [await replies.next() for _ in range(2)]
+        assert [decode_worker(line)[1] for line in lines if line is not None] == [
+            OutlierOutcome("owa", "cas1", Outcome.GATEWAY_FAILURE, None),
+            OutlierOutcome("owa", "cas2", Outcome.SUCCESS, "10.0.0.1", 1),
+        ]
+        await to_worker.send_all(
+            encode_control(EjectionChange("owa", "cas1", 30.0), sequence.next()))
+        await trio.testing.wait_all_tasks_blocked()
+        assert ejections.ejected(trio.current_time()) == {"cas1"}
+        nursery.cancel_scope.cancel()

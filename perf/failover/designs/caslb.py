@@ -7,7 +7,8 @@
 
 Every mode gets the run's probe timing, connect timeout and retries, and the
 mail frontends. The harness reads `GET /status` on the admin API: a server is
-chosen for a protocol while it is eligible in the pool carrying that protocol.
+chosen for a protocol while it is eligible in the pool carrying that protocol
+and not ejected from it by outlier detection.
 """
 
 from __future__ import annotations
@@ -111,11 +112,13 @@ def pool_of(protocol: str, mode: str) -> str:
 
 
 def parse_status(document: Mapping[str, Any]) -> dict[tuple[str, str], bool]:
-    """`GET /status` JSON -> (pool, server) -> eligible."""
+    """`GET /status` JSON -> (pool, server) -> eligible and not ejected."""
     out = {}
     for pool, body in document.get("pools", {}).items():
         for server in body.get("servers", []):
-            out[(pool, server["name"])] = bool(server.get("eligible"))
+            out[(pool, server["name"])] = (
+                bool(server.get("eligible")) and server.get("ejected_for") is None
+            )
     return out
 
 
