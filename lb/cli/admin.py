@@ -17,7 +17,7 @@ import typer
 
 from lb.cli._app import app
 from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
-from lb.config import DEFAULT_ADMIN_PORT
+from lb.ports import DEFAULT_ADMIN_PORT
 from lb.statusgrid import ago, build_grid, grid_table
 
 DEFAULT_ADMIN_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"

@@ -203,7 +203,9 @@ def find_warnings(config: Config) -> list[str]:
 
 @app.command()
 def check(
-    config: Annotated[Path, typer.Argument(help="The TOML config file to check.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="The TOML config file to check.")
+    ],
     jitter: Annotated[
         float, typer.Option(min=0.0, max=0.99, help="Probe scheduling jitter to allow for.")
     ] = DEFAULT_JITTER,

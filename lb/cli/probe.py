@@ -183,6 +183,8 @@ def probe(
     A config file runs every pool's check against its servers (a row per pool and
     server; exit 2 on a bad config); the options below apply to HOST arguments.
     """
+    if len(hosts) == 1 and hosts[0].endswith(".toml") and not Path(hosts[0]).is_file():
+        raise typer.BadParameter(f"config file {hosts[0]!r} does not exist", param_hint="CONFIG")
     if len(hosts) == 1 and Path(hosts[0]).is_file():
         given = {
             "--protocols": protocols is not None,

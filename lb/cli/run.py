@@ -16,6 +16,7 @@ the supervisor starts each of them; it is not meant to be typed.
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -93,10 +94,20 @@ async def _exit_when_stopped(balancer: Balancer, scope: trio.CancelScope) -> Non
     scope.cancel()
 
 
+class LogLevel(enum.Enum):
+    """The levels `--log-level` accepts."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="the TOML config file")],
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="the TOML config file")],
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False, help="how much to log")]
+    = LogLevel.INFO,
     access_log: Annotated[bool, typer.Option(help="log one line per HTTP request")] = True,
     worker_count: Annotated[int, typer.Option(
         "--workers", min=1, help="processes serving traffic (2 uses 2 cores; ports must be fixed)"
@@ -109,11 +120,11 @@ def run(
     """
     loaded = load_or_exit(config)
     exit_on_file_errors(loaded, config)
-    logs.setup(log_level, access_log=access_log)
+    logs.setup(log_level.value, access_log=access_log)
     if worker:
         raise typer.Exit(start(workers.run_worker, loaded, config, apply_reload))
     if worker_count > 1:
-        argv = workers.worker_argv(config, log_level, access_log)
+        argv = workers.worker_argv(config, log_level.value, access_log)
         raise typer.Exit(start(
             partial(workers.run_supervisor, argv=argv), loaded, config, worker_count, apply_reload
         ))

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lb.balancer import Balance
+from lb.ports import DEFAULT_ADMIN_PORT
 from probes.checks import CheckSpec, Target
 from probes.outlier import OutlierSettings
 from probes.state import OnError, Timing
 
-DEFAULT_ADMIN_PORT = 9090
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Envoy ejects after 5 consecutive 5xx. Three in a row is enough here, because a
