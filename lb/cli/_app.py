@@ -11,6 +11,7 @@ import importlib
 from importlib.metadata import version
 
 import typer
+from typer import _click
 from typer.core import TyperGroup
 
 # Command name → the lb.cli module that registers it, in the order of use.
@@ -24,10 +25,10 @@ COMMAND_MODULES = {
 class CommandsByUse(TyperGroup):
     """Lists commands in COMMAND_MODULES order; imports a command's module on lookup."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
-        return [name for name in COMMAND_MODULES if name in COMMAND_MODULES]
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(COMMAND_MODULES)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.click.Command | None:
+    def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
             importlib.import_module(f"lb.cli.{COMMAND_MODULES[cmd_name]}")
             self.commands.update(typer.main.get_group(app).commands)

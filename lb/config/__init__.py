@@ -55,7 +55,6 @@ from typing import Any
 
 from lb.config.frontends import check_references, read_frontend
 from lb.config.model import (
-    DEFAULT_ADMIN_PORT,
     AdminConfig,
     CertConfig,
     CheckConfig,
@@ -70,6 +69,7 @@ from lb.config.model import (
 from lb.config.pools import read_pool, read_server_table
 from lb.config.reader import Errors, Table, format_duration, is_loopback, read_bind
 from lb.config.shorthand import expand_exchange
+from lb.ports import DEFAULT_ADMIN_PORT
 
 __all__ = [
     "DEFAULT_ADMIN_PORT",
