@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 COMMAND_MODULES = {
     "run": "run", "check": "check", "probe": "probe", "demo": "demo",
     "status": "admin", "drain": "admin", "enable": "admin", "maint": "admin",
+    "maintenance": "maintenance",
     "farm": "farm",
 }
 

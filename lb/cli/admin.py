@@ -124,7 +124,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _fail(message: str) -> typer.Exit:
+def fail(message: str) -> typer.Exit:
     typer.echo(f"caslb: {message}", err=True)
     return typer.Exit(1)
 
@@ -141,7 +141,7 @@ def status(
     try:
         document = call_admin(admin, "GET", "/status")
     except AdminApiError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(document, indent=1))
         return
@@ -152,13 +152,16 @@ def status(
         typer.echo(f"frontend {name}: {fe['current_connections']} current connections")
 
 
-def _act(action: str, server: str, pool: str | None, protocol: str | None,
-         admin: str, token: str | None) -> None:
+def act(action: str, server: str, pool: str | None, protocol: str | None,
+        admin: str, token: str | None, *, quiet: bool = False) -> None:
+    """Send ACTION for SERVER; print the pools it changed unless `quiet`."""
     try:
         result = call_admin(admin, "POST", action_path(server, action, pool, protocol),
                             token=token)
     except AdminApiError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
+    if quiet:
+        return
     pools = result.get("pools", {})
     rows = [server_row(name, s) for name, s in pools.items()]
     typer.echo(f"{result.get('server', server)}: admin {result.get('admin', '?')}"
@@ -178,7 +181,7 @@ def drain(
 
     Example: caslb drain cas1 --protocol ews
     """
-    _act("drain", server, pool, protocol, admin, token)
+    act("drain", server, pool, protocol, admin, token)
 
 
 @app.command()
@@ -193,7 +196,7 @@ def enable(
 
     Example: caslb enable cas1
     """
-    _act("enable", server, pool, protocol, admin, token)
+    act("enable", server, pool, protocol, admin, token)
 
 
 @app.command()
@@ -208,4 +211,4 @@ def maint(
 
     Example: caslb maint cas1 --pool owa
     """
-    _act("maint", server, pool, protocol, admin, token)
+    act("maint", server, pool, protocol, admin, token)

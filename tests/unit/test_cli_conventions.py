@@ -39,6 +39,7 @@ def loaded_by(*argv: str) -> tuple[object, list[str]]:
 
 @pytest.mark.parametrize("argv", [
     ("status",), ("drain", "cas1"), ("enable", "cas1"), ("maint", "cas1"),
+    ("maintenance", "start", "cas1", "--wait"), ("maintenance", "end", "cas1"),
 ])
 def test_admin_clients_load_no_data_plane(argv: tuple[str, ...]) -> None:
     code, modules = loaded_by(*argv, "--admin", "http://127.0.0.1:1")
@@ -62,7 +63,7 @@ def test_commands_listed_in_order_of_use() -> None:
     listed = [line.split()[1] for line in commands.splitlines()
               if line.startswith("│ ") and line[2] != " "]
     assert listed == ["run", "check", "probe", "demo", "status", "drain", "enable", "maint",
-                      "farm"]
+                      "maintenance", "farm"]
 
 
 def test_unknown_log_level_is_a_usage_error() -> None:
