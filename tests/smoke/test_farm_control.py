@@ -244,4 +244,5 @@ async def test_metrics_count_requests_and_faults_per_server_and_vdir(
     active = _samples(text, "casfarm_fault_active")
     assert active[("fault", "errors"), ("server", "cas2")] == 1
     assert active[("fault", "errors"), ("server", "cas1")] == 0
-    assert _samples(text, "casfarm_connections_total")[("listener", "https"), ("server", "cas2")] == 1
+    connections = _samples(text, "casfarm_connections_total")
+    assert connections[("listener", "https"), ("server", "cas2")] == 1
