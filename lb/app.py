@@ -186,6 +186,7 @@ class Balancer:
             self.metrics.declare(
                 (fe.name for fe in config.frontends),
                 ((p.name, s.name) for p in config.pools.values() for s in p.servers),
+                ((fe.name, pool) for fe in config.frontends for pool in fe.pool_names),
             )
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
