@@ -47,6 +47,8 @@ tls = {{ cert = "{cert}", key = "{cert}" }}
 listen = {{ {ports} }}
 [admin]
 bind = "127.0.0.1:{admin_port}"
+[logging]
+format = "json"
 """
 
 
@@ -101,11 +103,12 @@ async def test_every_dashboard_panel_returns_data_after_a_scripted_scenario(
         assert farm.control_url is not None
         jobs = {"caslb": f"127.0.0.1:{admin_port}", "casfarm": urlsplit(farm.control_url).netloc}
         rules = [EXAMPLES / "prometheus-rules.yml", EXAMPLES / "prometheus-recording-rules.yml"]
+        log = (tmp_path / "caslb.log").open("w")
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(
                 lambda task_status: trio.run_process(
                     [*CASLB, "run", str(config)], check=False, task_status=task_status,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    stdout=subprocess.DEVNULL, stderr=log))
             try:
                 await wait_status(f"http://127.0.0.1:{admin_port}", process)
                 async with running_prometheus(scrape_config(jobs, rules), prometheus_port,
@@ -152,3 +155,17 @@ async def test_every_dashboard_panel_returns_data_after_a_scripted_scenario(
                     assert not empty, "\n".join(f"{t}: {e} -> {r}" for t, e, r in empty)
             finally:
                 process.terminate()
+        log.close()
+    check_json_log(tmp_path / "caslb.log")
+
+
+def check_json_log(path: Path) -> None:
+    """`[logging] format = "json"`: every line an object; start-up, checks and access structured."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert any(d.get("event") == "serving" and "https" in d["frontends"] for d in lines)
+    checks = [(d["level"], d["state"]) for d in lines
+              if d.get("event") == "check" and d["server"] == "cas2" and d["pool"] == "owa"]
+    assert ("WARNING", "DOWN") in checks and ("INFO", "UP") in checks  # good news is INFO
+    access = [d for d in lines if d["logger"] == "caslb.access"]
+    assert {d["backend_name"] for d in access} >= {"owa", "ews", "mapi", "eas"}
+    assert all(d["http_request"].endswith(" HTTP/1.1") for d in access)
