@@ -37,10 +37,26 @@ HTTP_TERMINATION: dict[Termination, str] = {
 }
 
 
-def _date(epoch: float) -> str:
-    """HAProxy's accept date: 06/Feb/2009:12:14:14.655 (local time, as HAProxy)."""
-    whole = time.localtime(epoch)
-    return time.strftime("%d/%b/%Y:%H:%M:%S", whole) + f".{int(epoch * 1000) % 1000:03d}"
+class _AcceptDate:
+    """HAProxy's accept date, 06/Feb/2009:12:14:14.655 (local time, as HAProxy logs it).
+
+    The formatted second is kept: at thousands of lines a second, strftime would
+    run for every one.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, epoch: float) -> str:
+        second = int(epoch)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
+        return f"{self._text}.{int(epoch * 1000) % 1000:03d}"
+
+
+_date = _AcceptDate()
 
 
 def _ms(seconds: float) -> int:
@@ -48,7 +64,10 @@ def _ms(seconds: float) -> int:
 
 
 def _quoted(text: str) -> str:
-    return json.dumps(text)[1:-1]  # escape quotes and control characters, as HAProxy does
+    """`text` with quotes, backslashes and control characters escaped, as HAProxy does."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return json.dumps(text)[1:-1]
 
 
 def http_fields(r: RequestRecord) -> dict[str, object]:
@@ -85,8 +104,24 @@ def http_fields(r: RequestRecord) -> dict[str, object]:
 
 
 def httplog_text(r: RequestRecord) -> str:
-    """`r` as HAProxy's httplog line."""
-    f = http_fields(r)
+    """`r` as HAProxy's httplog line (the fields of `http_fields`, composed directly)."""
+    x = r.log
+    if x is None:
+        return httplog_line(http_fields(r))
+    status = r.status if r.status is not None else -1
+    return (
+        f"{r.client}:{x.client_port} [{_date(x.accepted)}] {r.frontend} "
+        f"{r.pool or '<NOSRV>'}/{r.server or '<NOSRV>'} "
+        f"{_ms(x.t_request)}/0/{_ms(x.t_connect)}/{_ms(x.t_response)}/{_ms(r.duration)} "
+        f"{status} {r.bytes_out} - - {HTTP_TERMINATION[r.termination]}-- "
+        f"{x.fe_conn}/{x.fe_conn}/{x.be_conn}/{x.srv_conn}/{r.retries} 0/0 "
+        f'{{{_quoted(x.host)}|{_quoted(x.user_agent)}}} '
+        f'"{r.method} {_quoted(r.path)} HTTP/{x.version}"'
+    )
+
+
+def httplog_line(f: dict[str, object]) -> str:
+    """The httplog line of `http_fields`' mapping."""
     return (
         f"{f['client_ip']}:{f['client_port']} [{f['accept_date']}] {f['frontend_name']} "
         f"{f['backend_name']}/{f['server_name']} {f['TR']}/{f['Tw']}/{f['Tc']}/{f['Tr']}/{f['Ta']} "
