@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import h11
 import trio
@@ -345,10 +345,9 @@ class ClientSession:
                 self.ctx.events.retried(pool_name, upstream.member.name, "upstream_error")
                 continue
             server = upstream.member.name
-            served = await self._conclude(attempt, termination, pool_name, retries, server)
             head_at = attempt.response.head_at
-            return replace(served, t_connect=connect,
-                           t_response=head_at - sent_at if head_at else -1.0)
+            return await self._conclude(attempt, termination, pool_name, retries, server,
+                                        (connect, head_at - sent_at if head_at else -1.0))
 
     async def _conclude(
         self,
@@ -357,6 +356,7 @@ class ClientSession:
         pool_name: str,
         retries: int,
         server: str | None = None,
+        timers: tuple[float, float] = (-1.0, -1.0),
     ) -> Served:
         """How the request ends after its last attempt (an error answer if nothing was sent)."""
         status = attempt.response.status
@@ -373,7 +373,8 @@ class ClientSession:
             attempt.response.bytes_out,
             server,
             retries,
-            complete=attempt.response.done,
+            attempt.response.done,
+            *timers,
         )
 
     def _after_attempt(
