@@ -233,8 +233,8 @@ def access_log_on() -> bool:
 def log_access(record: RequestRecord) -> None:
     """Write the access log line for `record` (logger `caslb.access`, lb.accesslog's format)."""
     if access_log_on():
-        # makeRecord + handle is logger.info without its stack walk for the caller
-        # (no format here names the source line): a tenth of the line's cost.
+        # makeRecord + handle is logger.info without its stack walk to find the
+        # caller's source line, which no caslb format prints: paid per request here.
         access_log.handle(access_log.makeRecord(
             access_log.name, logging.INFO, __file__, 0, "%s %s %s",
             (record.client, record.method, record.path), None, extra={"http": record}))
