@@ -36,7 +36,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb import frontends
+from lb import frontends, logs
 from lb.admin import AdminHook, serve_admin
 from lb.boundary import guarded
 from lb.build import build_frontend
@@ -186,6 +186,7 @@ class Balancer:
             self.metrics.declare(
                 (fe.name for fe in config.frontends),
                 ((p.name, s.name) for p in config.pools.values() for s in p.servers),
+                ((fe.name, pool) for fe in config.frontends for pool in fe.pool_names),
             )
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
@@ -296,7 +297,7 @@ class Balancer:
                         self._sockets.extend(given)
                     await self._start(fe, given if given is not None else await self._open(fe))
                 await self._start_admin(admin_listeners)
-                log.info("caslb serving %s; admin on %s", self.addresses, self.admin_address)
+                logs.log_serving(log, self.addresses, self.admin_address)
                 task_status.started(self)
                 await self._stopping.wait()
                 await self._drain()

@@ -159,6 +159,9 @@ class HealthWiring:
         log.log(
             level, "pool %s server %s is %s (was %s): %s",
             key.pool, key.server, transition.new.value, transition.old.value, transition.reason,
+            extra={"fields": {"event": "check", "pool": key.pool, "server": key.server,
+                              "state": transition.new.value, "was": transition.old.value,
+                              "reason": transition.reason}},
         )
         try:
             pool.set_check_state(key.server, transition.new, transition.at)

@@ -99,5 +99,7 @@ def plan_reload(
         replace=tuple(replace),
         reuse=frozenset(reuse),
         keep=tuple(keep),
-        needs_restart=("admin",) if new.admin != old.admin else (),
+        needs_restart=tuple(key for key, changed in (("admin", new.admin != old.admin),
+                                                     ("logging", new.logging != old.logging))
+                            if changed),
     )

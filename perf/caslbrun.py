@@ -41,11 +41,12 @@ def servers_up(document: dict[str, Any]) -> bool:
     )
 
 
-def argv(config: Path, workers: int = 1, profile: Path | None = None) -> list[str]:
+def argv(
+    config: Path, workers: int = 1, profile: Path | None = None, access_log: bool = False
+) -> list[str]:
     """The command line: the console script, or the same under cProfile."""
-    # one line per request on stderr would be most of caslb's work here; HAProxy
-    # runs without a log in the benches too
-    args = ["run", str(config), "--no-access-log"]
+    # HAProxy runs without a log in the benches, so caslb does too unless asked
+    args = ["run", str(config)] + ([] if access_log else ["--no-access-log"])
     if workers > 1:
         args += ["--workers", str(workers)]
     if profile is None:
@@ -64,6 +65,7 @@ def running(
     workers: int = 1,
     profile: Path | None = None,
     limit: float = 20.0,
+    access_log: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run caslb on `config` until the block ends; SIGTERM, then SIGKILL.
 
@@ -78,7 +80,7 @@ def running(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            argv(config, workers, profile), cwd=REPO_ROOT, env=env,
+            argv(config, workers, profile, access_log), cwd=REPO_ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:

@@ -1,6 +1,7 @@
 """L7 bench: small keep-alive requests through `caslb run`, direct, and HAProxy, with CPU cost.
 
-    python -m perf.l7bench [--seconds S] [--connections N] [--workers W] [--profile] [--quick]
+    python -m perf.l7bench [--seconds S] [--connections N] [--workers W] [--profile]
+                           [--access-log] [--quick]
 
 Everything runs on 127.0.0.1 in separate processes:
 
@@ -137,13 +138,15 @@ def haproxy(config: str, port: int, workdir: Path) -> Iterator[int]:
 
 @contextlib.contextmanager
 def caslb(
-    port: int, target: int, workdir: Path, *, workers: int = 1, profile: Path | None = None
+    port: int, target: int, workdir: Path, *, workers: int = 1, profile: Path | None = None,
+    access_log: bool = False,
 ) -> Iterator[int]:
     """`caslb run` in front of `target` until the block ends; yields the pid to meter."""
     admin = free_port()
     cfg = workdir / f"caslb-{port}.toml"
     cfg.write_text(caslb_config(port, target, admin))
-    with caslbrun.running(cfg, [port], admin, workers=workers, profile=profile) as proc:
+    with caslbrun.running(cfg, [port], admin, workers=workers, profile=profile,
+                          access_log=access_log) as proc:
         yield proc.pid
 
 
@@ -218,7 +221,10 @@ def _rounds(
     return wrk(port, connections, seconds, pid), wrk(port, 1, seconds)
 
 
-def bench(seconds: float, connections: int, profile: bool, workers: int, quick: bool) -> int:
+def bench(
+    seconds: float, connections: int, profile: bool, workers: int, quick: bool,
+    access_log: bool = False,
+) -> int:
     missing = missing_tools()
     if missing:
         print(
@@ -237,6 +243,10 @@ def bench(seconds: float, connections: int, profile: bool, workers: int, quick: 
             port = free_port()
             with caslb(port, backend, workdir, workers=workers) as pid:
                 results["caslb"] = _rounds(port, pid, connections, seconds, quick)
+            if access_log:  # the same with one httplog line per request (to a file)
+                port = free_port()
+                with caslb(port, backend, workdir, workers=workers, access_log=True) as pid:
+                    results["caslb+log"] = _rounds(port, pid, connections, seconds, quick)
             port = free_port()
             config = PROXY_CFG.format(host=HOST, port=port, target=backend, check=CHECK)
             with haproxy(config, port, workdir) as pid:
@@ -306,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also profile caslb's hot path")
     parser.add_argument("--workers", type=int, default=1,
                         help="caslb run --workers W (default 1: no supervisor)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="also measure caslb with its access log on (row caslb+log)")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke: caslb and HAProxy only, 2 s per measure, no warm-up")
     args = parser.parse_args(argv)
@@ -320,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and args.workers > 1:
         parser.error("--profile runs one caslb process; leave out --workers")
     seconds = 2.0 if args.quick else args.seconds
-    return bench(seconds, args.connections, args.profile, args.workers, args.quick)
+    return bench(seconds, args.connections, args.profile, args.workers, args.quick,
+                 args.access_log)
 
 
 if __name__ == "__main__":

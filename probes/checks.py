@@ -21,6 +21,7 @@ import trio
 
 from probes import httpcheck, mailchecks
 from probes.catalog import CheckKind, ExchangeProtocol
+from probes.kept import EndpointKey, KeptConnections
 from probes.lag import LagMeter, run_within
 from probes.wire import CheckFailed, Reason, Session, tls_context
 
@@ -161,9 +162,11 @@ async def _tcp(session: Session, spec: CheckSpec) -> str:
     return "TLS handshake ok" if spec.tls else "connected"
 
 
-async def _healthcheck(session: Session, spec: CheckSpec) -> str:
+async def _healthcheck(session: Session, spec: CheckSpec, *, keep_alive: bool = False) -> str:
     assert spec.path is not None  # validated by CheckSpec
-    return await httpcheck.healthcheck(session, spec.path, expect_fqdn=spec.expect_fqdn)
+    return await httpcheck.healthcheck(
+        session, spec.path, expect_fqdn=spec.expect_fqdn, keep_alive=keep_alive
+    )
 
 
 def _mail(dialogue: Callable[[Session, ssl.SSLContext | None], Awaitable[str]]) -> Dialogue:
@@ -182,20 +185,76 @@ _DIALOGUES: dict[CheckKind, Dialogue] = {
 }
 
 
-async def _converse(session: Session, spec: CheckSpec) -> str:
-    await session.connect()
-    if spec.tls:
-        await session.start_tls(spec.tls_context())
-    return await _DIALOGUES[spec.kind](session, spec)
+_IDLE_CLOSE = (Reason.CLOSED, Reason.RESET)
+
+
+class _Conversation:
+    """One check's dialogue, on a kept connection when one may carry it.
+
+    `session` is the connection in use, for the timeout's phase and the clean-up.
+    """
+
+    def __init__(
+        self, spec: CheckSpec, target: Target, kept: KeptConnections | None, reuse_for: float
+    ) -> None:
+        self.spec = spec
+        self.target = target
+        self.session: Session | None = None
+        reusable = spec.kind is CheckKind.HEALTHCHECK and reuse_for > 0
+        self._kept = kept if reusable else None
+        self._reuse_for = reuse_for
+        context_id = id(spec.tls_context()) if spec.tls else 0
+        self._key: EndpointKey = (context_id, target.fqdn, target.host, target.port)
+
+    async def run(self) -> str:
+        if self._kept is not None:
+            session = self._kept.take(self._key)
+            if session is not None:
+                self.session = session
+                before = session.received
+                try:
+                    return await _healthcheck(session, self.spec, keep_alive=True)
+                except CheckFailed as failed:
+                    if failed.reason not in _IDLE_CLOSE or session.received != before:
+                        raise
+                # The server closed the idle connection before this GET: that is
+                # not the server failing, so ask again on a new connection.
+                await session.aclose()
+        self.session = session = Session(self.target.fqdn, self.target.host, self.target.port)
+        await session.connect()
+        if self.spec.tls:
+            await session.start_tls(self.spec.tls_context())
+        if self._kept is not None:
+            return await _healthcheck(session, self.spec, keep_alive=True)
+        return await _DIALOGUES[self.spec.kind](session, self.spec)
+
+    async def finish(self, passed: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        if passed:
+            session.passed()
+            if self._kept is not None and session.reusable:
+                self._kept.give(self._key, session, self._reuse_for)
+                return
+        await session.aclose()
 
 
 async def run_check(
-    spec: CheckSpec, target: Target, *, lag: LagMeter | None = None
+    spec: CheckSpec,
+    target: Target,
+    *,
+    lag: LagMeter | None = None,
+    kept: KeptConnections | None = None,
+    reuse_for: float = 0.0,
 ) -> CheckResult:
     """Run one check against one server, bounded by ``spec.timeout``.
 
     With a `lag` meter, the timeout counts only the time the balancer could
     run (probes.lag): what its own lateness stole is added back, up to once more.
+    With `kept` and a positive `reuse_for`, a healthcheck GET rides a
+    connection an earlier check to the same endpoint left open, if that was
+    opened less than `reuse_for` seconds ago (probes.kept).
 
     Never raises for network trouble: refusals, resets, TLS failures, timeouts
     and protocol errors all come back as a failed :class:`CheckResult`.
@@ -204,19 +263,21 @@ async def run_check(
         ValueError: the spec's CA file cannot be loaded (a configuration error).
     """
     spec.tls_context()  # a bad CA file is a config error: raise it, don't report it
-    session = Session(target.fqdn, target.host, target.port)
+    conversation = _Conversation(spec, target, kept, reuse_for)
     started = trio.current_time()
+    passed = False
     try:
-        detail = await run_within(lag, spec.timeout, lambda: _converse(session, spec))
+        detail = await run_within(lag, spec.timeout, conversation.run)
         if detail is None:
-            raise _timed_out(session.phase, spec.timeout)
+            phase = conversation.session.phase if conversation.session else "connecting"
+            raise _timed_out(phase, spec.timeout)
     except CheckFailed as failed:
         result = CheckResult(False, failed.reason, failed.detail, trio.current_time() - started)
     else:
         result = CheckResult(True, Reason.OK, detail, trio.current_time() - started)
-        session.passed()
+        passed = True
     finally:
-        await session.aclose()
+        await conversation.finish(passed)
     return result
 
 

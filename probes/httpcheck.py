@@ -1,7 +1,8 @@
 """The Exchange healthcheck.htm probe over h11.
 
 ``GET /<vdir>/healthcheck.htm HTTP/1.1`` with ``Host`` (and, by the session,
-SNI) set to the server's FQDN and ``Connection: close``. Healthy means status
+SNI) set to the server's FQDN, and ``Connection: close`` unless the caller
+keeps the connection for the next check (probes.kept). Healthy means status
 200 and a body starting ``200 OK``; with ``expect_fqdn`` the name after
 ``<br/>`` must be the server's own, which catches a probe that a NAT or a
 misconfigured address sent to the wrong server (docs/exchange.md §2.2, §6 #13).
@@ -19,17 +20,11 @@ _MAX_BODY = 4096  # a healthy body is ~40 bytes; a foreign page needs only its s
 _HEALTHY = b"200 OK"
 
 
-def _request(fqdn: str, path: str) -> h11.Request:
-    return h11.Request(
-        method="GET",
-        target=path,
-        headers=[
-            ("Host", fqdn),
-            ("User-Agent", "caslb-probe"),
-            ("Accept", "*/*"),
-            ("Connection", "close"),
-        ],
-    )
+def _request(fqdn: str, path: str, keep_alive: bool) -> h11.Request:
+    headers = [("Host", fqdn), ("User-Agent", "caslb-probe"), ("Accept", "*/*")]
+    if not keep_alive:
+        headers.append(("Connection", "close"))
+    return h11.Request(method="GET", target=path, headers=headers)
 
 
 async def _next_event(conn: h11.Connection, session: Session) -> h11.Event:
@@ -65,17 +60,27 @@ async def _exchange(conn: h11.Connection, session: Session) -> tuple[h11.Respons
     return response, bytes(body[:_MAX_BODY])
 
 
-async def healthcheck(session: Session, path: str, *, expect_fqdn: bool) -> str:
+async def healthcheck(
+    session: Session, path: str, *, expect_fqdn: bool, keep_alive: bool = False
+) -> str:
     """Run the GET on an open (TLS) session; returns a success detail.
+
+    With `keep_alive`, `session.reusable` says afterwards whether the exchange
+    ended cleanly on a connection both sides keep open.
 
     Raises:
         CheckFailed: BAD_STATUS, BAD_BODY, WRONG_SERVER, or a wire failure.
     """
+    session.reusable = False
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
     session.phase = "sending the request"
-    await session.send(conn.send(_request(session.fqdn, path)) + conn.send(h11.EndOfMessage()))
+    request = _request(session.fqdn, path, keep_alive)
+    await session.send(conn.send(request) + conn.send(h11.EndOfMessage()))
     session.phase = "waiting for the response"
     response, body = await _exchange(conn, session)
+    session.reusable = (
+        conn.our_state is h11.DONE and conn.their_state is h11.DONE and not conn.trailing_data[0]
+    )
     if response.status_code != 200:
         reason = response.reason.decode("latin-1")
         raise CheckFailed(Reason.BAD_STATUS, f"HTTP {response.status_code} {reason}".rstrip())

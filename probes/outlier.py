@@ -98,6 +98,9 @@ class OutlierSettings:
         if not 0 <= self.stand_out_margin <= 1:
             raise ValueError(f"stand_out_margin must be within 0..1, not {self.stand_out_margin!r}")
 
+EJECTION_RULES = ("consecutive_errors", "consecutive_gateway_failures")
+"""Every `Ejection.reason`: the rules that can fire."""
+
 
 @dataclass(frozen=True)
 class Ejection:

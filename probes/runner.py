@@ -31,6 +31,10 @@ pass nor a failure: Health is not fed, subscribers are not told, the check is
 simply due again one interval later, and the condition is logged once per
 interval with a count.
 
+The runner owns the healthcheck connections its checks keep between GETs
+(probes.kept): a connection carries checks to its endpoint for one interval
+after it was opened, and is closed when the runner stops.
+
 The runner is generic over its key type (`ProbeRunner[K]`): a caller names
 its probes with whatever hashable value it likes (lb uses `lb.health.ProbeKey`),
 and subscribers receive keys of that type back, so probes/ needs nothing from
@@ -54,6 +58,7 @@ from typing import Generic, TypeVar
 import trio
 
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
+from probes.kept import KeptConnections
 from probes.lag import LagMeter, overloaded, run_within
 from probes.local_resources import OncePerInterval
 from probes.passive import Layer4Observer, PassivePolicy, observe
@@ -132,6 +137,7 @@ class ProbeRunner(Generic[K]):
         self._on_internal_error = on_internal_error
         self._on_inconclusive = on_inconclusive
         self.lag = LagMeter()
+        self.kept = KeptConnections()
         self.inconclusive = 0
         self._overloads = OncePerInterval(OVERLOAD_LOG_INTERVAL, clock=trio.current_time)
         self._skips = OncePerInterval()
@@ -172,7 +178,9 @@ class ProbeRunner(Generic[K]):
             raise ValueError(f"check {key!r} is already registered")
         if check is run_check:
             spec.tls_context()  # a bad CA file fails here, at configuration time
-            check = functools.partial(run_check, lag=self.lag)
+            check = functools.partial(
+                run_check, lag=self.lag, kept=self.kept, reuse_for=timing.inter
+            )
         entry = _Entry(
             key,
             spec,
@@ -276,6 +284,7 @@ class ProbeRunner(Generic[K]):
                 await trio.sleep_forever()
         finally:
             self._nursery = None
+            self.kept.close_all()
 
     async def _loop(self, entry: _Entry[K]) -> None:
         entry.scope = trio.CancelScope()  # fresh each run: a scope is entered only once

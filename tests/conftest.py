@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator
 import casfarm
 import pytest
 
+pytest_plugins = ["tests.noskip"]
+
 
 @pytest.fixture
 async def farm() -> AsyncIterator[casfarm.Farm]:

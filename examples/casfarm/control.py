@@ -2,6 +2,7 @@
 
 Routes (every answer is JSON; errors are `{"error": "..."}` with 400 or 404):
 
+    GET  /metrics                   counts and faults in Prometheus text (casfarm.metrics)
     GET  /api/state                 the whole farm (servers, ports, states, faults, counts)
     GET  /api/servers/<name>        one server
     POST /api/set     {"server", "component", "state", "requester"?}
@@ -19,8 +20,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from casfarm.http import HttpExchange, serve_http
+from casfarm.metrics import CONTENT_TYPE, exposition, farm_registry
 
 if TYPE_CHECKING:
     from casfarm.farm import Farm
@@ -106,9 +109,12 @@ def _route(farm: Farm, method: str, path: str, raw: bytes) -> tuple[int, object]
     return 200, action(farm, body)
 
 
-async def _answer(farm: Farm, ex: HttpExchange) -> None:
+async def _answer(farm: Farm, registry: CollectorRegistry, ex: HttpExchange) -> None:
     raw = await ex.read_body(keep=_MAX_BODY)
     path = ex.target.split("?", 1)[0]
+    if ex.method == "GET" and path == "/metrics":
+        await ex.respond(200, exposition(registry), [("Content-Type", CONTENT_TYPE)], app=False)
+        return
     try:
         status, payload = _route(farm, ex.method, path, raw)
     except KeyError as exc:
@@ -119,10 +125,10 @@ async def _answer(farm: Farm, ex: HttpExchange) -> None:
     await ex.respond(status, body, [_JSON], app=False)
 
 
-async def _serve_one(farm: Farm, stream: trio.SocketStream) -> None:
+async def _serve_one(farm: Farm, registry: CollectorRegistry, stream: trio.SocketStream) -> None:
     # A client that goes away mid-answer ends its own connection only.
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await serve_http(stream, partial(_answer, farm), list)
+        await serve_http(stream, partial(_answer, farm, registry), list)
 
 
 async def serve_control(
@@ -136,4 +142,4 @@ async def serve_control(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     task_status.started(f"http://{host}:{bound}")
-    await trio.serve_listeners(partial(_serve_one, farm), listeners)
+    await trio.serve_listeners(partial(_serve_one, farm, farm_registry(farm)), listeners)

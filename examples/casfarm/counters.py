@@ -18,12 +18,16 @@ class ServerCounts:
         healthchecks: GET healthcheck.htm requests by vdir name.
         connections: accepted connections by listener ("https", "imap", ...).
         errors: connections that ended on an unexpected server-side error.
+        faulted: real requests a fault answered, by (fault kind, vdir name).
     """
 
     requests: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     healthchecks: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     connections: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
     errors: int = 0
+    faulted: MappingProxyType[tuple[str, str], int] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def total_requests(self) -> int:
@@ -37,6 +41,9 @@ class ServerCounts:
             "healthchecks": dict(self.healthchecks),
             "connections": dict(self.connections),
             "errors": self.errors,
+            "faulted": [
+                {"fault": f, "vdir": v, "requests": n} for (f, v), n in self.faulted.items()
+            ],
             "total_requests": self.total_requests,
         }
 
@@ -53,6 +60,7 @@ class Counters:
         self._healthchecks: Counter[str] = Counter()
         self._connections: Counter[str] = Counter()
         self._errors = 0
+        self._faulted: Counter[tuple[str, str]] = Counter()
 
     def request(self, what: str) -> None:
         """Count one real request (or mail session) of `what`."""
@@ -70,6 +78,10 @@ class Counters:
         """Count one connection ended by an unexpected server-side error."""
         self._errors += 1
 
+    def faulted(self, fault: str, vdir: str) -> None:
+        """Count one real request of `vdir` that the fault `fault` answered."""
+        self._faulted[fault, vdir] += 1
+
     def snapshot(self) -> ServerCounts:
         """An immutable copy of the counters."""
         return ServerCounts(
@@ -77,4 +89,5 @@ class Counters:
             healthchecks=MappingProxyType(dict(self._healthchecks)),
             connections=MappingProxyType(dict(self._connections)),
             errors=self._errors,
+            faulted=MappingProxyType(dict(self._faulted)),
         )

@@ -94,6 +94,7 @@ async def answer(ex: HttpExchange, server: ServerRuntime) -> None:
     await server.gate()
     status = request_failure(server.faults, vdir)
     if status is not None:
+        server.counters.faulted(FaultKind.ERRORS.value, _counter_name(ex.target, vdir))
         await _server_error(ex, status)
         return
     handler = _HANDLERS.get(vdir.name) if vdir is not None else None
@@ -123,6 +124,7 @@ async def _app_pool_stopped(
         server.counters.healthcheck(vdir.name)
     else:
         server.counters.request(vdir.name)
+        server.counters.faulted(FaultKind.APP_POOL_STOPPED.value, vdir.name)
     await ex.read_body(0)
     await server.gate()
     headers = [

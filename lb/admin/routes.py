@@ -144,7 +144,9 @@ def _action(
     now = ctx.now()
     for pool in selected:
         pool.set_admin(server, state, now)
-        log.info("admin API: server %s in pool %s set to %s", server, pool.name, state.name)
+        log.info("admin API: server %s in pool %s set to %s", server, pool.name, state.name,
+                 extra={"fields": {"event": "admin", "pool": pool.name, "server": server,
+                                   "admin": state.name}})
         if ctx.on_admin is not None:
             ctx.on_admin(pool.name, server, state)
     return Reply.json(200, {

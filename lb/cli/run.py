@@ -108,7 +108,8 @@ def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="the TOML config file")],
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False, help="how much to log")]
     = LogLevel.INFO,
-    access_log: Annotated[bool, typer.Option(help="log one line per HTTP request")] = True,
+    access_log: Annotated[bool, typer.Option(
+        help="log one line per HTTP request (also [logging] access_log)")] = True,
     worker_count: Annotated[int, typer.Option(
         "--workers", min=1, help="processes serving traffic (2 uses 2 cores; ports must be fixed)"
     )] = 1,
@@ -120,7 +121,8 @@ def run(
     """
     loaded = load_or_exit(config)
     exit_on_file_errors(loaded, config)
-    logs.setup(log_level.value, access_log=access_log)
+    logs.setup(log_level.value, access_log=access_log and loaded.logging.access_log,
+               form=loaded.logging.format)
     if worker:
         raise typer.Exit(start(workers.run_worker, loaded, config, apply_reload))
     if worker_count > 1:

@@ -18,6 +18,7 @@ The generic model (every key is optional unless marked):
 
     grace = "30s"                       # shutdown drain
     [admin]      bind = "127.0.0.1:9090"; token = "..." (required off loopback)
+    [logging]    format = "text" | "json"; access_log = true
     [servers.NAME]  address = "host[:port]"; fqdn; weight = 1   # referenced by name
     [frontends.NAME]                    # one table per listener
       bind = "host:port" (required); mode = "tcp" | "sni" | "http" (required)
@@ -55,11 +56,13 @@ from typing import Any
 
 from lb.config.frontends import check_references, read_frontend
 from lb.config.model import (
+    LOG_FORMATS,
     AdminConfig,
     CertConfig,
     CheckConfig,
     Config,
     FrontendConfig,
+    LoggingConfig,
     Mode,
     ObserveConfig,
     PoolConfig,
@@ -113,6 +116,17 @@ def _read_admin(table: Table | None) -> AdminConfig:
     return AdminConfig(host=bind[0], port=bind[1], token=token)
 
 
+def _read_logging(table: Table | None) -> LoggingConfig:
+    if table is None:
+        return LoggingConfig()
+    form = table.string("format", "text")
+    if form not in LOG_FORMATS:
+        table.error("format", f"must be one of {', '.join(LOG_FORMATS)}, got {form!r}")
+    access_log = table.boolean("access_log", True)
+    table.finish()
+    return LoggingConfig(form if form in LOG_FORMATS else "text", access_log)
+
+
 def _read_config(
     document: Mapping[str, Any],
     errors: Errors,
@@ -125,6 +139,7 @@ def _read_config(
     root.ignore("exchange")  # expanded by shorthand.py
     grace = root.duration("grace", 30.0)
     admin = _read_admin(root.table("admin"))
+    logging = _read_logging(root.table("logging"))
     servers = {name: srv for name, srv in read_server_table(root.table("servers")) if srv}
     pools: dict[str, PoolConfig] = {}
     for name, table in root.tables("pools"):
@@ -141,7 +156,7 @@ def _read_config(
     check_references(frontends, pools, document, errors)
     if errors:
         return None
-    return Config(frontends, MappingProxyType(pools), admin, grace, notes)
+    return Config(frontends, MappingProxyType(pools), admin, grace, notes, logging)
 
 
 

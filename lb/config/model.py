@@ -228,6 +228,22 @@ class AdminConfig:
     token: str | None = None
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """How caslb writes its log (lb/logs.py, lb/accesslog.py).
+
+    Attributes:
+        format: "text" (HAProxy's httplog and tcplog lines) or "json" (one object a line).
+        access_log: one line per HTTP request and per L4 connection.
+    """
+
+    format: str = "text"
+    access_log: bool = True
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration.
@@ -238,6 +254,7 @@ class Config:
         admin: the admin API.
         grace: seconds connections may drain on shutdown.
         notes: explanations from the [exchange] expansion (e.g. a blind spot).
+        logging: the log's format and the access log switch.
     """
 
     frontends: tuple[FrontendConfig, ...]
@@ -245,3 +262,4 @@ class Config:
     admin: AdminConfig = AdminConfig()
     grace: float = 30.0
     notes: tuple[str, ...] = ()
+    logging: LoggingConfig = LoggingConfig()

@@ -79,11 +79,13 @@ class Picked:
         upstream: the connection, or None when no server could be had.
         retries: connect retries spent on other servers.
         last_error: the last connect error, if any.
+        connect_time: seconds the connect took (0 for a reused connection).
     """
 
     upstream: UpstreamConnection | None
     retries: int
     last_error: str = ""
+    connect_time: float = 0.0
 
 
 class ClientUpstreams:
@@ -165,9 +167,10 @@ class ClientUpstreams:
                 log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
                 now = trio.current_time()
                 continue
-            self._events.server_connected(pool_name, member.name, trio.current_time() - started)
+            took = trio.current_time() - started
+            self._events.server_connected(pool_name, member.name, took)
             self._open[pool_name] = upstream
-            return Picked(upstream, retries)
+            return Picked(upstream, retries, connect_time=took)
         return Picked(None, retries, last_error)
 
     def drop(self, pool_name: str) -> None:

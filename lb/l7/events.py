@@ -39,6 +39,40 @@ class Termination(enum.Enum):
 
 
 @dataclass(frozen=True)
+class RequestLog:
+    """The access log's extra view of a request (HAProxy httplog fields).
+
+    Times are seconds; a phase that did not happen is -1, as in HAProxy.
+
+    Attributes:
+        client_port: the client's source port.
+        accepted: wall-clock time (epoch seconds) the request's wait began.
+        t_request: waiting for the request head: from the end of the previous
+            exchange, or from the TLS handshake (HAProxy's Ti + TR).
+        t_connect: opening the upstream connection (0 when one was reused).
+        t_response: from sending the request to the response head.
+        version: the HTTP version, e.g. "1.1".
+        host: the Host header, or "".
+        user_agent: the User-Agent header, or "".
+        fe_conn: the frontend's open client connections.
+        be_conn: the pool's open upstream connections.
+        srv_conn: the server's open upstream connections.
+    """
+
+    client_port: int
+    accepted: float
+    t_request: float
+    t_connect: float
+    t_response: float
+    version: str
+    host: str
+    user_agent: str
+    fe_conn: int
+    be_conn: int
+    srv_conn: int
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     """One finished request, as logged and counted.
 
@@ -55,6 +89,7 @@ class RequestRecord:
         duration: seconds from the request head to the end of the exchange.
         termination: how it ended.
         retries: how many times another server was tried.
+        log: what only the access log reads (None for a refusal without a request).
     """
 
     frontend: str
@@ -69,6 +104,7 @@ class RequestRecord:
     duration: float
     termination: Termination
     retries: int = 0
+    log: RequestLog | None = None
 
     @property
     def status_class(self) -> str:
@@ -189,21 +225,16 @@ class RecordingEvents:
         self.connects.append((pool, server, False))
 
 
+def access_log_on() -> bool:
+    """Whether access log lines are written (else their fields are not gathered)."""
+    return access_log.isEnabledFor(logging.INFO)
+
+
 def log_access(record: RequestRecord) -> None:
-    """Write the access log line for `record` (logger `caslb.access`)."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    access_log.info(
-        "%s %s %s pool=%s server=%s status=%s in=%d out=%d ms=%.1f term=%s retries=%d",
-        record.client,
-        record.method,
-        record.path,
-        record.pool or "-",
-        record.server or "-",
-        record.status if record.status is not None else "-",
-        record.bytes_in,
-        record.bytes_out,
-        record.duration * 1000,
-        record.termination.value,
-        record.retries,
-    )
+    """Write the access log line for `record` (logger `caslb.access`, lb.accesslog's format)."""
+    if access_log_on():
+        # makeRecord + handle is logger.info without its stack walk to find the
+        # caller's source line, which no caslb format prints: paid per request here.
+        access_log.handle(access_log.makeRecord(
+            access_log.name, logging.INFO, __file__, 0, "%s %s %s",
+            (record.client, record.method, record.path), None, extra={"http": record}))

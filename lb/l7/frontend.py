@@ -50,6 +50,16 @@ def peer_name(stream: trio.abc.Stream) -> str:
     return str(addr[0]) if isinstance(addr, tuple) else str(addr)
 
 
+def peer_port(stream: trio.abc.Stream) -> int:
+    """The client port of `stream` (0 when it has none)."""
+    sock = socket_of(stream)
+    try:
+        addr = sock.getpeername() if sock is not None else None
+    except OSError:
+        return 0
+    return int(addr[1]) if isinstance(addr, tuple) else 0
+
+
 class HttpFrontend:
     """One L7 frontend: settings, pools and the proxy sessions over them.
 
@@ -93,8 +103,10 @@ class HttpFrontend:
             )
             for name, pool in pools.items()
         }
-        self.context = ProxyContext(settings, backends, report or _ignore_report, self.events)
         self.limiter = trio.CapacityLimiter(settings.max_connections)
+        self.open_connections = 0  # those being served, however they were accepted
+        self.context = ProxyContext(settings, backends, report or _ignore_report, self.events,
+                                    lambda: self.open_connections)
         self.guard = guard
 
     @staticmethod
@@ -153,16 +165,19 @@ class HttpFrontend:
             client: the client's address.
         """
         self.events.frontend_connection_opened(self.settings.name)
+        self.open_connections += 1
         try:
             await self._serve_connection(stream, client)
         except Exception as exc:  # the failure boundary: this connection ends, nothing else
             log_internal_error(log, f"frontend {self.settings.name}: connection from {client}", exc)
             self.events.internal_error("l7")
         finally:
+            self.open_connections -= 1
             await trio.aclose_forcefully(stream)
             self.events.frontend_connection_closed(self.settings.name)
 
     async def _serve_connection(self, stream: trio.abc.Stream, client: str) -> None:
+        port = peer_port(stream)
         if self.settings.tls is not None:
             tls = await self._handshake(stream, self.settings.tls)
             if tls is None:
@@ -170,7 +185,7 @@ class HttpFrontend:
             stream = tls
         async with trio.open_nursery() as nursery:
             try:
-                await ClientSession(self.context, stream, client, nursery).run()
+                await ClientSession(self.context, stream, client, nursery, port).run()
             finally:
                 nursery.cancel_scope.cancel()
         with trio.move_on_after(1.0):

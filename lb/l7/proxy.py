@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import h11
 import trio
 
+from lb.l7 import events as l7_events
 from lb.l7 import policy, responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
-from lb.l7.events import L7Events, Report, RequestRecord, Termination, log_access
+from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
 from lb.l7.headers import Headers, declares_body, forwarded_request_headers, header_value
 from lb.l7.heads import HeadLimits, request_refusal
 from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
@@ -56,12 +58,14 @@ class ProxyContext:
         backends: pool name → backend.
         report: passive health callback report(pool, server, ok, reason).
         events: metrics sink.
+        connections: the frontend's open client connections now (for the access log).
     """
 
     settings: HttpFrontendSettings
     backends: Mapping[str, Backend]
     report: Report
     events: L7Events
+    connections: Callable[[], int] = int
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class Served:
         server: the server that answered, if any.
         retries: other servers tried.
         complete: the response was sent whole (keep-alive may go on).
+        t_connect: seconds to open the upstream (0 reused, -1 none).
+        t_response: seconds from sending the request to its response head (-1 none).
     """
 
     status: int | None
@@ -85,6 +91,8 @@ class Served:
     server: str | None = None
     retries: int = 0
     complete: bool = False
+    t_connect: float = -1.0
+    t_response: float = -1.0
 
 
 class ClientSession:
@@ -95,16 +103,19 @@ class ClientSession:
         stream: the client stream (TLS already terminated).
         client: the client's address, for X-Forwarded-For, logs and source hashing.
         nursery: where the lease holders of this session's upstreams run.
+        client_port: the client's source port, for the access log.
     """
 
     def __init__(
-        self, ctx: ProxyContext, stream: trio.abc.Stream, client: str, nursery: trio.Nursery
+        self, ctx: ProxyContext, stream: trio.abc.Stream, client: str, nursery: trio.Nursery,
+        client_port: int = 0,
     ) -> None:
         self.ctx = ctx
         s = ctx.settings
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=s.max_header_bytes)
         self.client = H11Stream(stream, conn, receive_size=s.receive_size)
         self.client_ip = client
+        self.client_port = client_port
         self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events)
         self.requests = 0
         self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
@@ -124,12 +135,13 @@ class ClientSession:
         s = self.ctx.settings
         deadline = trio.current_time() + s.header_timeout
         while True:
+            waiting = trio.current_time()
             head = await self._read_request(deadline)
             if head is None:
                 return
             started = trio.current_time()
             self.requests += 1
-            profile, keep = await self._handle(*head, started)
+            profile, keep = await self._handle(*head, started, started - waiting)
             if not keep or not self._next_cycle():
                 return
             if self.client.buffered():
@@ -196,7 +208,7 @@ class ClientSession:
         return False
 
     async def _handle(
-        self, request: h11.Request, target: Target, started: float
+        self, request: h11.Request, target: Target, started: float, waited: float
     ) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
         # The header fields as one plain list, read by every step below: h11's
@@ -232,14 +244,35 @@ class ClientSession:
                 duration=trio.current_time() - started,
                 termination=served.termination or Termination.COMPLETE,
                 retries=served.retries,
+                log=self._log_view(request, fields, waited, served, backend)
+                if l7_events.access_log_on() else None,
             )
         )
         # Keep-alive needs a complete response; _next_cycle then checks h11 agrees.
         return profile, served.complete
 
+    def _log_view(
+        self, request: h11.Request, fields: Headers, waited: float, served: Served,
+        backend: Backend | None,
+    ) -> RequestLog:
+        members = () if backend is None else backend.pool.members
+        return RequestLog(
+            client_port=self.client_port,
+            accepted=time.time() - (trio.current_time() - waited),
+            t_request=waited,
+            t_connect=served.t_connect,
+            t_response=served.t_response,
+            version=request.http_version.decode("latin-1"),
+            host=(header_value(fields, b"host") or b"").decode("latin-1"),
+            user_agent=(header_value(fields, b"user-agent") or b"").decode("latin-1"),
+            fe_conn=self.ctx.connections(),
+            be_conn=sum(m.active for m in members),
+            srv_conn=next((m.active for m in members if m.name == served.server), 0),
+        )
+
     def _finish(self, record: RequestRecord) -> None:
         self.ctx.events.request_finished(record)
-        log_access(record)
+        l7_events.log_access(record)
 
     async def _answer(
         self, events: responses.ErrorEvents, term: Termination | None = None, retries: int = 0
@@ -276,6 +309,7 @@ class ClientSession:
         while True:
             picked = await self.upstreams.get(pool_name, backend, tried)
             retries += picked.retries
+            connect = picked.connect_time
             upstream = picked.upstream
             if upstream is None and replayed is not None:
                 # No other server to replay on: the client hears what went wrong.
@@ -292,6 +326,7 @@ class ClientSession:
                 sent = [(b"host", upstream.member.fqdn.encode("ascii", "replace")), *headers]
             head = h11.Request(method=request.method, target=target.forward, headers=sent)
             relay = Relay(self.client, upstream, profile, self.limits)
+            sent_at = trio.current_time()
             attempt = await relay.run(head, has_body)
             termination = policy.termination_after(
                 attempt.termination, reset_by_pool=upstream.reset_by_pool
@@ -310,7 +345,9 @@ class ClientSession:
                 self.ctx.events.retried(pool_name, upstream.member.name, "upstream_error")
                 continue
             server = upstream.member.name
-            return await self._conclude(attempt, termination, pool_name, retries, server)
+            head_at = attempt.response.head_at
+            return await self._conclude(attempt, termination, pool_name, retries, server,
+                                        (connect, head_at - sent_at if head_at else -1.0))
 
     async def _conclude(
         self,
@@ -319,6 +356,7 @@ class ClientSession:
         pool_name: str,
         retries: int,
         server: str | None = None,
+        timers: tuple[float, float] = (-1.0, -1.0),
     ) -> Served:
         """How the request ends after its last attempt (an error answer if nothing was sent)."""
         status = attempt.response.status
@@ -335,7 +373,8 @@ class ClientSession:
             attempt.response.bytes_out,
             server,
             retries,
-            complete=attempt.response.done,
+            attempt.response.done,
+            *timers,
         )
 
     def _after_attempt(

@@ -57,6 +57,7 @@ class ResponseSide:
     started: bool = False
     done: bool = False
     bytes_out: int = 0
+    head_at: float = 0.0  # trio time the response head arrived
 
 
 @dataclass
@@ -212,6 +213,7 @@ class Relay:
             return
         side.status = response.status_code
         side.started = True
+        side.head_at = trio.current_time()
         head = response
         if any(name in HOP_BY_HOP for name, _ in response.headers):
             head = h11.Response(

@@ -64,6 +64,10 @@ class Member(Protocol):
     def eligible(self) -> bool:
         """Whether new traffic may go to it."""
 
+    @property
+    def active(self) -> int:
+        """Connections open to it now."""
+
 
 class Lease(Protocol):
     """A claim on a member for the life of one upstream connection."""

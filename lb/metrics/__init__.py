@@ -58,7 +58,7 @@ from lb.metrics.series import INTERNAL_ERROR_PLACES, PREFIX, build_series
 from lb.seams import ProbeKey
 from probes.catalog import protocol_for_path
 from probes.checks import CheckResult
-from probes.outlier import Ejection
+from probes.outlier import EJECTION_RULES, Ejection
 from probes.state import CheckState, Transition
 
 __all__ = [
@@ -136,27 +136,40 @@ class Metrics:
                       ["version", "python"], registry=registry)
         build.labels(_version(), platform.python_version()).set(1)
 
-    def declare(self, frontends: Iterable[str], members: Iterable[tuple[str, str]]) -> None:
+    def declare(
+        self,
+        frontends: Iterable[str],
+        members: Iterable[tuple[str, str]],
+        routes: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """Export at 0 every series the config makes known: a labelled counter is
         absent until its first event otherwise, and `rate()` panels and alerts
-        over it say "no data" instead of 0.
+        over it say "no data" instead of 0 (and never see the first event: a
+        series born at 1 has no increase).
 
         Args:
             frontends: frontend names.
             members: (pool, server) pairs.
+            routes: (frontend, pool) pairs, each pool a frontend can send to.
         """
         for fe in frontends:
             self._fe_current.labels(fe)
             for key in _FRONTEND_COUNTERS:
                 self._counters[key].labels(fe)
+        for fe, pool in routes:
+            self._counters["fe_refused"].labels(fe, pool, "no_server")
         for pool, server in members:
             for key in _SERVER_COUNTERS:
                 self._counters[key].labels(pool, server)
             for code in _STATUS_CLASSES:
                 self._counters["srv_responses"].labels(pool, server, code)
+            for rule in EJECTION_RULES:
+                self._counters["srv_ejections"].labels(pool, server, rule)
             self._histograms["srv_connect_time"].labels(pool, server)
-            self._counters["check_up_down"].labels(server, pool)
-            self._counters["check_inconclusive"].labels(server, pool)
+            for key in ("check_up_down", "check_inconclusive"):
+                self._counters[key].labels(server, pool)
+            for key in ("check_duration", "detection_latency"):
+                self._histograms[key].labels(server, pool)
 
     def frontend_connections(self) -> dict[str, int]:
         """Current connections per frontend, as counted from the events."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import h11
 import pytest
 import trio
@@ -255,25 +253,6 @@ async def test_keep_alive_idle_timeout_follows_the_protocol(autojump_clock: trio
         assert await client.closed()
         assert trio.current_time() - start == PROTOCOLS["autodiscover"].idle_timeout
     assert sum(m.active for m in rig.pools["autodiscover"].members) == 0  # lease released
-
-
-async def test_access_log_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="caslb.access")
-    async with make_rig() as rig, rig.client("127.0.0.4") as client:
-        await client.request("GET", "/owa/inbox?secret=1")
-    [line] = [r.getMessage() for r in caplog.records if r.name == "caslb.access"]
-    for part in (
-        "127.0.0.4",
-        "GET",
-        "/owa/inbox",
-        "pool=owa",
-        "server=cas",
-        "status=200",
-        "term=complete",
-    ):
-        assert part in line
-    assert "secret" not in line
-    assert rig.events.requests[0].status_class == "2xx"
 
 
 async def test_head_and_expect_continue_pass_through() -> None:

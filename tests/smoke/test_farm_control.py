@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import casfarm
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
 from lb.cli import app
@@ -205,3 +206,43 @@ async def test_cli_farm_can_share_127_0_0_1(tmp_path: Any) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "cas1   cas1.lab.local    127.0.0.1 " in result.output
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+async def test_metrics_count_requests_and_faults_per_server_and_vdir(
+    farm: casfarm.Farm,
+) -> None:
+    s = farm.server("cas2")
+    web = await https_client(s.host, s.ports["https"], ca_path=farm.ca_path,
+                             server_hostname=s.fqdn)
+    control = await _control(farm)
+    await web.request("GET", "/owa/")
+    await _post(control, "/api/inject", {"server": "cas2", "fault": "errors", "vdir": "ews"})
+    for _ in range(3):
+        assert (await web.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")).status == 500
+    response = await control.request("GET", "/metrics")
+    await web.aclose()
+    await control.aclose()
+    assert response.status == 200
+    assert (response.header("content-type") or "").startswith("text/plain; version=0.0.4")
+    text = response.body.decode()
+    requests = _samples(text, "casfarm_requests_total")
+    assert requests[("server", "cas2"), ("vdir", "owa")] == 1
+    assert requests[("server", "cas2"), ("vdir", "ews")] == 3
+    assert requests[("server", "cas1"), ("vdir", "imap")] == 0  # present before any traffic
+    faulted = _samples(text, "casfarm_faulted_requests_total")
+    assert faulted[("fault", "errors"), ("server", "cas2"), ("vdir", "ews")] == 3
+    assert faulted[("fault", "errors"), ("server", "cas2"), ("vdir", "owa")] == 0
+    active = _samples(text, "casfarm_fault_active")
+    assert active[("fault", "errors"), ("server", "cas2")] == 1
+    assert active[("fault", "errors"), ("server", "cas1")] == 0
+    connections = _samples(text, "casfarm_connections_total")
+    assert connections[("listener", "https"), ("server", "cas2")] == 1

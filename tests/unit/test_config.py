@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lb.balancer import Balance
 from lb.config import ConfigError, Mode, load, parse
+from lb.config.model import LoggingConfig
 from lb.config.reader import format_duration, parse_duration
 from probes.catalog import CheckKind
 from probes.state import OnError
@@ -395,3 +396,16 @@ def test_trusted_proxies_are_networks_and_http_only() -> None:
     tcp = GENERIC.replace("max_connections = 500",
                           'max_connections = 500\ntrusted_proxies = "10.0.0.1"')
     assert any(path == "frontends.imap.trusted_proxies" for path, _ in _errors(tcp))
+
+
+def test_logging_picks_the_format_and_the_access_log() -> None:
+    assert parse(tomllib.loads(GENERIC)).logging == LoggingConfig("text", True)
+    config = parse(tomllib.loads(GENERIC + '\n[logging]\nformat = "json"\naccess_log = false\n'))
+    assert config.logging == LoggingConfig("json", False)
+
+
+def test_a_bad_logging_format_names_its_key_path() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(tomllib.loads(GENERIC + '\n[logging]\nformat = "xml"\nlevel = 1\n'))
+    assert ("logging.format", "must be one of text, json, got 'xml'") in caught.value.errors
+    assert any(path == "logging.level" for path, _ in caught.value.errors)
