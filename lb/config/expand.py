@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lb.balancer import Balance
-from lb.config.farm import MAIL_PORT_NAMES, ExchangeMode, Farm
+from lb.config.farm import MAIL_PORT_NAMES, STARTTLS_PORT_NAMES, ExchangeMode, Farm
 from lb.config.reader import Table, format_duration, show
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 
@@ -93,7 +93,8 @@ def _pool(
     pool.update(extra or {})
     pool.update(farm.pool_settings)
     check_table: dict[str, Any] = dict(check or {})
-    if protocol is None or PROTOCOLS[protocol].implicit_tls:  # SMTP's check speaks clear
+    # SMTP's check speaks clear: only a check that does TLS gets the CA.
+    if protocol is None or PROTOCOLS[protocol].implicit_tls or check_table.get("starttls"):
         check_table["verify"] = farm.verify
         if farm.ca_file is not None:
             check_table["ca_file"] = farm.ca_file
@@ -160,11 +161,14 @@ def _mail(farm: Farm) -> tuple[dict[str, Any], dict[str, Any]]:
     for proto, port_name in MAIL_PORT_NAMES.items():
         if proto not in farm.protocols:
             continue
-        listeners = [(proto, port_name)]
+        listeners = [(proto, port_name, False)]
+        if STARTTLS_PORT_NAMES.get(proto) in farm.listen:
+            listeners.append((f"{proto}-starttls", STARTTLS_PORT_NAMES[proto], True))
         if proto == "smtp":
-            listeners.append(("submission", "submission"))
-        for pool_name, name in listeners:
-            pools[pool_name] = _pool(farm, name, protocol=proto)
+            listeners.append(("submission", "submission", False))
+        for pool_name, name, starttls in listeners:
+            check = {"starttls": True} if starttls else None
+            pools[pool_name] = _pool(farm, name, protocol=proto, check=check)
             idle = format_duration(PROTOCOLS[proto].idle_timeout)
             frontends[name] = _frontend(farm, name, "tcp", pool=pool_name, idle_timeout=idle)
     return frontends, pools

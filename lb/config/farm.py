@@ -13,8 +13,10 @@ from typing import Any
 
 # Not in the catalog (one protocol, two listeners): the Client Frontend connector.
 SUBMISSION_PORT = 587
-PORT_NAMES = ("https", "imaps", "pops", "smtp", "submission")
+PORT_NAMES = ("https", "imaps", "imap", "pops", "pop", "smtp", "submission")
 MAIL_PORT_NAMES = {"imap": "imaps", "pop": "pops", "smtp": "smtp"}  # protocol → port name
+# The clear ports whose session upgrades with STARTTLS / STLS (143, 110): protocol → port name.
+STARTTLS_PORT_NAMES = {"imap": "imap", "pop": "pop"}
 
 
 class ExchangeMode(enum.Enum):

@@ -22,14 +22,18 @@ table into a `Farm` (farm.py); expand.py decides the shape of the farm for each 
   a per-protocol pool with its own check; the namespace itself and unknown
   names go to the owa pool. Clients must be configured with those names.
 
-In every mode the mail protocols get a tcp frontend each (imaps 993, pops 995,
-smtp 25, submission 587) with a pool checked by a banner dialogue. Pools are
-named after protocols (plus `https` in l4, `submission` for 587), frontends
-after ports. `[exchange.overrides.POOL]` changes one pool's settings.
+In every mode the mail protocols get a tcp frontend per port (imaps 993, pops
+995, smtp 25, submission 587) with a pool checked by a banner dialogue; IMAP
+on 143 and POP on 110 too when `listen` names them (`listen = { imap = 143 }`):
+there the session starts in clear and the client's STARTTLS (STLS) passes
+through, so those pools' checks upgrade too. Pools are named after
+protocols (plus `https` in l4, `submission` for 587, `imap-starttls` and
+`pop-starttls` for 143 and 110), frontends after ports.
+`[exchange.overrides.POOL]` changes one pool's settings.
 
 Keys: namespace, mode, bind (host only), servers = [{name, address, fqdn,
 weight, ports}], protocols, ports / listen (port maps by name: https, imaps,
-pops, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
+imap, pops, pop, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
 l4_check, hostnames, pool settings (balance, slowstart, panic_threshold,
 connect_timeout, retries, drain_grace, idle_timeout, first_response_timeout,
 reset_on_down, proxy_protocol) and check timing (inter, fastinter, downinter,
@@ -45,6 +49,7 @@ from lb.config.expand import CHECK_SETTINGS, POOL_SETTINGS, expand_farm, read_se
 from lb.config.farm import (
     MAIL_PORT_NAMES,
     PORT_NAMES,
+    STARTTLS_PORT_NAMES,
     SUBMISSION_PORT,
     ExchangeMode,
     Farm,
@@ -57,6 +62,16 @@ from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 def _default_ports() -> dict[str, int]:
     ports = {"https": PROTOCOLS["owa"].port, "submission": SUBMISSION_PORT}
     ports.update({name: PROTOCOLS[p].port for p, name in MAIL_PORT_NAMES.items()})
+    ports.update({name: PROTOCOLS[p].starttls_port or 0
+                  for p, name in STARTTLS_PORT_NAMES.items()})
+    return ports
+
+
+def _default_listen() -> dict[str, int]:
+    # No clear IMAP or POP listener unless asked for: many farms offer only 993 and 995.
+    ports = _default_ports()
+    for name in STARTTLS_PORT_NAMES.values():
+        del ports[name]
     return ports
 
 
@@ -70,7 +85,9 @@ def _read_ports(table: Table, key: str, base: Mapping[str, int]) -> dict[str, in
             sub.error(name, f"unknown port name (known: {', '.join(PORT_NAMES)})")
             sub.ignore(name)
             continue
-        ports[name] = sub.integer(name, ports[name], low=1, high=65535)
+        port = sub.integer(name, ports.get(name), low=1, high=65535)
+        if port is not None:
+            ports[name] = port
     return ports
 
 
@@ -185,7 +202,7 @@ def _read_farm(table: Table) -> Farm | None:
         bind=bind or "",
         servers=servers,
         protocols=protocols,
-        listen=_read_ports(table, "listen", _default_ports()),
+        listen=_read_ports(table, "listen", _default_listen()),
         tls=_read_tls(table, mode),
         verify=table.boolean("verify", True),
         ca_file=table.string("ca_file"),

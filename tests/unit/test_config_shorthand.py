@@ -45,6 +45,23 @@ def test_ten_lines_front_a_whole_farm() -> None:
     assert list(config.pools) == [*HTTP_PROTOCOLS, "imap", "pop", "smtp", "submission"]
 
 
+def test_imap_143_and_pop_110_listen_when_asked_and_their_checks_upgrade() -> None:
+    config = _farm("l4", 'ca_file = "ca.pem"\nlisten = { imap = 143, pop = 1110 }\n')
+    fronts = {f.name: f for f in config.frontends}
+    assert [f.name for f in config.frontends] == [
+        "https", "imaps", "imap", "pops", "pop", "smtp", "submission"]
+    assert (fronts["imap"].mode, fronts["imap"].port, fronts["imap"].pool) == (
+        Mode.TCP, 143, "imap-starttls")
+    assert (fronts["pop"].port, fronts["pop"].pool) == (1110, "pop-starttls")
+    for name, kind, port in (("imap-starttls", CheckKind.IMAP, 143),
+                             ("pop-starttls", CheckKind.POP, 110)):
+        pool = config.pools[name]
+        assert pool.check is not None and [s.port for s in pool.servers] == [port, port]
+        spec = pool.check.spec
+        assert (spec.kind, spec.starttls, spec.tls) == (kind, True, False)
+        assert spec.ca_file is not None and spec.ca_file.endswith("ca.pem")
+
+
 def test_l7_routes_each_vdir_to_its_own_checked_pool() -> None:
     config = _farm("l7")
     https = config.frontends[0]
@@ -169,7 +186,7 @@ def test_every_shorthand_error_at_once() -> None:
          'takes a host without a port, got "0.0.0.0:443" (ports go in ports and listen)'),
         ("exchange.servers[0].fqdn", "is required"),
         ("exchange.servers[1].ports.http",
-         "unknown port name (known: https, imaps, pops, smtp, submission)"),
+         "unknown port name (known: https, imaps, imap, pops, pop, smtp, submission)"),
         ("exchange.servers[1].name", 'server "cas1" is listed twice'),
         ("exchange.protocols",
          'unknown protocol "gopher" (known: owa, ecp, ews, autodiscover, eas, oab, rpc, mapi, '
