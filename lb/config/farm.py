@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Not in the catalog (one protocol, two listeners): the Client Frontend connector.
@@ -55,3 +55,10 @@ class Farm:
     hostnames: Mapping[str, tuple[str, ...]]
     pool_settings: Mapping[str, Any]
     check_settings: Mapping[str, Any]
+    # The lab's comparison: other designs of the same farm, each on its own https port.
+    compare: Mapping[ExchangeMode, int] = field(default_factory=dict)
+
+    @property
+    def modes(self) -> tuple[ExchangeMode, ...]:
+        """Every design this farm is fronted by: `mode` first, then `compare`'s."""
+        return (self.mode, *self.compare)

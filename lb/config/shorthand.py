@@ -165,20 +165,41 @@ def _read_hostnames(table: Table, namespace: str, protocols: tuple[str, ...]
     return names
 
 
-def _read_tls(table: Table, mode: ExchangeMode | None) -> Mapping[str, Any] | None:
+def _read_tls(table: Table, modes: set[ExchangeMode | None]) -> Mapping[str, Any] | None:
     sub = table.table("tls")
     if sub is None:
-        if mode is ExchangeMode.L7 and not table.has("tls"):
+        if ExchangeMode.L7 in modes and not table.has("tls"):
             table.error("tls", "l7 mode terminates TLS: give { cert = ..., key = ... } "
                         "(the same certificate as Exchange under Extended Protection)")
         return None
-    if mode is not ExchangeMode.L7:
+    if ExchangeMode.L7 not in modes:
         table.error("tls", "only l7 mode terminates TLS; l4 and l4-sni pass it through")
     tls = {"cert": sub.string("cert", required=True), "key": sub.string("key", required=True)}
     if sub.has("names"):
         tls["names"] = sub.strings("names")
     sub.finish()
     return tls if all(v is not None for v in tls.values()) else None
+
+
+def _read_compare(table: Table, mode: ExchangeMode | None, listen: Mapping[str, int]
+                  ) -> dict[ExchangeMode, int]:
+    sub = table.table("compare")
+    if sub is None:
+        return {}
+    compare: dict[ExchangeMode, int] = {}
+    taken = {port: name for name, port in listen.items()}
+    for key in sub.data:
+        other = next((m for m in ExchangeMode if m.value == key), None)
+        port = sub.integer(key, None, low=1, high=65535)
+        if other is None or other is mode:
+            sub.error(key, f"names a design other than mode {show(mode and mode.value)} "
+                      f"({', '.join(m.value for m in ExchangeMode if m is not mode)})")
+        elif port in taken:
+            sub.error(key, f"port {port} is already listen.{taken[port]}")
+        elif port is not None:
+            compare[other] = port
+            taken[port] = f"compare.{key}"
+    return compare
 
 
 def _read_farm(table: Table) -> Farm | None:
@@ -189,11 +210,14 @@ def _read_farm(table: Table) -> Farm | None:
         table.error("mode", 'is required: "l7", "l4" or "l4-sni"')
     bind = _read_host(table, "bind", required=True)
     ports = _read_ports(table, "ports", _default_ports())
+    listen = _read_ports(table, "listen", _default_listen())
+    compare = _read_compare(table, mode, listen)
+    modes = {mode, *compare}
     servers = _read_servers(table, ports)
     protocols = _read_protocols(table)
     http = [p for p in protocols if p in HTTP_PROTOCOLS]
     l4_check = table.string("l4_check", "owa" if "owa" in http else (http or ["owa"])[0])
-    if table.has("l4_check") and (mode is not ExchangeMode.L4 or l4_check not in http):
+    if table.has("l4_check") and (ExchangeMode.L4 not in modes or l4_check not in http):
         table.error("l4_check", "names the https protocol an l4 farm is checked on "
                     f"(one of {', '.join(http) or 'none selected'})")
     farm = Farm(
@@ -202,18 +226,19 @@ def _read_farm(table: Table) -> Farm | None:
         bind=bind or "",
         servers=servers,
         protocols=protocols,
-        listen=_read_ports(table, "listen", _default_listen()),
-        tls=_read_tls(table, mode),
+        listen=listen,
+        tls=_read_tls(table, modes),
         verify=table.boolean("verify", True),
         ca_file=table.string("ca_file"),
         l4_check=l4_check,
         hostnames=_read_hostnames(table, (namespace or "").lower(), protocols),
         pool_settings=read_settings(table, POOL_SETTINGS),
         check_settings=read_settings(table, CHECK_SETTINGS),
+        compare=compare,
     )
     if farm.ca_file is not None and not farm.verify:
         table.error("ca_file", "is given but verify = false")
-    if farm.hostnames and mode is not ExchangeMode.L4_SNI and table.has("hostnames"):
+    if farm.hostnames and ExchangeMode.L4_SNI not in modes and table.has("hostnames"):
         table.error("hostnames", "only l4-sni mode routes by host name")
     return farm if len(table.errors) == before else None
 

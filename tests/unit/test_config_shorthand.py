@@ -210,3 +210,37 @@ def test_override_of_a_pool_the_farm_does_not_have() -> None:
     errors = _errors(FARM.format(mode="l4") + "[exchange.overrides.ews]\ninter = \"1s\"\n")
     assert errors == [("exchange.overrides.ews",
                        'no pool "ews" in this farm (pools: https, imap, pop, smtp, submission)')]
+
+
+def test_compare_fronts_the_same_farm_through_every_design_side_by_side() -> None:
+    config = _farm("l7", 'listen = { https = 9443 }\n[exchange.compare]\nl4 = 9444\n'
+                   '"l4-sni" = 9445\n')
+    fronts = {f.name: f for f in config.frontends}
+    assert [(fronts[n].mode, fronts[n].port) for n in ("https", "l4-https", "l4-sni-https")] == [
+        (Mode.HTTP, 9443), (Mode.TCP, 9444), (Mode.SNI, 9445)]
+    assert fronts["https"].routes["/EWS"] == "ews"
+    assert fronts["l4-https"].pool == "l4-https"
+    assert fronts["l4-sni-https"].sni_map["ews.mail.contoso.com"] == "l4-sni-ews"
+    assert fronts["l4-sni-https"].default_pool == "l4-sni-owa"
+    assert config.pools["ews"].upstream_tls is not None
+    assert config.pools["l4-sni-ews"].upstream_tls is None
+    assert config.pools["l4-https"].check is not None
+    assert [f.name for f in config.frontends].count("imaps") == 1  # mail is L4 in every design
+
+
+@pytest.mark.parametrize(("compare", "message"), [
+    ("l7 = 9444", 'names a design other than mode "l7" (l4, l4-sni)'),
+    ("l5 = 9444", 'names a design other than mode "l7" (l4, l4-sni)'),
+    ("l4 = 993", "port 993 is already listen.imaps"),
+])
+def test_compare_errors_name_their_key(compare: str, message: str) -> None:
+    key = compare.split(" ")[0]
+    assert _errors(FARM.format(mode="l7") + TLS + f"[exchange.compare]\n{compare}\n") == [
+        (f"exchange.compare.{key}", message)]
+
+
+def test_compare_with_l4_sni_accepts_hostnames() -> None:
+    config = _farm("l4", '[exchange.hostnames]\news = "ews.contoso.com"\n'
+                   '[exchange.compare]\n"l4-sni" = 9445\n')
+    sni = next(f for f in config.frontends if f.name == "l4-sni-https")
+    assert sni.sni_map["ews.contoso.com"] == "l4-sni-ews"
