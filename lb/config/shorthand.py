@@ -22,6 +22,10 @@ table into a `Farm` (farm.py); expand.py decides the shape of the farm for each 
   a per-protocol pool with its own check; the namespace itself and unknown
   names go to the owa pool. Clients must be configured with those names.
 
+`[exchange.compare]` (labs) fronts the same farm through other designs as well,
+each on its own https port, its frontend and pools prefixed with the design
+(`l4-https`, `l4-sni-ews`); the mail frontends are made once.
+
 In every mode the mail protocols get a tcp frontend per port (imaps 993, pops
 995, smtp 25, submission 587) with a pool checked by a banner dialogue; IMAP
 on 143 and POP on 110 too when `listen` names them (`listen = { imap = 143 }`):
@@ -34,7 +38,7 @@ protocols (plus `https` in l4, `submission` for 587, `imap-starttls` and
 Keys: namespace, mode, bind (host only), servers = [{name, address, fqdn,
 weight, ports}], protocols, ports / listen (port maps by name: https, imaps,
 imap, pops, pop, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
-l4_check, hostnames, pool settings (balance, slowstart, panic_threshold,
+l4_check, hostnames, compare, pool settings (balance, slowstart, panic_threshold,
 connect_timeout, retries, drain_grace, idle_timeout, first_response_timeout,
 reset_on_down, proxy_protocol) and check timing (inter, fastinter, downinter,
 rise, fall, timeout).
