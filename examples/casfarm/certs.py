@@ -69,7 +69,9 @@ class FarmCA:
 
     def server_tls(self, name: str, fqdn: str, namespace: str, host: str) -> ServerTls:
         """Issue the good and bad certificates of one server."""
-        names = (fqdn, namespace, f"autodiscover.{namespace.split('.', 1)[-1]}", host)
+        # *.namespace: the per-protocol names an SNI design gives clients (ews.mail.lab.local).
+        names = (fqdn, namespace, f"*.{namespace}", f"autodiscover.{namespace.split('.', 1)[-1]}",
+                 host)
         good = self._ca.issue_cert(*names, common_name=fqdn)
         wrong = self._ca.issue_cert(WRONG_NAME, common_name=WRONG_NAME)
         now = datetime.datetime.now(datetime.UTC)

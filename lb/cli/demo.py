@@ -21,6 +21,7 @@ start, naming them, and leaves the certificates of the running one alone.
 
 from __future__ import annotations
 
+import enum
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import casfarm
 import trio
@@ -41,9 +42,27 @@ from lb.cli._config import load_or_exit
 from lb.cli._startup import taken_addresses
 from lb.cli.farm import READY, ControlApiError, call_control, farm_addresses
 from lb.cli.run import run_until_signalled, start
-from lb.config import Config
+from lb.config import Config, FrontendConfig, Mode
 
 LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
+
+
+class DemoMode(enum.Enum):
+    """Which design the demo puts in front of the farm; compare runs all three."""
+
+    L7 = "l7"
+    L4 = "l4"
+    L4_SNI = "l4-sni"
+    COMPARE = "compare"
+
+    @property
+    def config(self) -> Path:
+        """The lab config of this design, next to lab.toml."""
+        return LAB if self is DemoMode.L7 else LAB.with_name(f"lab-{self.value}.toml")
+
+
+# The design each kind of https frontend stands for (docs/exchange.md §3).
+DESIGNS = {Mode.HTTP: "L7 (B)", Mode.TCP: "L4 (A)", Mode.SNI: "L4-SNI (D)"}
 # A second interpreter imports the package and makes three certificates: seconds
 # on a busy machine, never this long unless it is stuck.
 FARM_START_SECONDS = 60.0
@@ -118,14 +137,28 @@ async def farm_process(certs: Path) -> AsyncIterator[FarmProcess]:
             await _stop(process)
 
 
+def _https_frontends(config: Config) -> list[FrontendConfig]:
+    return [fe for fe in config.frontends if fe.name.endswith("https")]
+
+
+def design_lines(config: Config, namespace: str, certs: Path) -> str:
+    """Per design: its address, and a curl line that reaches EWS through it."""
+    lines = []
+    for fe in _https_frontends(config):
+        # The SNI design routes on the name: EWS has its own (the certificate has *.namespace).
+        name = f"ews.{namespace}" if fe.mode is Mode.SNI else namespace
+        url = f"https://{name}:{fe.port}"
+        lines.append(f"  {DESIGNS[fe.mode]:<11} {fe.host}:{fe.port}  https://{namespace}:{fe.port}/owa/\n"
+                     f"    curl --cacert {certs / 'ca.pem'} --resolve {name}:{fe.port}:{fe.host}"
+                     f" -s -o /dev/null -w '%{{http_code}} ' -X POST {url}/EWS/Exchange.asmx")
+    return "\n".join(lines)
+
+
 def banner(config: Config, farm: FarmProcess, certs: Path) -> str:
     """What a newcomer needs to try the demo: addresses, and how to break a server."""
-    https = next(fe for fe in config.frontends if fe.name == "https")
     ns = farm.state["namespace"]
-    url = f"https://{ns}:{https.port}"
-    curl = f"curl --cacert {certs / 'ca.pem'} --resolve {ns}:{https.port}:{https.host}"
     admin = f"http://{config.admin.host}:{config.admin.port}"
-    fronts = "\n".join(f"  {fe.name:<11} {fe.mode.value:<5} {fe.host}:{fe.port}"
+    fronts = "\n".join(f"  {fe.name:<13} {fe.mode.value:<5} {fe.host}:{fe.port}"
                        for fe in config.frontends)
     servers = "\n".join(f"  {s['name']}  {s['fqdn']}  {s['host']}  https {s['ports']['https']}"
                         for s in farm.state["servers"])
@@ -136,16 +169,21 @@ Farm servers:
 Front ends:
 {fronts}
 
-  HTTPS front end  {url}/owa/   (TLS for {ns}, CA {certs / 'ca.pem'})
+Designs (TLS for {ns} and *.{ns}, CA {certs / 'ca.pem'}):
+{design_lines(config, ns, certs)}
+
   status page      {admin}/
   metrics          {admin}/metrics
   farm control     {farm.state['control_url']}
   processes        balancer pid {os.getpid()}, farm pid {farm.process.pid}
 
 Try it:
-  {curl} {url}/owa/ -si | grep -i x-feserver
   caslb status
 
+Stop one application pool, and see which design lets its 503s through
+(run a curl line above a dozen times, before and after):
+  caslb farm inject cas1 app_pool_stopped --vdir ews
+  caslb farm clear cas1
 Break one protocol on one server, and watch only that protocol move:
   caslb farm set cas1 EwsProxy Inactive        # then: caslb status
   caslb farm set cas1 EwsProxy Active
@@ -175,22 +213,27 @@ async def run_demo(lab: Path, certs: Path) -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Start a 3-server simulated farm and caslb in front of it (config/lab.toml).
+def demo(
+    mode: Annotated[DemoMode, typer.Option(
+        help="The design in front of the farm: l7 (config/lab.toml), l4, l4-sni, or compare: "
+             "all three side by side on 9443, 9444 and 9445, one status page.")] = DemoMode.L7,
+) -> None:
+    """Start a 3-server simulated farm and caslb in front of it (config/lab*.toml).
 
-    Example: caslb demo   (then follow what it prints; Ctrl-C stops)
+    Example: caslb demo --mode compare   (then follow what it prints; Ctrl-C stops)
     """
-    if not LAB.is_file():
-        typer.echo(f"error: {LAB} not found: run the demo from a source checkout", err=True)
+    lab = mode.config
+    if not lab.is_file():
+        typer.echo(f"error: {lab} not found: run the demo from a source checkout", err=True)
         raise typer.Exit(2)
-    taken = taken_addresses(demo_addresses(load_or_exit(LAB)))
+    taken = taken_addresses(demo_addresses(load_or_exit(lab)))
     if taken:
         typer.echo(f"error: cannot start the demo, addresses in use: {'; '.join(taken)}",
                    err=True)
         raise typer.Exit(1)
     logs.setup("WARNING")
     try:
-        code = start(run_demo, LAB, LAB.parent / "lab-certs")
+        code = start(run_demo, lab, lab.parent / "lab-certs")
     except KeyboardInterrupt:
         # Ctrl-C before the balancer listens: the farm is already stopped.
         code = 130

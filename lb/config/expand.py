@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lb.balancer import Balance
-from lb.config.farm import MAIL_PORT_NAMES, ExchangeMode, Farm
+from lb.config.farm import MAIL_PORT_NAMES, STARTTLS_PORT_NAMES, ExchangeMode, Farm
 from lb.config.reader import Table, format_duration, show
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 
@@ -93,7 +93,8 @@ def _pool(
     pool.update(extra or {})
     pool.update(farm.pool_settings)
     check_table: dict[str, Any] = dict(check or {})
-    if protocol is None or PROTOCOLS[protocol].implicit_tls:  # SMTP's check speaks clear
+    # SMTP's check speaks clear: only a check that does TLS gets the CA.
+    if protocol is None or PROTOCOLS[protocol].implicit_tls or check_table.get("starttls"):
         check_table["verify"] = farm.verify
         if farm.ca_file is not None:
             check_table["ca_file"] = farm.ca_file
@@ -102,23 +103,25 @@ def _pool(
     return pool
 
 
-def _frontend(farm: Farm, port_name: str, mode: str, **keys: Any) -> dict[str, Any]:
-    return {"bind": _address(farm.bind, farm.listen[port_name]), "mode": mode, **keys}
+def _frontend(farm: Farm, port: int, mode: str, **keys: Any) -> dict[str, Any]:
+    return {"bind": _address(farm.bind, port), "mode": mode, **keys}
 
 
 def _longest(seconds: list[float]) -> str:
     return format_duration(max(seconds))
 
 
-def _https(farm: Farm) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The https frontend and its pools for the farm's mode."""
+def _https(farm: Farm, mode: ExchangeMode, port: int, prefix: str
+           ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The https frontend and its pools for one design, their names prefixed."""
     http = [p for p in farm.protocols if p in HTTP_PROTOCOLS]
     if not http:
         return {}, {}, []
-    default = "owa" if "owa" in http else http[0]
+    default = prefix + ("owa" if "owa" in http else http[0])
     idle = _longest([PROTOCOLS[p].idle_timeout for p in http])
     fqdn_check = {"expect_fqdn": True}
-    if farm.mode is ExchangeMode.L4:
+    name = f"{prefix}https"
+    if mode is ExchangeMode.L4:
         proto = PROTOCOLS[farm.l4_check]
         check = {"kind": proto.check.value, "path": proto.healthcheck_path,
                  "timeout": format_duration(proto.check_timeout), **fqdn_check}
@@ -129,29 +132,29 @@ def _https(farm: Farm) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
             "reset_on_down": any(PROTOCOLS[p].long_lived for p in http),
         }
         pool = _pool(farm, "https", check=check, extra=extra)
-        frontend = _frontend(farm, "https", "tcp", pool="https", idle_timeout=idle)
-        return {"https": frontend}, {"https": pool}, []
-    if farm.mode is ExchangeMode.L4_SNI:
-        pools = {p: _pool(farm, "https", protocol=p, check=fqdn_check) for p in http}
-        sni = {name: p for p in http for name in farm.hostnames[p]}
+        frontend = _frontend(farm, port, "tcp", pool=name, idle_timeout=idle)
+        return {name: frontend}, {name: pool}, []
+    if mode is ExchangeMode.L4_SNI:
+        pools = {prefix + p: _pool(farm, "https", protocol=p, check=fqdn_check) for p in http}
+        sni = {host: prefix + p for p in http for host in farm.hostnames[p]}
         sni.setdefault(farm.namespace, default)
-        frontend = _frontend(farm, "https", "sni", sni=sni, default_pool=default,
+        frontend = _frontend(farm, port, "sni", sni=sni, default_pool=default,
                              idle_timeout=idle)
         names = ", ".join(f"{n} → {p}" for n, p in sni.items())
         note = (f"l4-sni: clients must use one host name per protocol ({names}); "
                 f"other names go to pool {default}")
-        return {"https": frontend}, pools, [note]
+        return {name: frontend}, pools, [note]
     upstream: dict[str, Any] = {"verify": farm.verify}
     if farm.ca_file is not None:
         upstream["ca_file"] = farm.ca_file
-    pools = {p: _pool(farm, "https", protocol=p, check=fqdn_check, extra={"tls": upstream})
-             for p in http}
-    routes = {PROTOCOLS[p].vdir: p for p in http}
-    frontend = _frontend(farm, "https", "http", routes=routes, default_pool=default,
+    pools = {prefix + p: _pool(farm, "https", protocol=p, check=fqdn_check,
+                               extra={"tls": upstream}) for p in http}
+    routes = {PROTOCOLS[p].vdir: prefix + p for p in http}
+    frontend = _frontend(farm, port, "http", routes=routes, default_pool=default,
                          tls=dict(farm.tls or {}), idle_timeout=idle)
     note = ("l7: TLS is terminated here and re-encrypted to the servers; under Extended "
             "Protection the balancer must present the same certificate as Exchange")
-    return {"https": frontend}, pools, [note]
+    return {name: frontend}, pools, [note]
 
 
 def _mail(farm: Farm) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -160,13 +163,17 @@ def _mail(farm: Farm) -> tuple[dict[str, Any], dict[str, Any]]:
     for proto, port_name in MAIL_PORT_NAMES.items():
         if proto not in farm.protocols:
             continue
-        listeners = [(proto, port_name)]
+        listeners = [(proto, port_name, False)]
+        if STARTTLS_PORT_NAMES.get(proto) in farm.listen:
+            listeners.append((f"{proto}-starttls", STARTTLS_PORT_NAMES[proto], True))
         if proto == "smtp":
-            listeners.append(("submission", "submission"))
-        for pool_name, name in listeners:
-            pools[pool_name] = _pool(farm, name, protocol=proto)
+            listeners.append(("submission", "submission", False))
+        for pool_name, name, starttls in listeners:
+            check = {"starttls": True} if starttls else None
+            pools[pool_name] = _pool(farm, name, protocol=proto, check=check)
             idle = format_duration(PROTOCOLS[proto].idle_timeout)
-            frontends[name] = _frontend(farm, name, "tcp", pool=pool_name, idle_timeout=idle)
+            frontends[name] = _frontend(farm, farm.listen[name], "tcp", pool=pool_name,
+                                        idle_timeout=idle)
     return frontends, pools
 
 
@@ -189,7 +196,12 @@ def expand_farm(
     farm: Farm, overrides: Table | None
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]:
     """Frontends, pools (TOML-shaped) and design notes for a validated farm."""
-    frontends, pools, notes = _https(farm)
+    frontends, pools, notes = _https(farm, farm.mode, farm.listen["https"], "")
+    for mode, port in farm.compare.items():
+        more_frontends, more_pools, more_notes = _https(farm, mode, port, f"{mode.value}-")
+        frontends.update(more_frontends)
+        pools.update(more_pools)
+        notes += more_notes
     mail_frontends, mail_pools = _mail(farm)
     frontends.update(mail_frontends)
     pools.update(mail_pools)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Not in the catalog (one protocol, two listeners): the Client Frontend connector.
 SUBMISSION_PORT = 587
-PORT_NAMES = ("https", "imaps", "pops", "smtp", "submission")
+PORT_NAMES = ("https", "imaps", "imap", "pops", "pop", "smtp", "submission")
 MAIL_PORT_NAMES = {"imap": "imaps", "pop": "pops", "smtp": "smtp"}  # protocol → port name
+# The clear ports whose session upgrades with STARTTLS / STLS (143, 110): protocol → port name.
+STARTTLS_PORT_NAMES = {"imap": "imap", "pop": "pop"}
 
 
 class ExchangeMode(enum.Enum):
@@ -53,3 +55,10 @@ class Farm:
     hostnames: Mapping[str, tuple[str, ...]]
     pool_settings: Mapping[str, Any]
     check_settings: Mapping[str, Any]
+    # The lab's comparison: other designs of the same farm, each on its own https port.
+    compare: Mapping[ExchangeMode, int] = field(default_factory=dict)
+
+    @property
+    def modes(self) -> tuple[ExchangeMode, ...]:
+        """Every design this farm is fronted by: `mode` first, then `compare`'s."""
+        return (self.mode, *self.compare)

@@ -22,15 +22,23 @@ table into a `Farm` (farm.py); expand.py decides the shape of the farm for each 
   a per-protocol pool with its own check; the namespace itself and unknown
   names go to the owa pool. Clients must be configured with those names.
 
-In every mode the mail protocols get a tcp frontend each (imaps 993, pops 995,
-smtp 25, submission 587) with a pool checked by a banner dialogue. Pools are
-named after protocols (plus `https` in l4, `submission` for 587), frontends
-after ports. `[exchange.overrides.POOL]` changes one pool's settings.
+`[exchange.compare]` (labs) fronts the same farm through other designs as well,
+each on its own https port, its frontend and pools prefixed with the design
+(`l4-https`, `l4-sni-ews`); the mail frontends are made once.
+
+In every mode the mail protocols get a tcp frontend per port (imaps 993, pops
+995, smtp 25, submission 587) with a pool checked by a banner dialogue; IMAP
+on 143 and POP on 110 too when `listen` names them (`listen = { imap = 143 }`):
+there the session starts in clear and the client's STARTTLS (STLS) passes
+through, so those pools' checks upgrade too. Pools are named after
+protocols (plus `https` in l4, `submission` for 587, `imap-starttls` and
+`pop-starttls` for 143 and 110), frontends after ports.
+`[exchange.overrides.POOL]` changes one pool's settings.
 
 Keys: namespace, mode, bind (host only), servers = [{name, address, fqdn,
 weight, ports}], protocols, ports / listen (port maps by name: https, imaps,
-pops, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
-l4_check, hostnames, pool settings (balance, slowstart, panic_threshold,
+imap, pops, pop, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
+l4_check, hostnames, compare, pool settings (balance, slowstart, panic_threshold,
 connect_timeout, retries, drain_grace, idle_timeout, first_response_timeout,
 reset_on_down, proxy_protocol) and check timing (inter, fastinter, downinter,
 rise, fall, timeout).
@@ -45,6 +53,7 @@ from lb.config.expand import CHECK_SETTINGS, POOL_SETTINGS, expand_farm, read_se
 from lb.config.farm import (
     MAIL_PORT_NAMES,
     PORT_NAMES,
+    STARTTLS_PORT_NAMES,
     SUBMISSION_PORT,
     ExchangeMode,
     Farm,
@@ -57,6 +66,16 @@ from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 def _default_ports() -> dict[str, int]:
     ports = {"https": PROTOCOLS["owa"].port, "submission": SUBMISSION_PORT}
     ports.update({name: PROTOCOLS[p].port for p, name in MAIL_PORT_NAMES.items()})
+    ports.update({name: PROTOCOLS[p].starttls_port or 0
+                  for p, name in STARTTLS_PORT_NAMES.items()})
+    return ports
+
+
+def _default_listen() -> dict[str, int]:
+    # No clear IMAP or POP listener unless asked for: many farms offer only 993 and 995.
+    ports = _default_ports()
+    for name in STARTTLS_PORT_NAMES.values():
+        del ports[name]
     return ports
 
 
@@ -70,7 +89,9 @@ def _read_ports(table: Table, key: str, base: Mapping[str, int]) -> dict[str, in
             sub.error(name, f"unknown port name (known: {', '.join(PORT_NAMES)})")
             sub.ignore(name)
             continue
-        ports[name] = sub.integer(name, ports[name], low=1, high=65535)
+        port = sub.integer(name, ports.get(name), low=1, high=65535)
+        if port is not None:
+            ports[name] = port
     return ports
 
 
@@ -148,20 +169,41 @@ def _read_hostnames(table: Table, namespace: str, protocols: tuple[str, ...]
     return names
 
 
-def _read_tls(table: Table, mode: ExchangeMode | None) -> Mapping[str, Any] | None:
+def _read_tls(table: Table, modes: set[ExchangeMode | None]) -> Mapping[str, Any] | None:
     sub = table.table("tls")
     if sub is None:
-        if mode is ExchangeMode.L7 and not table.has("tls"):
+        if ExchangeMode.L7 in modes and not table.has("tls"):
             table.error("tls", "l7 mode terminates TLS: give { cert = ..., key = ... } "
                         "(the same certificate as Exchange under Extended Protection)")
         return None
-    if mode is not ExchangeMode.L7:
+    if ExchangeMode.L7 not in modes:
         table.error("tls", "only l7 mode terminates TLS; l4 and l4-sni pass it through")
     tls = {"cert": sub.string("cert", required=True), "key": sub.string("key", required=True)}
     if sub.has("names"):
         tls["names"] = sub.strings("names")
     sub.finish()
     return tls if all(v is not None for v in tls.values()) else None
+
+
+def _read_compare(table: Table, mode: ExchangeMode | None, listen: Mapping[str, int]
+                  ) -> dict[ExchangeMode, int]:
+    sub = table.table("compare")
+    if sub is None:
+        return {}
+    compare: dict[ExchangeMode, int] = {}
+    taken = {port: name for name, port in listen.items()}
+    for key in sub.data:
+        other = next((m for m in ExchangeMode if m.value == key), None)
+        port = sub.integer(key, None, low=1, high=65535)
+        if other is None or other is mode:
+            sub.error(key, f"names a design other than mode {show(mode and mode.value)} "
+                      f"({', '.join(m.value for m in ExchangeMode if m is not mode)})")
+        elif port in taken:
+            sub.error(key, f"port {port} is already listen.{taken[port]}")
+        elif port is not None:
+            compare[other] = port
+            taken[port] = f"compare.{key}"
+    return compare
 
 
 def _read_farm(table: Table) -> Farm | None:
@@ -172,11 +214,14 @@ def _read_farm(table: Table) -> Farm | None:
         table.error("mode", 'is required: "l7", "l4" or "l4-sni"')
     bind = _read_host(table, "bind", required=True)
     ports = _read_ports(table, "ports", _default_ports())
+    listen = _read_ports(table, "listen", _default_listen())
+    compare = _read_compare(table, mode, listen)
+    modes = {mode, *compare}
     servers = _read_servers(table, ports)
     protocols = _read_protocols(table)
     http = [p for p in protocols if p in HTTP_PROTOCOLS]
     l4_check = table.string("l4_check", "owa" if "owa" in http else (http or ["owa"])[0])
-    if table.has("l4_check") and (mode is not ExchangeMode.L4 or l4_check not in http):
+    if table.has("l4_check") and (ExchangeMode.L4 not in modes or l4_check not in http):
         table.error("l4_check", "names the https protocol an l4 farm is checked on "
                     f"(one of {', '.join(http) or 'none selected'})")
     farm = Farm(
@@ -185,18 +230,19 @@ def _read_farm(table: Table) -> Farm | None:
         bind=bind or "",
         servers=servers,
         protocols=protocols,
-        listen=_read_ports(table, "listen", _default_ports()),
-        tls=_read_tls(table, mode),
+        listen=listen,
+        tls=_read_tls(table, modes),
         verify=table.boolean("verify", True),
         ca_file=table.string("ca_file"),
         l4_check=l4_check,
         hostnames=_read_hostnames(table, (namespace or "").lower(), protocols),
         pool_settings=read_settings(table, POOL_SETTINGS),
         check_settings=read_settings(table, CHECK_SETTINGS),
+        compare=compare,
     )
     if farm.ca_file is not None and not farm.verify:
         table.error("ca_file", "is given but verify = false")
-    if farm.hostnames and mode is not ExchangeMode.L4_SNI and table.has("hostnames"):
+    if farm.hostnames and ExchangeMode.L4_SNI not in modes and table.has("hostnames"):
         table.error("hostnames", "only l4-sni mode routes by host name")
     return farm if len(table.errors) == before else None
 

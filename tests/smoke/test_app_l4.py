@@ -16,17 +16,21 @@ from lb.app import Balancer
 from tests.farmclient import HttpClient, client_context
 from tests.smoke.test_app_l7 import NAMESPACE, balancer, wait_for
 
+MAIL_PORTS = ("imaps", "pops", "smtp", "submission")
 
-def l4_config(farm: casfarm.Farm, mode: str) -> str:
+
+def l4_config(farm: casfarm.Farm, mode: str, *, starttls: bool = False) -> str:
+    kinds = ("https", *MAIL_PORTS, *(("imap", "pop") if starttls else ()))
     servers = ",\n".join(
         f'  {{ name = "{s.name}", address = "{s.host}", fqdn = "{s.fqdn}", ports = {{ '
-        + ", ".join(f"{k} = {s.ports[k]}" for k in ("https", "imaps", "pops", "smtp", "submission"))
+        + ", ".join(f"{k} = {s.ports[k]}" for k in kinds)
         + " } }"
         for s in farm.servers
     )
+    listen = "listen = { imap = 143, pop = 110 }\n" if starttls else ""
     return f"""
 [exchange]
-namespace = "{NAMESPACE}"
+{listen}namespace = "{NAMESPACE}"
 mode = "{mode}"
 bind = "127.0.0.1"
 ca_file = "{farm.ca_path}"
@@ -113,3 +117,35 @@ async def test_mail_protocols_pass_through_and_survive_a_crash() -> None:
                     farm.ca_path,
                 )
                 assert answer == expected, (kind, answer)
+
+
+def starttls_session(kind: str, host: str, port: int, ca: Path) -> str:
+    """A clear IMAP (143) or POP (110) session upgraded by the client, through caslb."""
+    ctx = passthrough_context(ca)
+    if kind == "imap":
+        with imaplib.IMAP4(host, port, timeout=5) as imap:
+            imap.starttls(ssl_context=ctx)
+            typ, _ = imap.capability()
+            return f"{typ} {type(imap.sock).__name__}"
+    pop = poplib.POP3(host, port, timeout=5)
+    try:
+        pop.stls(context=ctx)
+        return f"{pop.noop().decode()[:3]} {type(pop.sock).__name__}"
+    finally:
+        pop.quit()
+
+
+async def test_imap_and_pop_starttls_pass_through_checked_and_survive_a_crash() -> None:
+    async with casfarm.running(servers=2) as farm, balancer(
+            farm, l4_config(farm, "l4", starttls=True)) as app:
+        farm.inject("cas1", "crash")
+        for kind in ("imap", "pop"):
+            # The checks upgrade too: the crashed server leaves the pool on its verdict.
+            pool = app.pools[f"{kind}-starttls"]
+            await wait_for(lambda: not pool.member("cas1").eligible)  # noqa: B023
+            assert pool.member("cas2").eligible
+            host, port = app.addresses[kind]
+            for _ in range(3):
+                answer = await trio.to_thread.run_sync(
+                    starttls_session, kind, host, port, farm.ca_path)
+                assert answer == ("OK" if kind == "imap" else "+OK") + " SSLSocket", answer

@@ -55,10 +55,10 @@ def listener_pid(host: str, port: int) -> int | None:
     return None
 
 
-async def start_demo() -> tuple[trio.Process, str]:
+async def start_demo(*args: str) -> tuple[trio.Process, str]:
     """A running demo and its banner."""
     process = await trio.lowlevel.open_process(
-        [*CASLB, "demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [*CASLB, "demo", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     assert process.stdout is not None
     banner = b""
@@ -91,9 +91,22 @@ async def wait_until_nobody_listens(host: str, port: int, seconds: float) -> Non
             await trio.sleep(0.1)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-async def test_demo_fronts_a_farm_in_its_own_process_and_stops_both(stop: int) -> None:
-    process, text = await start_demo()
+async def get_ews(port: int, name: str) -> str | None:
+    client = await https_client("127.0.0.1", port, ca_path=LAB.parent / "lab-certs/ca.pem",
+                                server_hostname=name)
+    try:
+        response = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+    finally:
+        await client.aclose()
+    assert response.status == 200
+    return response.header("x-feserver")
+
+
+# One of the two starts runs the three designs side by side (no extra start-up to pay).
+@pytest.mark.parametrize(("stop", "mode"), [(signal.SIGINT, "l7"), (signal.SIGTERM, "compare")],
+                         ids=["ctrl-c", "sigterm-compare"])
+async def test_demo_fronts_a_farm_in_its_own_process_and_stops_both(stop: int, mode: str) -> None:
+    process, text = await start_demo("--mode", mode)
     try:
         assert "https://mail.lab.local:9443/owa/" in text
         assert "caslb farm set cas1 EwsProxy Inactive" in text
@@ -109,6 +122,12 @@ async def test_demo_fronts_a_farm_in_its_own_process_and_stops_both(stop: int) -
             await client.aclose()
         assert response.status == 200 and response.header("x-feserver") in {
             "CAS1", "CAS2", "CAS3"}
+        if mode == "compare":
+            assert "L4 (A)      127.0.0.1:9444" in text and "L4-SNI (D)  127.0.0.1:9445" in text
+            assert listener_pid("127.0.0.1", 9444) == listener_pid("127.0.0.1", 9445) == (
+                process.pid)
+            assert await get_ews(9444, "mail.lab.local") in {"CAS1", "CAS2", "CAS3"}
+            assert await get_ews(9445, "ews.mail.lab.local") in {"CAS1", "CAS2", "CAS3"}
         process.send_signal(stop)
         with trio.fail_after(40):
             assert await process.wait() == 0

@@ -184,9 +184,10 @@ def test_shipped_configs_are_valid(path: Path) -> None:
     assert "valid;" in result.stdout
 
 
-def test_shipped_configs_are_the_four_designs() -> None:
+def test_shipped_configs_are_the_four_designs_and_the_lab_of_each() -> None:
     assert [p.name for p in SHIPPED] == [
-        "l4-single-namespace.toml", "l4-sni.toml", "l7-single-namespace.toml", "lab.toml",
+        "l4-single-namespace.toml", "l4-sni.toml", "l7-single-namespace.toml",
+        "lab-compare.toml", "lab-l4-sni.toml", "lab-l4.toml", "lab.toml",
     ]
     assert "BLIND SPOT" in (REPO / "config" / "l4-single-namespace.toml").read_text()
 

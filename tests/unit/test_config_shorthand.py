@@ -45,6 +45,23 @@ def test_ten_lines_front_a_whole_farm() -> None:
     assert list(config.pools) == [*HTTP_PROTOCOLS, "imap", "pop", "smtp", "submission"]
 
 
+def test_imap_143_and_pop_110_listen_when_asked_and_their_checks_upgrade() -> None:
+    config = _farm("l4", 'ca_file = "ca.pem"\nlisten = { imap = 143, pop = 1110 }\n')
+    fronts = {f.name: f for f in config.frontends}
+    assert [f.name for f in config.frontends] == [
+        "https", "imaps", "imap", "pops", "pop", "smtp", "submission"]
+    assert (fronts["imap"].mode, fronts["imap"].port, fronts["imap"].pool) == (
+        Mode.TCP, 143, "imap-starttls")
+    assert (fronts["pop"].port, fronts["pop"].pool) == (1110, "pop-starttls")
+    for name, kind, port in (("imap-starttls", CheckKind.IMAP, 143),
+                             ("pop-starttls", CheckKind.POP, 110)):
+        pool = config.pools[name]
+        assert pool.check is not None and [s.port for s in pool.servers] == [port, port]
+        spec = pool.check.spec
+        assert (spec.kind, spec.starttls, spec.tls) == (kind, True, False)
+        assert spec.ca_file is not None and spec.ca_file.endswith("ca.pem")
+
+
 def test_l7_routes_each_vdir_to_its_own_checked_pool() -> None:
     config = _farm("l7")
     https = config.frontends[0]
@@ -169,7 +186,7 @@ def test_every_shorthand_error_at_once() -> None:
          'takes a host without a port, got "0.0.0.0:443" (ports go in ports and listen)'),
         ("exchange.servers[0].fqdn", "is required"),
         ("exchange.servers[1].ports.http",
-         "unknown port name (known: https, imaps, pops, smtp, submission)"),
+         "unknown port name (known: https, imaps, imap, pops, pop, smtp, submission)"),
         ("exchange.servers[1].name", 'server "cas1" is listed twice'),
         ("exchange.protocols",
          'unknown protocol "gopher" (known: owa, ecp, ews, autodiscover, eas, oab, rpc, mapi, '
@@ -193,3 +210,37 @@ def test_override_of_a_pool_the_farm_does_not_have() -> None:
     errors = _errors(FARM.format(mode="l4") + "[exchange.overrides.ews]\ninter = \"1s\"\n")
     assert errors == [("exchange.overrides.ews",
                        'no pool "ews" in this farm (pools: https, imap, pop, smtp, submission)')]
+
+
+def test_compare_fronts_the_same_farm_through_every_design_side_by_side() -> None:
+    config = _farm("l7", 'listen = { https = 9443 }\n[exchange.compare]\nl4 = 9444\n'
+                   '"l4-sni" = 9445\n')
+    fronts = {f.name: f for f in config.frontends}
+    assert [(fronts[n].mode, fronts[n].port) for n in ("https", "l4-https", "l4-sni-https")] == [
+        (Mode.HTTP, 9443), (Mode.TCP, 9444), (Mode.SNI, 9445)]
+    assert fronts["https"].routes["/EWS"] == "ews"
+    assert fronts["l4-https"].pool == "l4-https"
+    assert fronts["l4-sni-https"].sni_map["ews.mail.contoso.com"] == "l4-sni-ews"
+    assert fronts["l4-sni-https"].default_pool == "l4-sni-owa"
+    assert config.pools["ews"].upstream_tls is not None
+    assert config.pools["l4-sni-ews"].upstream_tls is None
+    assert config.pools["l4-https"].check is not None
+    assert [f.name for f in config.frontends].count("imaps") == 1  # mail is L4 in every design
+
+
+@pytest.mark.parametrize(("compare", "message"), [
+    ("l7 = 9444", 'names a design other than mode "l7" (l4, l4-sni)'),
+    ("l5 = 9444", 'names a design other than mode "l7" (l4, l4-sni)'),
+    ("l4 = 993", "port 993 is already listen.imaps"),
+])
+def test_compare_errors_name_their_key(compare: str, message: str) -> None:
+    key = compare.split(" ")[0]
+    assert _errors(FARM.format(mode="l7") + TLS + f"[exchange.compare]\n{compare}\n") == [
+        (f"exchange.compare.{key}", message)]
+
+
+def test_compare_with_l4_sni_accepts_hostnames() -> None:
+    config = _farm("l4", '[exchange.hostnames]\news = "ews.contoso.com"\n'
+                   '[exchange.compare]\n"l4-sni" = 9445\n')
+    sni = next(f for f in config.frontends if f.name == "l4-sni-https")
+    assert sni.sni_map["ews.contoso.com"] == "l4-sni-ews"
