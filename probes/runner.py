@@ -89,6 +89,8 @@ class _Entry(Generic[K]):
     wake: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     checks_run: int = 0
+    # run_check keeps its own (lag-aware) deadline; a second one around it is waste
+    self_timed: bool = False
 
 
 def _ignore_error(where: str) -> None:
@@ -176,6 +178,7 @@ class ProbeRunner(Generic[K]):
         """
         if key in self._entries:
             raise ValueError(f"check {key!r} is already registered")
+        self_timed = check is run_check and spec.timeout <= timing.timeout
         if check is run_check:
             spec.tls_context()  # a bad CA file fails here, at configuration time
             check = functools.partial(
@@ -189,6 +192,7 @@ class ProbeRunner(Generic[K]):
             check,
             Health(timing, initial=initial),
             Layer4Observer(passive or PassivePolicy()),
+            self_timed=self_timed,
         )
         self._entries[key] = entry
         if self._nursery is not None:
@@ -324,9 +328,12 @@ class ProbeRunner(Generic[K]):
         started = trio.current_time()
         result: CheckResult | None = None
         try:
-            result = await run_within(
-                self.lag, timeout, lambda: entry.check(entry.spec, entry.target)
-            )
+            if entry.self_timed:
+                result = await entry.check(entry.spec, entry.target)
+            else:
+                result = await run_within(
+                    self.lag, timeout, lambda: entry.check(entry.spec, entry.target)
+                )
         except Exception as exc:  # a broken check must not stop the others
             self._internal_error(f"check {entry.key!r}", exc)
             return CheckResult(False, Reason.CHECK_ERROR, repr(exc), trio.current_time() - started)
