@@ -41,7 +41,11 @@ def raise_nofile(wanted: int) -> int:
 async def _sink(listeners: list[trio.SocketListener], held: list[trio.SocketStream]) -> None:
     async def greet(stream: trio.SocketStream) -> None:
         held.append(stream)
-        await stream.send_all(GREETING)
+        try:
+            await stream.send_all(GREETING)
+        except trio.BrokenResourceError:
+            # the readiness probe's connection (_wait_listening), already gone
+            return
         await trio.sleep_forever()
 
     await trio.serve_listeners(greet, listeners)
