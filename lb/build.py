@@ -46,6 +46,8 @@ def upstream_policy(pool: PoolConfig) -> UpstreamPolicy:
         server_speaks_first=proto.server_speaks_first if proto else False,
         proxy_protocol=pool.proxy_protocol,
         idle_timeout=pool.idle_timeout,
+        retry_to=pool.retry_to,
+        transparent=pool.transparent,
     )
 
 
@@ -109,15 +111,19 @@ def build_tcp(
 
 
 def _upstream(pool: PoolConfig) -> UpstreamSettings:
-    context = None
+    context, names = None, tls.FQDN_NAMES
     if pool.upstream_tls is not None:
         ca = pool.upstream_tls.ca_file
+        names = tls.UpstreamNames(pool.upstream_tls.sni, pool.upstream_tls.verify_name)
         context = tls.client_context(
-            None if ca is None else Path(ca), verify=pool.upstream_tls.verify
+            None if ca is None else Path(ca), verify=pool.upstream_tls.verify,
+            check_hostname=pool.upstream_tls.verify and names.follows_fqdn,
         )
     return UpstreamSettings(
         connect_timeout=pool.connect_timeout, tls=context, retries=pool.retries,
-        idle_timeout=pool.idle_timeout,
+        idle_timeout=pool.idle_timeout, response_timeout=pool.response_timeout,
+        retry_to=pool.retry_to, names=names, proxy_protocol=pool.proxy_protocol,
+        transparent=pool.transparent,
     )
 
 

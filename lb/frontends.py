@@ -11,11 +11,12 @@ from typing import Any, Protocol
 
 import trio
 
+from lb.dial import Dial
 from lb.l7.frontend import HttpFrontend
 from lb.pool import Member
 
 Report = Callable[[str, str, bool, str], None]
-Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
+Connector = Callable[[Member, float, Dial], Awaitable[trio.abc.Stream]]
 
 
 class Frontend(Protocol):

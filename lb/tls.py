@@ -8,8 +8,9 @@ names match the ClientHello's server name (exact name first, then a
 name, gets the default certificate.
 
 Client side (SSL bridging): the connector wraps each upstream connection with
-the server's FQDN as SNI and, with verification on, checks the chain against a
-CA file and the FQDN against the certificate. Verification can be turned off
+the server's FQDN as SNI (or the pool's `sni`, or none) and, with verification
+on, checks the chain against a CA file and the FQDN (or the pool's
+`verify_name`) against the certificate. Verification can be turned off
 for lab farms with self-signed certificates; that is logged as a warning,
 since it lets anyone on the path impersonate the servers.
 """
@@ -155,6 +156,7 @@ def client_context(
     ca_file: Path | None = None,
     *,
     verify: bool = True,
+    check_hostname: bool = True,
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
 ) -> ssl.SSLContext:
     """A client context for re-encryption to the servers (SSL bridging).
@@ -163,6 +165,8 @@ def client_context(
         ca_file: PEM bundle to verify the servers against; None uses the
             system store.
         verify: False turns verification off (logged as a warning).
+        check_hostname: False when the connector checks the name itself
+            (`UpstreamNames` apart from the FQDN); the chain is still verified.
         minimum_version: the oldest TLS version offered.
 
     Raises:
@@ -185,4 +189,53 @@ def client_context(
             ctx.load_verify_locations(cafile=str(ca_file))
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
+    ctx.check_hostname = check_hostname
     return ctx
+
+
+@dataclass(frozen=True)
+class UpstreamNames:
+    """The names re-encryption uses towards a server (HAProxy's `sni` and `verifyhost`).
+
+    A farm whose certificates carry only the namespace (mail.contoso.com), not
+    each server's FQDN, needs them apart from the FQDN; a server that picks
+    its certificate by SNI may need a name other than the one verified.
+
+    Attributes:
+        sni: True for the server's fqdn, a name to send that name, False for no SNI.
+        verify_name: the name the certificate must carry; None for the SNI
+            sent (the fqdn when none is sent).
+    """
+
+    sni: bool | str = True
+    verify_name: str | None = None
+
+    @property
+    def follows_fqdn(self) -> bool:
+        """Whether SNI and the verified name are both the server's FQDN (ssl checks it then)."""
+        return self.sni is True and self.verify_name is None
+
+    def for_server(self, fqdn: str) -> tuple[str | None, str]:
+        """(SNI to send or None, name the certificate must carry) for the server `fqdn`."""
+        sni = fqdn if self.sni is True else (self.sni or None)
+        return sni, self.verify_name or sni or fqdn
+
+
+FQDN_NAMES = UpstreamNames()
+"""The default: SNI and the verified name are each server's own FQDN."""
+
+
+def certificate_matches(cert: Mapping[str, object], name: str) -> bool:
+    """Whether a peer certificate (`SSLSocket.getpeercert()`) is valid for `name`.
+
+    RFC 6125: the DNS names of subjectAltName, a `*.` wildcard matching one
+    label; the subject's commonName only when the certificate has no DNS name.
+    """
+    alt = cert.get("subjectAltName", ())
+    names = [str(v) for k, v in alt if k == "DNS"] if isinstance(alt, tuple) else []
+    if not names:
+        subject = cert.get("subject", ())
+        rdns = subject if isinstance(subject, tuple) else ()
+        names = [str(v) for rdn in rdns for k, v in rdn if k == "commonName"]
+    table = {n.lower().rstrip("."): True for n in names}
+    return match_server_name(table, name) is not None

@@ -85,6 +85,7 @@ class _Entry(Generic[K]):
     check: Check
     health: Health
     observer: Layer4Observer
+    jitter: float  # the timing's own, else the runner's
     due: float | None = None  # jittered due time; None until the task first runs
     wake: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -110,7 +111,7 @@ class ProbeRunner(Generic[K]):
 
     Args:
         max_concurrent: most checks in flight at once.
-        jitter: fraction of each interval added or taken at random, in [0, 1).
+        jitter: fraction of each interval added or taken at random, in [0, 1) (a timing's own wins).
         seed: seed for the jitter, for reproducible schedules.
     """
 
@@ -192,6 +193,7 @@ class ProbeRunner(Generic[K]):
             check,
             Health(timing, initial=initial),
             Layer4Observer(passive or PassivePolicy()),
+            self._jitter if timing.jitter is None else timing.jitter,
             self_timed=self_timed,
         )
         self._entries[key] = entry
@@ -258,9 +260,7 @@ class ProbeRunner(Generic[K]):
             self._publish(key, None, transition)
         return transition
 
-    def set_admin(
-        self, key: K, admin: AdminState, reason: str = ""
-    ) -> AdminTransition | None:
+    def set_admin(self, key: K, admin: AdminState, reason: str = "") -> AdminTransition | None:
         """Set a check's admin state (READY, DRAIN, MAINT); publishes the change.
 
         Raises:
@@ -296,7 +296,7 @@ class ProbeRunner(Generic[K]):
             return  # removed before its task began
         with entry.scope:
             if entry.due is None:
-                offset = self._rng.uniform(0, self._jitter) * entry.timing.inter
+                offset = self._rng.uniform(0, entry.jitter) * entry.timing.inter
                 entry.due = trio.current_time() + offset
             while True:
                 await self._sleep_until_due(entry)
@@ -346,7 +346,7 @@ class ProbeRunner(Generic[K]):
         transition = health.record(result.ok, trio.current_time(), str(result))
         entry.checks_run += 1
         assert health.next_due is not None
-        spread = health.next_interval() * self._rng.uniform(-self._jitter, self._jitter)
+        spread = health.next_interval() * self._rng.uniform(-entry.jitter, entry.jitter)
         entry.due = health.next_due + spread
         self._publish(entry.key, result, transition)
 
@@ -365,13 +365,11 @@ class ProbeRunner(Generic[K]):
         if line is not None:
             log.warning("%s", line)
         interval = entry.health.next_interval()
-        entry.due = trio.current_time() + interval * (1 + self._rng.uniform(0, self._jitter))
+        entry.due = trio.current_time() + interval * (1 + self._rng.uniform(0, entry.jitter))
 
     # --- helpers -----------------------------------------------------------------
 
-    def _publish(
-        self, key: K, result: CheckResult | None, transition: Transition | None
-    ) -> None:
+    def _publish(self, key: K, result: CheckResult | None, transition: Transition | None) -> None:
         for callback in list(self._subscribers):
             self._call(callback, key, result, transition)
 

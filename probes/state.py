@@ -91,6 +91,9 @@ class Timing:
         rise: consecutive successes that bring a DOWN server UP.
         fall: consecutive failures that take a fully UP server DOWN.
         timeout: bound on one check; also a black hole's failure time.
+        jitter: fraction of each interval the scheduler adds or takes at random,
+            in [0, 1), so that checks started together drift apart; None for
+            the runner's.
     """
 
     inter: float = 2.0
@@ -99,8 +102,11 @@ class Timing:
     rise: int = 2
     fall: int = 3
     timeout: float = 2.0
+    jitter: float | None = None
 
     def __post_init__(self) -> None:
+        if self.jitter is not None and not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
         for name in ("inter", "fastinter", "downinter", "timeout"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

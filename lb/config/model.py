@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from lb.balancer import Balance
 from lb.ports import DEFAULT_ADMIN_PORT
+from lb.retry import RetryPolicy, RetryTo
 from probes.checks import CheckSpec, Target
 from probes.outlier import OutlierSettings
 from probes.state import OnError, Timing
@@ -75,12 +76,16 @@ class UpstreamTlsConfig:
     Attributes:
         verify: check the server certificate (against ca_file or the system store).
         ca_file: CA bundle for verification, None for the system store.
-        sni: send the server's fqdn as SNI (Exchange picks its certificate by it).
+        sni: the SNI sent (Exchange picks its certificate by it): True for the
+            server's fqdn, a name for that name (HAProxy's `sni`), False for none.
+        verify_name: the name the certificate must carry (HAProxy's
+            `verifyhost`), None for the SNI sent, or the fqdn without SNI.
     """
 
     verify: bool = True
     ca_file: str | None = None
-    sni: bool = True
+    sni: bool | str = True
+    verify_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,20 @@ class PoolConfig:
         slowstart: seconds over which a recovered or new server ramps up; 0 off.
         panic_threshold: healthy share below which it routes to all; 0 off.
         connect_timeout: bound on opening one upstream connection, seconds.
-        retries: further servers to try after a failed connect.
+        retries: further attempts after a failed connect (or, at L4, a silent
+            or closing server; at L7, a bodiless idempotent request that failed
+            before any response byte, replayed once).
+        retry_to: which server a retry goes to (another, the same, or off).
+        response_timeout: at L7, how long a short request may wait for its
+            response head.
         first_response_timeout: bound on a server's silence after the first
             flight (L4), None for no bound.
         idle_timeout: idle timeout of its connections, None for the frontend's.
         reset_on_down: reset its connections to a server marked DOWN at once.
         drain_grace: how long existing connections may last after a drain.
         proxy_protocol: PROXY protocol version sent upstream, 0 for none.
+        transparent: connect to its servers from the client's own address
+            (IP_TRANSPARENT, HAProxy's `usesrc clientip`).
         upstream_tls: re-encryption settings (http frontends), None for plain.
         observe: passive observation, None for off.
         outlier: outlier detection on the real responses of http frontends,
@@ -131,14 +143,22 @@ class PoolConfig:
     panic_threshold: float = 0.0
     connect_timeout: float = 2.0
     retries: int = 3
+    retry_to: RetryTo = RetryTo.ANOTHER
+    response_timeout: float = 60.0
     first_response_timeout: float | None = None
     idle_timeout: float | None = None
     reset_on_down: bool = False
     drain_grace: float = 30.0
     proxy_protocol: int = 0
+    transparent: bool = False
     upstream_tls: UpstreamTlsConfig | None = None
     observe: ObserveConfig | None = None
     outlier: OutlierSettings | None = DEFAULT_OUTLIER
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """Its retries and where they go, as both wings take them."""
+        return RetryPolicy(self.retries, self.retry_to)
 
     def check_target(self, server: ServerConfig) -> Target:
         """Where this pool's check dials `server`: its FQDN for Host and SNI, its

@@ -24,6 +24,7 @@ from lb.config.model import (
     UpstreamTlsConfig,
 )
 from lb.config.reader import Table, format_duration, join, read_address, resolve_file, show
+from lb.retry import RetryTo
 from probes.catalog import PROTOCOLS, CheckKind, ExchangeProtocol
 from probes.checks import CheckSpec
 from probes.outlier import OutlierSettings
@@ -115,6 +116,16 @@ def _check_defaults(kind: CheckKind, proto: ExchangeProtocol | None) -> tuple[bo
     return kind in (CheckKind.HEALTHCHECK, CheckKind.IMAP, CheckKind.POP), 2.0
 
 
+def _read_jitter(table: Table) -> float | None:
+    if not table.has("jitter"):
+        return None
+    jitter = table.fraction("jitter", 0.0)
+    if jitter >= 1:
+        table.error("jitter", f"must be below 1 (a fraction of the interval), got {show(jitter)}")
+        return None
+    return jitter
+
+
 def _read_timing(table: Table, timeout: float) -> Timing | None:
     defaults = Timing()
     values = {
@@ -124,6 +135,7 @@ def _read_timing(table: Table, timeout: float) -> Timing | None:
         "rise": table.integer("rise", defaults.rise, low=1, high=100),
         "fall": table.integer("fall", defaults.fall, low=1, high=100),
         "timeout": table.duration("timeout", timeout, positive=True),
+        "jitter": _read_jitter(table),
     }
     try:
         return Timing(**values)
@@ -213,12 +225,26 @@ def _read_upstream_tls(table: Table, base_dir: Path | None) -> UpstreamTlsConfig
         return UpstreamTlsConfig() if sub else None
     verify = sub.boolean("verify", True)
     ca_file = sub.string("ca_file")
-    sni = sub.boolean("sni", True)
+    sni = _read_sni(sub)
+    verify_name = sub.string("verify_name")
     if ca_file is not None and not verify:
         sub.error("ca_file", "is given but verify = false")
+    if verify_name is not None and not verify:
+        sub.error("verify_name", "is given but verify = false")
     sub.finish()
     return UpstreamTlsConfig(verify, None if ca_file is None else resolve_file(ca_file, base_dir),
-                             sni)
+                             sni, verify_name)
+
+
+def _read_sni(table: Table) -> bool | str:
+    """`sni`: true (the server's fqdn), false (none) or the name to send."""
+    value = table.raw("sni")
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    name = table.string("sni")
+    return True if name is None else str(name)
 
 
 def _read_observe(table: Table) -> ObserveConfig | None:
@@ -293,6 +319,10 @@ def read_pool(
         panic_threshold=table.fraction("panic_threshold", defaults.panic_threshold),
         connect_timeout=table.duration("connect_timeout", defaults.connect_timeout, positive=True),
         retries=table.integer("retries", defaults.retries, low=0, high=100),
+        retry_to=table.choice("retry_to", RetryTo, defaults.retry_to),
+        response_timeout=table.duration(
+            "response_timeout", defaults.response_timeout, positive=True
+        ),
         first_response_timeout=table.duration(
             "first_response_timeout",
             None if proto is None else proto.first_response_timeout,
@@ -306,6 +336,7 @@ def read_pool(
         ),
         drain_grace=table.duration("drain_grace", defaults.drain_grace),
         proxy_protocol=table.integer("proxy_protocol", 0, low=0, high=2),
+        transparent=table.boolean("transparent", False),
         upstream_tls=_read_upstream_tls(table, base_dir),
         observe=_read_observe(table),
         outlier=_read_outlier(table),

@@ -14,12 +14,14 @@ Theory of operation, per accepted connection:
    then one-label wildcard "*.example.com"); anything else goes to the default
    route, and with no default the client is reset. The bytes read are not lost:
    they become the start of the first flight.
-3. Attempts: pick a server not tried yet, lease it, connect under the pool's
+3. Attempts: pick a server (by the pool's retry policy: one not tried yet, or
+   the one that just failed), lease it, connect under the pool's
    connect timeout, send the PROXY header if asked, replay the first flight and
    wait for the server's first bytes (lb/l4/first_response.py). A refused,
    reset or timed-out connect, a server that closes or resets first, and a
    server silent past the first-response timeout are reported to passive
-   detection and the next server is tried, at most 1 + retries servers in all.
+   detection and the next attempt made, at most 1 + retries in all (one with
+   retries off).
    If the pool cancels the lease before the server answered (DOWN, MAINT), the
    attempt is dropped and the next server tried, without a report.
 4. Relay: once the server answered, its first bytes go to the client and the
@@ -44,9 +46,10 @@ from typing import Any, Protocol
 
 import trio
 
+from lb import proxy_protocol
 from lb.boundary import log_internal_error
-from lb.l4 import proxy_protocol
-from lb.l4.connector import Connector, Peer, failure_reason, open_plain
+from lb.dial import Peer, dial_for
+from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
@@ -262,8 +265,10 @@ class TcpFrontend:
 
     async def _attempts(self, conn: _Connection, pool: Pool, policy: UpstreamPolicy) -> None:
         route = _Resolved(pool, policy)
-        for _ in range(1 + policy.retries):
-            member = pool.pick(trio.current_time(), client=_host(conn), exclude=conn.tried)
+        retry = policy.retry
+        for _ in range(retry.attempts):
+            exclude = retry.exclude(conn.tried, (m.name for m in pool.members))
+            member = pool.pick(trio.current_time(), client=_host(conn), exclude=exclude)
             if member is None:
                 break
             if conn.tried:
@@ -285,7 +290,7 @@ class TcpFrontend:
         try:
             with route.pool.lease(member) as lease:
                 with lease.scope:
-                    server = await self._connect(route, member)
+                    server = await self._connect(conn, route, member)
                     if server is None:
                         return False
                     outcome = await self._run_attempt(conn, route, member, server)
@@ -307,12 +312,15 @@ class TcpFrontend:
             if server is not None:
                 await close(server)
 
-    async def _connect(self, route: _Resolved, member: Member) -> trio.abc.Stream | None:
+    async def _connect(
+        self, conn: _Connection, route: _Resolved, member: Member
+    ) -> trio.abc.Stream | None:
         pool, timeout = route.pool.name, route.policy.connect_timeout
         start = trio.current_time()
         try:
             with trio.fail_after(timeout):
-                server = await self._connector(member, timeout)
+                dial = dial_for(conn.peer, transparent=route.policy.transparent)
+                server = await self._connector(member, timeout, dial)
         except _CONNECT_ERRORS as exc:
             if is_local_resource_error(exc):
                 line = self._out_of_resources.line(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lb.retry import RetryPolicy, RetryTo
+
 FIRST_FLIGHT_LIMIT = 16 * 1024
 
 
@@ -55,6 +57,8 @@ class UpstreamPolicy:
         server_speaks_first: True for banner protocols (IMAP, POP, SMTP in clear).
         proxy_protocol: PROXY protocol version to send (1 or 2), 0 for none.
         idle_timeout: overrides the frontend's idle timeout when set.
+        retry_to: which server a retry goes to (another, the same, or off).
+        transparent: connect from the client's address (lb/dial.py).
     """
 
     connect_timeout: float = 2.0
@@ -63,6 +67,13 @@ class UpstreamPolicy:
     server_speaks_first: bool = False
     proxy_protocol: int = 0
     idle_timeout: float | None = None
+    retry_to: RetryTo = RetryTo.ANOTHER
+    transparent: bool = False
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """Its retries and where they go."""
+        return RetryPolicy(self.retries, self.retry_to)
 
     def __post_init__(self) -> None:
         _positive("connect_timeout", self.connect_timeout)

@@ -4,8 +4,9 @@ A client connection keeps at most one upstream connection per pool (NTLM
 authenticates the connection, so it is never shared with another client). For
 each request the kept connection is reused when policy allows it
 (lb.l7.policy.keep_upstream); otherwise a server is picked from the pool,
-excluding the servers this request already tried and those outlier detection
-ejected, and connected to, with the pool's connect retries.
+excluding those outlier detection ejected and, by the pool's retry policy
+(lb.retry), the servers this request already tried (or, retrying on the same
+server, every other), and connected to, with the pool's connect retries.
 
 Every attempt's outcome is observed here: it goes to passive health (the
 report callback) and to the pool's outlier ejections (an `Ejector`, owned by
@@ -23,6 +24,7 @@ from typing import Protocol
 
 import trio
 
+from lb.dial import UNKNOWN_PEER, Peer, dial_for
 from lb.l7 import policy
 from lb.l7.events import L7Events, Report
 from lb.l7.upstream import (
@@ -97,6 +99,8 @@ class ClientUpstreams:
         receive_size: the most bytes read from an upstream at once.
         report: passive health callback.
         events: metrics sink.
+        origin: the client's and the frontend's addresses, for the pools that
+            send a PROXY header or connect from the client's address.
     """
 
     def __init__(
@@ -106,8 +110,10 @@ class ClientUpstreams:
         receive_size: int,
         report: Report,
         events: L7Events,
+        origin: Peer = UNKNOWN_PEER,
     ) -> None:
         self._nursery = nursery
+        self._origin = origin
         self._client = client
         self._receive_size = receive_size
         self._report = report
@@ -117,10 +123,10 @@ class ClientUpstreams:
     def __repr__(self) -> str:
         return f"<ClientUpstreams {list(self._open)}>"
 
-    async def get(self, pool_name: str, backend: Backend, tried: set[str]) -> Picked:
+    async def get(self, pool_name: str, backend: Backend, tried: list[str]) -> Picked:
         """This client's connection to `pool_name`, reused or opened (with connect retries).
 
-        Servers that fail to connect are added to `tried`.
+        Servers that fail to connect are appended to `tried`.
         """
         current = self._open.get(pool_name)
         now = trio.current_time()
@@ -136,8 +142,10 @@ class ClientUpstreams:
                 return Picked(current, 0)
             self.drop(pool_name)
         retries, last_error = 0, ""
-        for attempt in range(backend.settings.retries + 1):
-            exclude = set(tried)
+        retry = backend.settings.retry
+        names = [m.name for m in backend.pool.members]
+        for attempt in range(retry.attempts):
+            exclude = retry.exclude(tried, names)
             if backend.outliers is not None:
                 exclude |= backend.outliers.ejected(now)
             member = backend.pool.pick(now, client=self._client, exclude=exclude)
@@ -154,12 +162,14 @@ class ClientUpstreams:
                     backend.connector,
                     backend.settings.connect_timeout,
                     self._receive_size,
+                    dial_for(self._origin, transparent=backend.settings.transparent,
+                             proxy_protocol=backend.settings.proxy_protocol),
                 )
             except ConnectFailed as exc:
                 if exc.local:  # the balancer's own fds ran out: no server's fault, 503
                     return Picked(None, retries)
                 last_error = str(exc)
-                tried.add(member.name)
+                tried.append(member.name)
                 self._events.connect_failed(pool_name, member.name)
                 self.observe(pool_name, backend, member, Outcome.GATEWAY_FAILURE, "connect",
                              requested=False)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import trio
 
 from lb.boundary import log_internal_error
+from lb.dial import Peer, socket_of
 from lb.l7.backends import Ejector
 from lb.l7.events import L7Events, NullEvents, Report
 from lb.l7.proxy import Backend, ClientSession, ProxyContext
@@ -27,7 +28,6 @@ from lb.l7.upstream import (
     Pool,
     UpstreamSettings,
     describe_error,
-    socket_of,
     tcp_connector,
 )
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
@@ -48,16 +48,6 @@ def peer_name(stream: trio.abc.Stream) -> str:
     except OSError:
         return "-"
     return str(addr[0]) if isinstance(addr, tuple) else str(addr)
-
-
-def peer_port(stream: trio.abc.Stream) -> int:
-    """The client port of `stream` (0 when it has none)."""
-    sock = socket_of(stream)
-    try:
-        addr = sock.getpeername() if sock is not None else None
-    except OSError:
-        return 0
-    return int(addr[1]) if isinstance(addr, tuple) else 0
 
 
 class HttpFrontend:
@@ -119,7 +109,7 @@ class HttpFrontend:
         return Backend(
             pool=pool,
             settings=settings,
-            connector=connector or tcp_connector(settings.tls),
+            connector=connector or tcp_connector(settings.tls, settings.names),
             outliers=outliers,
         )
 
@@ -177,7 +167,7 @@ class HttpFrontend:
             self.events.frontend_connection_closed(self.settings.name)
 
     async def _serve_connection(self, stream: trio.abc.Stream, client: str) -> None:
-        port = peer_port(stream)
+        origin = Peer.of(stream)
         if self.settings.tls is not None:
             tls = await self._handshake(stream, self.settings.tls)
             if tls is None:
@@ -185,7 +175,7 @@ class HttpFrontend:
             stream = tls
         async with trio.open_nursery() as nursery:
             try:
-                await ClientSession(self.context, stream, client, nursery, port).run()
+                await ClientSession(self.context, stream, client, nursery, origin=origin).run()
             finally:
                 nursery.cancel_scope.cancel()
         with trio.move_on_after(1.0):

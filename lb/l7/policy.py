@@ -66,10 +66,16 @@ def should_replay(
     response_started: bool,
     replayed: bool,
     termination: Termination | None,
+    may_retry: bool = True,
 ) -> bool:
-    """Whether a failed attempt is sent again to another server."""
+    """Whether a failed attempt is sent again (where: the pool's retry policy says).
+
+    Args:
+        may_retry: the pool's retry policy allows a retry at all.
+    """
     return (
-        not has_body
+        may_retry
+        and not has_body
         and method.upper() in IDEMPOTENT_METHODS
         and not response_started
         and not replayed

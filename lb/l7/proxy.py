@@ -13,12 +13,12 @@ This module is the driver: the I/O of an exchange is lb.l7.relay's, and every
 decision (reuse or pick, replay, what the outcome says about the server, the
 error to answer) is lb.l7.policy's.
 
-Failures: a connect failure is retried on another server (nothing was sent).
-An idempotent request without a body whose upstream fails before any response
-byte is replayed once on another server. Otherwise the client gets 502 (504 on
-a response timeout) if no response byte reached it yet, else the connection
-is cut. Every attempt's outcome feeds passive health and the pool's outlier
-detector; an ejected server is excluded from picks.
+Failures (retried where the pool's retry policy says, lb.retry): a connect
+failure is retried (nothing was sent); an idempotent request without a body
+whose upstream fails before any response byte is replayed once. Otherwise the
+client gets 502 (504 on a response timeout) if no response byte reached it
+yet, else the connection is cut. Every attempt's outcome feeds passive health
+and the pool's outlier detector; an ejected server is excluded from picks.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from lb.dial import UNKNOWN_PEER, Peer
 from lb.l7 import events as l7_events
 from lb.l7 import policy, responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
@@ -103,20 +104,22 @@ class ClientSession:
         stream: the client stream (TLS already terminated).
         client: the client's address, for X-Forwarded-For, logs and source hashing.
         nursery: where the lease holders of this session's upstreams run.
-        client_port: the client's source port, for the access log.
+        origin: the client's and the frontend's addresses (the access log's client
+            port; PROXY headers and transparent connects carry them).
     """
 
     def __init__(
         self, ctx: ProxyContext, stream: trio.abc.Stream, client: str, nursery: trio.Nursery,
-        client_port: int = 0,
+        *, origin: Peer = UNKNOWN_PEER,
     ) -> None:
         self.ctx = ctx
         s = ctx.settings
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=s.max_header_bytes)
         self.client = H11Stream(stream, conn, receive_size=s.receive_size)
         self.client_ip = client
-        self.client_port = client_port
-        self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events)
+        self.client_port = 0 if origin.client is None else origin.client[1]
+        self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events,
+                                         origin)
         self.requests = 0
         self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
         self.trusted = s.trusts(client)
@@ -302,7 +305,7 @@ class ClientSession:
             fields, client_ip=self.client_ip, scheme=self.ctx.settings.scheme,
             keep_chain=self.trusted,
         )
-        tried: set[str] = set()
+        tried: list[str] = []
         retries = 0
         # The failed attempt a replay stands in for, and how it ended.
         replayed: tuple[Attempt, Termination | None] | None = None
@@ -338,9 +341,10 @@ class ClientSession:
                 response_started=attempt.response.started,
                 replayed=replayed is not None,
                 termination=termination,
+                may_retry=backend.settings.retry.attempts > 1,
             ):
                 replayed = (attempt, termination)
-                tried.add(upstream.member.name)
+                tried.append(upstream.member.name)
                 retries += 1
                 self.ctx.events.retried(pool_name, upstream.member.name, "upstream_error")
                 continue

@@ -28,13 +28,16 @@ import logging
 import select
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import h11
 import trio
 
+from lb.dial import DIRECT, Dial, open_tcp, socket_of
 from lb.l7.adapter import H11Stream
+from lb.retry import RetryPolicy, RetryTo
+from lb.tls import FQDN_NAMES, UpstreamNames, certificate_matches
 from probes.local_resources import OncePerInterval, is_local_resource_error
 
 log = logging.getLogger("caslb.l7")
@@ -101,8 +104,8 @@ class Pool(Protocol):
         """Hold `member` as active for the duration of the context."""
 
 
-Connector = Callable[[Member, float], Awaitable[trio.abc.Stream]]
-"""connector(member, timeout) → a connected (TLS if needed) stream to the member."""
+Connector = Callable[[Member, float, Dial], Awaitable[trio.abc.Stream]]
+"""connector(member, timeout, dial) → a connected (TLS if needed) stream to the member."""
 
 
 class ConnectFailed(Exception):
@@ -125,9 +128,15 @@ class UpstreamSettings:
         connect_timeout: seconds for TCP connect plus TLS handshake.
         tls: client context for re-encryption, or None for plain HTTP.
         response_timeout: seconds a short request may wait for the response head.
-        retries: how many other servers to try after a connect failure.
+        retries: how many retries a connect failure gets (and whether a failed
+            idempotent request is replayed: not with none).
         idle_timeout: how long a kept-alive client of this pool may stay silent;
             None for its protocol's (the catalog's) or the frontend's.
+        retry_to: which server a retry goes to (another, the same, or off).
+        names: the SNI and verified name of re-encryption.
+        proxy_protocol: the PROXY header version sent first on each new
+            upstream connection, 0 for none.
+        transparent: connect from the client's address (lb/dial.py).
     """
 
     connect_timeout: float = 3.0
@@ -135,30 +144,44 @@ class UpstreamSettings:
     response_timeout: float = 60.0
     retries: int = 2
     idle_timeout: float | None = None
+    retry_to: RetryTo = RetryTo.ANOTHER
+    names: UpstreamNames = FQDN_NAMES
+    proxy_protocol: int = 0
+    transparent: bool = False
 
     def __post_init__(self) -> None:
         if not self.connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, not {self.connect_timeout!r}")
         if not self.response_timeout > 0:
             raise ValueError(f"response_timeout must be positive, not {self.response_timeout!r}")
-        if self.retries < 0:
-            raise ValueError(f"retries must not be negative, not {self.retries!r}")
+        if self.proxy_protocol not in (0, 1, 2):
+            raise ValueError(f"proxy_protocol {self.proxy_protocol!r} is not 0, 1 or 2")
+        object.__setattr__(self, "retry", RetryPolicy(self.retries, self.retry_to))
+
+    retry: RetryPolicy = field(init=False, repr=False, compare=False)
+    """Its retries and where they go (derived: read once per request)."""
 
 
-def tcp_connector(tls: ssl.SSLContext | None) -> Connector:
+def tcp_connector(tls: ssl.SSLContext | None, names: UpstreamNames = FQDN_NAMES) -> Connector:
     """A connector over TCP (TCP_NODELAY, as trio sets by default), TLS-wrapped if `tls`.
 
-    With TLS, SNI and the verified name are the member's FQDN.
+    With TLS, SNI and the verified name follow `names` (by default both the
+    member's FQDN, checked by ssl itself; else checked here after the handshake,
+    the context having `check_hostname` off). The dial's preamble (a PROXY
+    header) goes before the ClientHello.
     """
 
-    async def connect(member: Member, timeout: float) -> trio.abc.Stream:
+    async def connect(member: Member, timeout: float, dial: Dial = DIRECT) -> trio.abc.Stream:
         with trio.move_on_after(timeout) as scope:
-            tcp = await trio.open_tcp_stream(member.host, member.port)
+            tcp = await open_tcp(member.host, member.port, dial)
             if tls is None:
                 return tcp
-            stream = trio.SSLStream(tcp, tls, server_hostname=member.fqdn, https_compatible=True)
+            sni, verified = names.for_server(member.fqdn)
+            stream = trio.SSLStream(tcp, tls, server_hostname=sni, https_compatible=True)
             try:
                 await stream.do_handshake()
+                if tls.verify_mode is not ssl.CERT_NONE and not tls.check_hostname:
+                    _check_name(stream, verified)
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
@@ -167,6 +190,14 @@ def tcp_connector(tls: ssl.SSLContext | None) -> Connector:
         raise TimeoutError(f"connect timeout after {timeout:g}s")
 
     return connect
+
+
+def _check_name(stream: trio.SSLStream[trio.abc.Stream], name: str) -> None:
+    cert = stream.getpeercert()
+    if cert is None or not certificate_matches(cert, name):
+        error = ssl.SSLCertVerificationError(f"certificate is not valid for {name!r}")
+        error.verify_message = f"certificate is not valid for {name!r}"
+        raise error
 
 
 def describe_error(exc: BaseException) -> str:
@@ -178,14 +209,6 @@ def describe_error(exc: BaseException) -> str:
         return f"certificate verify failed: {exc.verify_message}"
     text = str(exc) or type(exc).__name__
     return text[:200]
-
-
-def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    """The socket under `stream` (through TLS layers), or None when it has none."""
-    inner: object = stream
-    while isinstance(inner, trio.SSLStream):
-        inner = inner.transport_stream
-    return inner.socket if isinstance(inner, trio.SocketStream) else None
 
 
 class _ReadableProbe:
@@ -303,15 +326,16 @@ async def open_upstream(
     connector: Connector,
     timeout: float,
     receive_size: int,
+    dial: Dial = DIRECT,
 ) -> UpstreamConnection:
-    """Connect to `member` and start the holder of its lease in `nursery`.
+    """Connect to `member` (as `dial` says) and start the holder of its lease in `nursery`.
 
     Raises:
         ConnectFailed: naming the server and the cause.
     """
     try:
         with trio.fail_after(timeout):
-            stream = await connector(member, timeout)
+            stream = await connector(member, timeout, dial)
     except (OSError, trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError) as exc:
         message = f"{member.name}: {describe_error(exc)}"
         local = is_local_resource_error(exc)

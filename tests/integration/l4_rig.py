@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from lb.config.model import PoolConfig, ServerConfig
+from lb.dial import DIRECT, Dial
 from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.pool import Member, Pool
@@ -112,7 +113,7 @@ class Backends:
     connections: list[str] = field(default_factory=list)
     nursery: trio.Nursery | None = None
 
-    async def connect(self, member: Member, timeout: float) -> trio.abc.Stream:
+    async def connect(self, member: Member, timeout: float, dial: Dial = DIRECT) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
         if member.name in self.out_of_fds:

@@ -19,6 +19,7 @@ import h11
 import trio
 import trio.testing
 
+from lb.dial import DIRECT, Dial
 from lb.ejection import PoolEjections
 from lb.l7.events import RecordingEvents
 from lb.l7.frontend import HttpFrontend
@@ -158,7 +159,9 @@ class Farm:
     requests: list[tuple[str, h11.Request]] = field(default_factory=list)
     lockstep: bool = False
 
-    async def connect(self, member: FakeMember, timeout: float) -> trio.abc.Stream:
+    async def connect(
+        self, member: FakeMember, timeout: float, dial: Dial = DIRECT
+    ) -> trio.abc.Stream:
         if member.name in self.refuse:
             raise ConnectionRefusedError(f"connection refused by {member.name}")
         if member.name in self.out_of_fds:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lb.l4 import proxy_protocol as pp
+from lb import proxy_protocol as pp
 
 
 def test_v1_tcp4_is_the_spec_example() -> None:

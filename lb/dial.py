@@ -1,0 +1,160 @@
+"""Opening one upstream TCP connection, for both wings: from where, and what goes first.
+
+A server behind the balancer sees the balancer's address unless it is told
+the client's. Two ways exist, and a pool picks either or both:
+
+- the PROXY protocol header (lb/proxy_protocol.py), sent before any other
+  byte (before the TLS ClientHello when re-encrypting), to servers that
+  parse it;
+- a transparent source address (HAProxy's `source 0.0.0.0 usesrc clientip`):
+  the upstream socket sets IP_TRANSPARENT and binds to the client's address
+  before connecting, so the server sees the client itself. The kernel lets a
+  socket bind a foreign address only with CAP_NET_ADMIN, and the servers'
+  replies reach the balancer only if the network routes the client's
+  addresses through it and the balancer delivers them locally
+  (docs/operations.md, "Transparent source addresses").
+
+The socket is connected directly for an IP literal: the happy-eyeballs
+machinery of `trio.open_tcp_stream` costs a nursery and a resolver call per
+connection, which a balancer opening thousands per second does not need.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+import trio
+
+from lb.proxy_protocol import encode
+
+# Not exported by Python's socket module; <linux/in6.h>.
+IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The client's and the frontend's addresses, when the stream is a socket."""
+
+    client: tuple[str, int] | None
+    local: tuple[str, int] | None
+
+    @classmethod
+    def of(cls, stream: trio.abc.Stream) -> Peer:
+        """Both addresses, or None for both when the stream is no (longer a) socket."""
+        sock = socket_of(stream)
+        if sock is None:
+            return cls(None, None)
+        try:
+            remote, local = sock.getpeername(), sock.getsockname()
+        except OSError:
+            return cls(None, None)
+        return cls((remote[0], remote[1]), (local[0], local[1]))
+
+
+UNKNOWN_PEER = Peer(None, None)
+
+
+@dataclass(frozen=True)
+class Dial:
+    """How one upstream connection is opened, beyond where to.
+
+    Attributes:
+        source: the address to bind transparently (the client's), None for
+            the kernel's choice.
+        preamble: bytes to send first (a PROXY header), before TLS if any.
+    """
+
+    source: str | None = None
+    preamble: bytes = b""
+
+
+DIRECT = Dial()
+
+
+def dial_for(peer: Peer, *, transparent: bool, proxy_protocol: int = 0) -> Dial:
+    """How to open a connection on behalf of the client `peer`.
+
+    Args:
+        transparent: bind to the client's address (nothing when it is unknown).
+        proxy_protocol: the PROXY header version to send first, 0 for none.
+    """
+    source = peer.client[0] if transparent and peer.client is not None else None
+    preamble = b""
+    if proxy_protocol:
+        preamble = encode(proxy_protocol, peer.client, peer.local)
+    return DIRECT if source is None and not preamble else Dial(source, preamble)
+
+
+async def open_tcp(host: str, port: int, dial: Dial = DIRECT) -> trio.abc.Stream:
+    """A TCP stream to (host, port), from `dial.source`, with `dial.preamble` sent.
+
+    Unbounded: callers hold their own deadline.
+
+    Raises:
+        OSError: refused, unreachable, reset; or the transparent bind refused
+            (no CAP_NET_ADMIN, or a source of the other family).
+    """
+    family = _literal_family(host)
+    if family is None and dial.source is None:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    else:
+        if family is None:
+            host, family = await _resolve(host, port)
+        stream = trio.SocketStream(await _connect(family, host, port, dial.source))
+    if dial.preamble:
+        try:
+            await stream.send_all(dial.preamble)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return stream
+
+
+async def _connect(
+    family: socket.AddressFamily, host: str, port: int, source: str | None
+) -> trio.socket.SocketType:
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if source is not None:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TRANSPARENT, 1)
+            await sock.bind((source, 0))
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _resolve(host: str, port: int) -> tuple[str, socket.AddressFamily]:
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{host} resolves to no address")
+    family, _, _, _, address = infos[0]
+    return str(address[0]), family
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The address family of an IP literal, None for a host name.
+
+    Memoised: parsing the address on every connection cost more than the
+    connect's own Python work, and a farm has few distinct server addresses.
+    """
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
+def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under `stream` (through TLS layers), or None when it has none."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    return inner.socket if isinstance(inner, trio.SocketStream) else None
