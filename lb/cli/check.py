@@ -26,7 +26,8 @@ from lb.certfiles import FileProblem, ca_problem, certificate_problem
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.config import CheckConfig, Config, FrontendConfig, Mode, PoolConfig, format_duration
-from probes.catalog import CheckKind
+from lb.config.model import UpstreamTlsConfig
+from probes.catalog import PROTOCOLS, CheckKind
 from probes.state import worst_case_down, worst_case_up
 
 # The probe runner's default: each interval may stretch by up to this fraction.
@@ -66,10 +67,11 @@ def _describe_check(check: CheckConfig) -> list[str]:
     if check.port is not None:
         extras.append(f"port {check.port}")
     fast, timeout = _seconds(t.fast), _seconds(t.timeout)
+    jitter = "" if t.jitter is None else f", jitter ±{t.jitter:.0%}"
     return [
         f"    check    {spec.kind.value}: {what} ({', '.join(extras)}), timeout {timeout}",
         f"             inter {_seconds(t.inter)}, fastinter {fast}, downinter {_seconds(t.down)}, "
-        f"rise {t.rise}, fall {t.fall}",
+        f"rise {t.rise}, fall {t.fall}{jitter}",
     ]
 
 
@@ -79,6 +81,7 @@ def _detection_lines(pool: PoolConfig, jitter: float) -> list[str]:
             "nothing marks a server down")
         return [f"    down     no active check: {passive}"]
     t = pool.check.timing
+    jitter = jitter if t.jitter is None else t.jitter
     crash = worst_case_down(t, fail_duration=0.0, jitter=jitter)
     hole = worst_case_down(t, jitter=jitter)
     up = worst_case_up(t, jitter=jitter)
@@ -92,6 +95,12 @@ def _detection_lines(pool: PoolConfig, jitter: float) -> list[str]:
         lines.append(f"    passive  {pool.observe.error_limit} consecutive connection errors → "
                      f"{pool.observe.on_error.value}")
     return lines
+
+
+def _reencrypt(t: UpstreamTlsConfig) -> str:
+    sni = "fqdn" if t.sni is True else (t.sni or "none")
+    verify = f"verify {t.verify_name or 'the SNI name'}" if t.verify else "no verify"
+    return f"re-encrypt (SNI {sni}, {verify})"
 
 
 def _pool_lines(pool: PoolConfig, jitter: float, *, layer4: bool) -> list[str]:
@@ -108,9 +117,15 @@ def _pool_lines(pool: PoolConfig, jitter: float, *, layer4: bool) -> list[str]:
         # A silent server is abandoned and the client's first flight replayed elsewhere.
         traits.append(f"first response ≤ {_seconds(pool.first_response_timeout)} else replay")
     if pool.upstream_tls is not None:
-        traits.append("re-encrypt" + ("" if pool.upstream_tls.verify else " (no verify)"))
+        traits.append(_reencrypt(pool.upstream_tls))
     if pool.proxy_protocol:
         traits.append(f"PROXY v{pool.proxy_protocol}")
+    if pool.transparent:
+        traits.append("from the client's address")
+    traits.append("no retry" if pool.retry.attempts == 1 else
+                  f"{pool.retries} retries on {pool.retry_to.value} server")
+    if not layer4:
+        traits.append(f"response ≤ {_seconds(pool.response_timeout)}")
     lines = [f"  {pool.name}  {', '.join(traits)}"]
     if pool.check is not None:
         lines += _describe_check(pool.check)
@@ -180,10 +195,19 @@ def exit_on_file_errors(config: Config, path: Path) -> None:
         raise typer.Exit(2)
 
 
+def _sets_first_response(pool: PoolConfig) -> bool:
+    """Whether the pool sets a first-response timeout other than its protocol's default."""
+    proto = PROTOCOLS.get(pool.protocol.lower()) if pool.protocol else None
+    default = None if proto is None else proto.first_response_timeout
+    return pool.first_response_timeout not in (None, default)
+
+
 def find_warnings(config: Config) -> list[str]:
     """Designs that validate but will hurt, one sentence each, with their key path."""
     warnings: list[str] = []
     used = {name for fe in config.frontends for name in fe.pool_names}
+    http_pools = {n for fe in config.frontends if fe.mode is Mode.HTTP for n in fe.pool_names}
+    tcp_pools = used - http_pools
     for fe in config.frontends:
         for name in fe.pool_names:
             spot = _blind_spot(fe, config.pools[name])
@@ -195,6 +219,9 @@ def find_warnings(config: Config) -> list[str]:
         if pool.check is None and pool.observe is None:
             warnings.append(f"pools.{pool.name}: no check and no observe: a dead server is "
                             "never taken out")
+        if pool.name in http_pools - tcp_pools and _sets_first_response(pool):
+            warnings.append(f"pools.{pool.name}.first_response_timeout: ignored behind an http "
+                            "frontend (response_timeout bounds the wait there)")
         if pool.balance is Balance.LEASTCONN and not pool.slowstart:
             warnings.append(f"pools.{pool.name}: leastconn without slowstart sends a recovered "
                             "server every new connection until it catches up")
