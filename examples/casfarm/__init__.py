@@ -38,6 +38,7 @@ bad_cert (mode wrong_name | expired). The demo ports (`caslb farm`) are in
 `DEMO_PORTS`; the control API is described in `casfarm.control`.
 """
 
+from casfarm.auth import LAB_DOMAIN, LAB_USERS
 from casfarm.components import Component, ComponentState, Requester
 from casfarm.counters import ServerCounts
 from casfarm.farm import DEMO_CONTROL_PORT, DEMO_PORTS, Farm, running
@@ -49,6 +50,8 @@ from casfarm.vdirs import VDIRS, Vdir
 __all__ = [
     "DEMO_CONTROL_PORT",
     "DEMO_PORTS",
+    "LAB_DOMAIN",
+    "LAB_USERS",
     "PORT_KINDS",
     "VDIRS",
     "Component",

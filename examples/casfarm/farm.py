@@ -21,6 +21,8 @@ from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
+from casfarm.forms import PRIVATE_TIMEOUT
+from casfarm.gate import FarmAuth
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.traffic import TrafficProfile
 
@@ -43,12 +45,20 @@ class Farm:
 
     Attributes:
         namespace: the shared client name, e.g. "mail.lab.local".
+        auth: the accounts and sessions when the farm authenticates, else None.
         ca_path: the CA certificate (PEM) clients should trust.
         control_url: base URL of the control API, or None when disabled.
     """
 
-    def __init__(self, runtimes: list[ServerRuntime], namespace: str, ca_path: Path) -> None:
+    def __init__(
+        self,
+        runtimes: list[ServerRuntime],
+        namespace: str,
+        ca_path: Path,
+        auth: FarmAuth | None = None,
+    ) -> None:
         self._runtimes = {rt.name: rt for rt in runtimes}
+        self.auth = auth
         self.namespace = namespace
         self.ca_path = ca_path
         self.control_url: str | None = None
@@ -179,6 +189,7 @@ class Farm:
             "namespace": self.namespace,
             "ca_path": str(self.ca_path),
             "control_url": self.control_url,
+            "auth": None if self.auth is None else self.auth.describe(),
             "servers": servers,
         }
 
@@ -211,6 +222,9 @@ async def running(
     control: bool = True,
     control_host: str = "127.0.0.1",
     control_port: int = 0,
+    auth: bool = False,
+    users: Mapping[str, str] | None = None,
+    owa_session_timeout: float = PRIVATE_TIMEOUT,
 ) -> AsyncIterator[Farm]:
     """Run a simulated CAS farm for the duration of the `async with` block.
 
@@ -231,6 +245,11 @@ async def running(
         control: start the JSON control API.
         control_host: its loopback address.
         control_port: its port (0: ephemeral).
+        auth: authenticate as Exchange does (NTLM/Negotiate, Basic on ActiveSync,
+            forms on OWA/ECP); off, every request is served anonymously.
+        users: user name → password of the lab domain (None: `LAB_USERS`,
+            alice / Passw0rd), for auth.
+        owa_session_timeout: seconds an OWA/ECP session cookie lasts.
 
     Raises:
         ValueError: a bad argument, named.
@@ -243,6 +262,7 @@ async def running(
     HealthCache(delay=health_cache_delay)  # validates before anything is bound
     wanted_ports = [_ports_for(base_ports, i, distinct_addresses) for i in range(servers)]
     domain = namespace.split(".", 1)[1]
+    farm_auth = FarmAuth.lab(domain, users, owa_session_timeout) if auth else None
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:
@@ -262,9 +282,10 @@ async def running(
                     profile=profile,
                     health_cache_delay=health_cache_delay,
                     nursery=nursery,
+                    auth=farm_auth,
                 )
                 runtimes.append(runtime)
-            farm = Farm(runtimes, namespace, ca.ca_path)
+            farm = Farm(runtimes, namespace, ca.ca_path, farm_auth)
             try:
                 for runtime in runtimes:
                     runtime.start()

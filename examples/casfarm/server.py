@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from casfarm.auth import ConnectionAuth
 from casfarm.certs import ServerTls
 from casfarm.components import (
     Component,
@@ -37,6 +38,7 @@ from casfarm.components import (
 )
 from casfarm.counters import Counters
 from casfarm.faults import Fault, FaultKind, FaultSet, HealthAnswer, healthcheck_answer, stamped
+from casfarm.gate import FarmAuth
 from casfarm.http import HttpExchange, next_request_id, serve_http
 from casfarm.listeners import ListenerSlot, SlotMode
 from casfarm.mail import serve_imap, serve_pop, serve_smtp
@@ -99,6 +101,7 @@ class ServerRuntime:
         profile: timing of long-lived answers.
         health_cache_delay: seconds before a component change shows.
         nursery: where listeners and connections run.
+        auth: the farm's accounts and sessions (None: every request anonymous).
     """
 
     def __init__(
@@ -113,8 +116,10 @@ class ServerRuntime:
         profile: TrafficProfile,
         health_cache_delay: float,
         nursery: trio.Nursery,
+        auth: FarmAuth | None = None,
     ) -> None:
         self.name = name
+        self.auth = auth
         self.fqdn = fqdn
         self.host = host
         self.namespace = namespace
@@ -280,7 +285,12 @@ class ServerRuntime:
             stream = self.wrap_tls(raw)
             await stream.do_handshake()
         if kind == "https":
-            await serve_http(stream, self._answer, self.response_headers)
+            conn = ConnectionAuth()  # NTLM authenticates this connection, and only it
+
+            async def answer_on_this_connection(exchange: HttpExchange) -> None:
+                await answer(exchange, self, conn)
+
+            await serve_http(stream, answer_on_this_connection, self.response_headers)
         elif kind in ("imap", "imaps"):
             await serve_imap(stream, self, starttls=kind == "imap")
         elif kind in ("pop", "pops"):
@@ -295,6 +305,3 @@ class ServerRuntime:
         """A server-side TLS stream with the certificate the faults call for."""
         ctx = self.tls.context(self.faults.cert_mode())
         return trio.SSLStream(transport, ctx, server_side=True, https_compatible=True)
-
-    async def _answer(self, exchange: HttpExchange) -> None:
-        await answer(exchange, self)

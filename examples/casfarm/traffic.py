@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from casfarm.auth import ConnectionAuth
 from casfarm.faults import FaultKind, HealthAnswer, request_failure
+from casfarm.gate import admit, unauthorized
 from casfarm.http import HttpExchange
 from casfarm.vdirs import Vdir, is_healthcheck, vdir_for_path
 from casfarm.wire import ResetConnection
@@ -76,8 +78,10 @@ class TrafficProfile:
             raise ValueError(f"oab_size must be >= 0, got {self.oab_size!r}")
 
 
-async def answer(ex: HttpExchange, server: ServerRuntime) -> None:
+async def answer(ex: HttpExchange, server: ServerRuntime, conn: ConnectionAuth) -> None:
     """Answer one HTTP request the way an Exchange front end would.
+
+    `conn` is what the request's connection has authenticated as so far.
 
     Raises:
         ResetConnection: when the connection must end with a TCP reset.
@@ -92,6 +96,8 @@ async def answer(ex: HttpExchange, server: ServerRuntime) -> None:
         return
     server.counters.request(_counter_name(ex.target, vdir))
     await server.gate()
+    if vdir is not None and not await admit(ex, server, vdir, conn):
+        return
     status = request_failure(server.faults, vdir)
     if status is not None:
         server.counters.faulted(FaultKind.ERRORS.value, _counter_name(ex.target, vdir))
@@ -100,7 +106,7 @@ async def answer(ex: HttpExchange, server: ServerRuntime) -> None:
     handler = _HANDLERS.get(vdir.name) if vdir is not None else None
     if vdir is not None and ex.target.split("?", 1)[0].lower().endswith("/healthcheck.htm"):
         # Not a GET, so not a health check: normal handling asks for credentials.
-        await _unauthorized(ex, "Negotiate", "NTLM")
+        await unauthorized(ex, ("Negotiate", "NTLM"))
     elif handler is not None:
         await handler(ex, server)
     elif ex.target.split("?", 1)[0] == "/":
@@ -162,12 +168,6 @@ async def _method_not_allowed(ex: HttpExchange) -> None:
     await ex.respond(
         405, b"<h1>405 - HTTP verb used to access this page is not allowed.</h1>", [_HTML]
     )
-
-
-async def _unauthorized(ex: HttpExchange, *schemes: str) -> None:
-    await ex.read_body(0)
-    headers = [_HTML, *(("WWW-Authenticate", s) for s in schemes)]
-    await ex.respond(401, b"<h1>401 - Unauthorized: Access is denied.</h1>", headers)
 
 
 async def _owa(ex: HttpExchange, server: ServerRuntime) -> None:
@@ -259,7 +259,7 @@ async def _activesync(ex: HttpExchange, server: ServerRuntime) -> None:
             await trio.sleep(server.profile.heartbeat)
         await ex.respond(200, _PING_EXPIRED, eas)
     else:
-        await _unauthorized(ex, "Negotiate", "NTLM", 'Basic realm="' + server.fqdn + '"')
+        await unauthorized(ex, ("Negotiate", "NTLM", 'Basic realm="' + server.fqdn + '"'))
 
 
 async def _oab(ex: HttpExchange, server: ServerRuntime) -> None:
@@ -310,7 +310,7 @@ async def _rpc(ex: HttpExchange, server: ServerRuntime) -> None:
             sent += len(_RTS_KEEPALIVE)
             await trio.sleep(server.profile.rpc_out_interval)
         return
-    await _unauthorized(ex, "Negotiate", "NTLM", 'Basic realm="' + server.fqdn + '"')
+    await unauthorized(ex, ("Negotiate", "NTLM", 'Basic realm="' + server.fqdn + '"'))
 
 
 async def _mapi(ex: HttpExchange, server: ServerRuntime) -> None:
@@ -350,7 +350,7 @@ async def _mapi(ex: HttpExchange, server: ServerRuntime) -> None:
 
 
 async def _powershell(ex: HttpExchange, server: ServerRuntime) -> None:
-    await _unauthorized(ex, "Negotiate", "Kerberos")
+    await unauthorized(ex, ("Negotiate", "Kerberos"))
 
 
 _HANDLERS = {

@@ -31,6 +31,9 @@ TIMEOUT_SECONDS = 5.0
 # What `caslb farm --child` prints, then its control URL, once every server listens.
 READY = "ready"
 DEFAULT_CERT_DIR = Path(tempfile.gettempdir()) / "casfarm-certs"
+LAB_USER_HINT = ", ".join(
+    f"{casfarm.LAB_DOMAIN}\\{name} / {password}" for name, password in casfarm.LAB_USERS.items()
+)
 
 farm_app = typer.Typer(
     help="Run the simulated Exchange CAS farm, or set states and inject faults in a running one.",
@@ -118,10 +121,13 @@ def banner(farm: casfarm.Farm) -> str:
         f"namespace   {farm.namespace} (in every certificate, with each FQDN and address)",
         f"CA          {ca}",
         f"control API {control}  (GET /api/state; POST /api/set, /api/inject, /api/clear)",
+        f"auth        {_describe_auth(farm)}",
         "",
         "Try:",
         f"  curl --cacert {ca} --resolve {first.fqdn}:{https}:{first.host} "
         f"https://{first.fqdn}:{https}/owa/healthcheck.htm",
+        f"  curl --ntlm -u '{_first_login(farm)}' --cacert {ca} --resolve "
+        f"{first.fqdn}:{https}:{first.host} -X POST https://{first.fqdn}:{https}/EWS/Exchange.asmx",
         f"  openssl s_client -connect {first.host}:{first.ports['imaps']} "
         f"-servername {first.fqdn} -CAfile {ca}",
         f"  openssl s_client -connect {first.host}:{first.ports['smtp']} -starttls smtp "
@@ -139,6 +145,25 @@ def banner(farm: casfarm.Farm) -> str:
     return "\n".join(lines)
 
 
+def _describe_auth(farm: casfarm.Farm) -> str:
+    if farm.auth is None:
+        return "off: every request is served anonymously"
+    accounts = farm.auth.accounts
+    logons = ", ".join(
+        f"{accounts.netbios_domain}\\{name} / {password}"
+        for name, password in accounts.passwords.items()
+    )
+    return f"NTLM/Negotiate, Basic on ActiveSync, forms on OWA/ECP; users {logons}"
+
+
+def _first_login(farm: casfarm.Farm) -> str:
+    if farm.auth is None:
+        return "anonymous:"
+    accounts = farm.auth.accounts
+    name, password = next(iter(accounts.passwords.items()))
+    return f"{accounts.netbios_domain}\\{name}:{password}"
+
+
 async def _run_farm(
     servers: int,
     ephemeral: bool,
@@ -149,6 +174,7 @@ async def _run_farm(
     health_cache_delay: float,
     run_for: float | None,
     child: bool,
+    users: dict[str, str] | None,
 ) -> None:
     async with casfarm.running(
         servers=servers,
@@ -159,6 +185,8 @@ async def _run_farm(
         heartbeat=heartbeat,
         pending_period=pending_period,
         health_cache_delay=health_cache_delay,
+        auth=users is not None,
+        users=users,
     ) as farm:
         if child:
             typer.echo(f"{READY} {farm.control_url}")
@@ -202,6 +230,18 @@ def farm(
     health_cache_delay: Annotated[
         float, typer.Option(help="Seconds before a component change shows (Exchange: <= 15).")
     ] = 0.0,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            help="Authenticate as Exchange does (NTLM/Negotiate, Basic on ActiveSync, OWA forms)."
+        ),
+    ] = True,
+    user: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"A lab user as NAME:PASSWORD, repeatable (default: {LAB_USER_HINT}).",
+        ),
+    ] = None,
     run_for: Annotated[
         float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
     ] = None,
@@ -220,6 +260,7 @@ def farm(
     """
     if ctx.invoked_subcommand is not None:
         return
+    users = parse_users(user or []) if auth else None
     if not ephemeral:
         _refuse_taken(servers, distinct_addresses)
     try:
@@ -234,9 +275,26 @@ def farm(
             health_cache_delay,
             run_for,
             child,
+            users,
         )
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")
+
+
+def parse_users(specs: list[str]) -> dict[str, str]:
+    """--user NAME:PASSWORD values as a dict (none given: the lab default, casfarm.LAB_USERS).
+
+    Exits 2 naming the option when one is malformed.
+    """
+    users: dict[str, str] = {}
+    for spec in specs:
+        name, sep, password = spec.partition(":")
+        if not sep or not name or not password or any(c in name for c in "\\@"):
+            typer.echo(f"error: --user: want NAME:PASSWORD with a bare name, got {spec!r}",
+                       err=True)
+            raise typer.Exit(2)
+        users[name] = password
+    return users or dict(casfarm.LAB_USERS)
 
 
 def _refuse_taken(servers: int, distinct: bool) -> None:
