@@ -141,15 +141,23 @@ def _https_frontends(config: Config) -> list[FrontendConfig]:
     return [fe for fe in config.frontends if fe.name.endswith("https")]
 
 
+def lab_login() -> str:
+    """The lab user as curl's -u takes it: DOMAIN\\name:password."""
+    name, password = next(iter(casfarm.LAB_USERS.items()))
+    return f"{casfarm.LAB_DOMAIN}\\{name}:{password}"
+
+
 def design_lines(config: Config, namespace: str, certs: Path) -> str:
-    """Per design: its address, and a curl line that reaches EWS through it."""
+    """Per design: its address, and a curl line that logs on to EWS through it."""
     lines = []
+    login = lab_login()
     for fe in _https_frontends(config):
         # The SNI design routes on the name: EWS has its own (the certificate has *.namespace).
         name = f"ews.{namespace}" if fe.mode is Mode.SNI else namespace
         url = f"https://{name}:{fe.port}"
         lines.append(f"  {DESIGNS[fe.mode]:<11} {fe.host}:{fe.port}  https://{namespace}:{fe.port}/owa/\n"
-                     f"    curl --cacert {certs / 'ca.pem'} --resolve {name}:{fe.port}:{fe.host}"
+                     f"    curl --ntlm -u '{login}' --cacert {certs / 'ca.pem'}"
+                     f" --resolve {name}:{fe.port}:{fe.host}"
                      f" -s -o /dev/null -w '%{{http_code}} ' -X POST {url}/EWS/Exchange.asmx")
     return "\n".join(lines)
 
@@ -176,6 +184,8 @@ Designs (TLS for {ns} and *.{ns}, CA {certs / 'ca.pem'}):
   metrics          {admin}/metrics
   farm control     {farm.state['control_url']}
   processes        balancer pid {os.getpid()}, farm pid {farm.process.pid}
+  lab user         {lab_login().replace(":", " / ", 1)}  (NTLM on EWS, MAPI, OAB, RPC, Autodiscover;
+                   Basic on ActiveSync; the forms logon on OWA and ECP)
 
 Try it:
   caslb status

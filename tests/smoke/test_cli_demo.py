@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from lb.cli.demo import LAB
+from tests.authclients import ntlm_session, post
 from tests.farmclient import https_client
 
 CASLB = [sys.executable, "-c", "from lb.cli import main; main()"]
@@ -92,14 +93,14 @@ async def wait_until_nobody_listens(host: str, port: int, seconds: float) -> Non
 
 
 async def get_ews(port: int, name: str) -> str | None:
-    client = await https_client("127.0.0.1", port, ca_path=LAB.parent / "lab-certs/ca.pem",
-                                server_hostname=name)
+    """Log on to EWS with NTLM through one design, as the lab user; who answered."""
+    session = ntlm_session(LAB.parent / "lab-certs/ca.pem", name)
     try:
-        response = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+        seen = await post(session, f"https://127.0.0.1:{port}/EWS/Exchange.asmx")
     finally:
-        await client.aclose()
-    assert response.status == 200
-    return response.header("x-feserver")
+        session.close()
+    assert (seen.status, seen.challenges) == (200, [401, 401])
+    return seen.server
 
 
 # One of the two starts runs the three designs side by side (no extra start-up to pay).
@@ -120,8 +121,12 @@ async def test_demo_fronts_a_farm_in_its_own_process_and_stops_both(stop: int, m
             response = await client.request("GET", "/owa/")
         finally:
             await client.aclose()
-        assert response.status == 200 and response.header("x-feserver") in {
+        # The demo's farm authenticates: OWA sends a browser to its logon form.
+        assert response.status == 302 and response.header("x-feserver") in {
             "CAS1", "CAS2", "CAS3"}
+        assert "/owa/auth/logon.aspx?url=" in (response.header("location") or "")
+        assert "lab user         LAB\\alice / Passw0rd" in text
+        assert await get_ews(9443, "mail.lab.local") in {"CAS1", "CAS2", "CAS3"}
         if mode == "compare":
             assert "L4 (A)      127.0.0.1:9444" in text and "L4-SNI (D)  127.0.0.1:9445" in text
             assert listener_pid("127.0.0.1", 9444) == listener_pid("127.0.0.1", 9445) == (
