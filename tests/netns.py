@@ -3,7 +3,7 @@ and servers on separate hosts, joined by veth links (needs root, `ip` from iprou
 
     with netns.lab() as lab:
         client, balancer = lab.namespace("client"), lab.namespace("balancer")
-        lab.link(client, "10.1.0.2/24", balancer, "10.1.0.1/24")
+        lab.link(client, ["10.1.0.2/24"], balancer, ["10.1.0.1/24"])
         balancer.start(["caslb", "run", "caslb.toml"])
         client.run("curl", "-s", "http://10.1.0.1:8001/")
 
@@ -88,17 +88,22 @@ class Lab:
         made.ip("link", "set", "lo", "up")
         return made
 
-    def link(self, a: Namespace, a_address: str, b: Namespace, b_address: str) -> None:
-        """A veth pair between `a` and `b`, each end with its address ("10.1.0.1/24"), up.
+    def link(
+        self, a: Namespace, a_addresses: Sequence[str], b: Namespace, b_addresses: Sequence[str]
+    ) -> None:
+        """A veth pair between `a` and `b`, each end with its addresses ("10.1.0.1/24"), up.
 
         Each end is named after the namespace at the other end, so a namespace
         may have several links; "v-" and a role make at most 15 characters
-        (the kernel's limit on interface names).
+        (the kernel's limit on interface names). IPv6 addresses skip duplicate
+        address detection, which would keep them unusable for a second or more.
         """
         a_end, b_end = f"v-{b.role}", f"v-{a.role}"
         a.ip("link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", b.name)
-        for space, end, address in ((a, a_end, a_address), (b, b_end, b_address)):
-            space.ip("address", "add", address, "dev", end)
+        for space, end, addresses in ((a, a_end, a_addresses), (b, b_end, b_addresses)):
+            for address in addresses:
+                no_dad = ("nodad",) if ":" in address else ()
+                space.ip("address", "add", address, "dev", end, *no_dad)
             space.ip("link", "set", end, "up")
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """An HTTP server that answers every GET with the address it sees the request come from.
 
-    python tests/peer_address.py 0.0.0.0 8080
+    python tests/peer_address.py 198.51.100.11 8080     # or an IPv6 address
 
 Prints "listening" once bound, then logs nothing. Run in a server's network
 namespace (tests/netns.py), it shows whether the balancer connected from its
@@ -9,6 +9,7 @@ own address or the client's.
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,7 @@ class Server(ThreadingHTTPServer):
 
 
 def main(host: str, port: int) -> None:
+    Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with Server((host, port), PeerAddress) as server:
         print("listening", flush=True)
         server.serve_forever()

@@ -1,19 +1,23 @@
 """Transparent source addresses on a real network: the server sees the client's address.
 
-Three namespaces (tests/netns.py) stand for three hosts: a client on
-192.0.2.0/24, the balancer on both networks, a server on 198.51.100.0/24 whose
-default route is the balancer. `caslb run` in the balancer's namespace serves
-four frontends to one server, each through its own pool: L4 and L7, with
-`transparent = true` and without. The server answers each request with the
-address it sees. The balancer gets the routing docs/operations.md asks for
-("Transparent source addresses"), set up here command for command.
+Three namespaces (tests/netns.py) stand for three hosts, in IPv4 and IPv6: a
+client on 192.0.2.0/24 and 2001:db8:1::/64, the balancer on both networks, a
+server on 198.51.100.0/24 and 2001:db8:2::/64 whose default route is the
+balancer. `caslb run` in the balancer's namespace serves eight frontends, each
+through its own pool: L4 and L7, each family, with `transparent = true` and
+without. The server answers each request with the address it sees. A second
+`caslb run` beside it, started without the capabilities IP_TRANSPARENT needs,
+shows how that fails. The balancer gets the routing docs/operations.md asks
+for ("Transparent source addresses"), set up here command for command.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,41 +26,100 @@ from tests import netns
 
 pytestmark = pytest.mark.smoke
 
-CLIENT = "192.0.2.10"
-VIP = "192.0.2.1"  # the balancer, on the clients' network
-BALANCER = "198.51.100.1"  # the balancer, on the servers' network
-SERVER = "198.51.100.11"
 SERVER_PORT = 8080
+PEER_ADDRESS_SERVER = Path(__file__).parents[1] / "peer_address.py"
 
-FRONTENDS = {  # frontend (and its pool) → (port, mode, transparent)
-    "l4-transparent": (8001, "tcp", True),
-    "l7-transparent": (8002, "http", True),
-    "l4-own-address": (8003, "tcp", False),
-    "l7-own-address": (8004, "http", False),
-}
 
-# Replies to client addresses reach the balancer (the server routes through it);
-# these deliver them to the transparent sockets instead of forwarding them.
+@dataclass(frozen=True)
+class Family:
+    """One address family of the lab: each host's address, and `ip`'s flag for it."""
+
+    name: str
+    client: str
+    vip: str  # the balancer, on the clients' network
+    balancer: str  # the balancer, on the servers' network
+    server: str
+    prefix: int  # of both networks
+    flag: str  # "-4" or "-6"
+    anywhere: str  # "0.0.0.0/0" or "::/0"
+
+
+V4 = Family("v4", "192.0.2.10", "192.0.2.1", "198.51.100.1", "198.51.100.11", 24, "-4",
+            "0.0.0.0/0")
+V6 = Family("v6", "2001:db8:1::10", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::11", 64,
+            "-6", "::/0")
+FAMILIES = (V4, V6)
+
+# Replies to client addresses reach the balancer (the server routes through it):
+# packets of a transparent socket are marked, and marked packets delivered locally.
 DIVERT = """
-table ip caslb {
+table inet caslb {
   chain divert {
     type filter hook prerouting priority mangle; policy accept;
     meta l4proto tcp socket transparent 1 meta mark set 1 accept
   }
 }
 """
-LOCAL_ROUTING = (("rule", "add", "fwmark", "1", "lookup", "100"),
-                 ("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"))
 
 
-def config() -> str:
-    lines = ['grace = "1s"', "[admin]", 'bind = "127.0.0.1:9090"',
-             "[servers.cas1]", f'address = "{SERVER}:{SERVER_PORT}"']
-    for name, (port, mode, transparent) in FRONTENDS.items():
-        route = "pool" if mode == "tcp" else "default_pool"
-        lines += [f"[frontends.{name}]", f'bind = "{VIP}:{port}"', f'mode = "{mode}"',
-                  f'{route} = "{name}"', f"[pools.{name}]", 'servers = ["cas1"]',
-                  f"transparent = {str(transparent).lower()}"]
+def local_delivery(family: Family) -> list[tuple[str, ...]]:
+    """The balancer's policy routing: `ip` arguments, one command each."""
+    return [(family.flag, "rule", "add", "fwmark", "1", "lookup", "100"),
+            (family.flag, "route", "add", "local", family.anywhere, "dev", "lo", "table", "100")]
+
+
+def host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """One frontend and its pool: a wing, a family, transparent or not."""
+
+    mode: str  # "tcp" (L4) or "http" (L7)
+    family: Family
+    transparent: bool
+    port: int
+
+    @property
+    def name(self) -> str:
+        wing = "l4" if self.mode == "tcp" else "l7"
+        source = "transparent" if self.transparent else "own-address"
+        return f"{wing}-{source}-{self.family.name}"
+
+    @property
+    def seen(self) -> str:
+        """The address the server should see."""
+        return self.family.client if self.transparent else self.family.balancer
+
+    def toml(self) -> list[str]:
+        route = "pool" if self.mode == "tcp" else "default_pool"
+        return [f"[frontends.{self.name}]", f'bind = "{host_port(self.family.vip, self.port)}"',
+                f'mode = "{self.mode}"', f'{route} = "{self.name}"',
+                f"[pools.{self.name}]", f'servers = ["cas1-{self.family.name}"]',
+                f"transparent = {str(self.transparent).lower()}"]
+
+
+FRONTENDS = [
+    Frontend(mode, family, transparent, port)
+    for port, (family, mode, transparent) in enumerate(
+        ((f, m, t) for f in FAMILIES for m in ("tcp", "http") for t in (True, False)), 8001)
+]
+
+
+# Without the capabilities IP_TRANSPARENT needs: each connect fails, refused as a
+# dead server's would be (a reset at L4, a 503 at L7).
+UNPRIVILEGED = [Frontend("tcp", V4, True, 9001), Frontend("http", V4, True, 9002)]
+WITHOUT_CAPABILITIES = ["setpriv", "--bounding-set", "-net_admin,-net_raw"]
+
+
+def config(frontends: list[Frontend], admin_port: int) -> str:
+    lines = ['grace = "1s"', "[admin]", f'bind = "127.0.0.1:{admin_port}"']
+    for family in FAMILIES:
+        lines += [f"[servers.cas1-{family.name}]",
+                  f'address = "{host_port(family.server, SERVER_PORT)}"']
+    for frontend in frontends:
+        lines += frontend.toml()
     return "\n".join(lines) + "\n"
 
 
@@ -69,45 +132,77 @@ def wait_for(predicate: Callable[[], bool], what: str, log: Path) -> None:
         time.sleep(0.05)
 
 
+def start_caslb(balancer: netns.Namespace, config_text: str, work: Path,
+                *, prefix: list[str] | None = None) -> Path:
+    """`caslb run` on `config_text` in the balancer's namespace, once it serves; its log."""
+    name = f"caslb-{len(balancer.processes)}"
+    (work / f"{name}.toml").write_text(config_text)
+    log = work / f"{name}.log"
+    with log.open("wb") as stderr:
+        caslb = balancer.start(
+            [*(prefix or []), sys.executable, "-c", "from lb.cli import main; main()", "run",
+             str(work / f"{name}.toml"), "--no-access-log"], stderr=stderr)
+    wait_for(lambda: caslb.poll() is not None or b"caslb serving" in log.read_bytes(),
+             "caslb never served", log)
+    assert caslb.poll() is None, f"caslb exited:\n{log.read_text()}"
+    return log
+
+
+@dataclass(frozen=True)
+class Rig:
+    """The lab as the tests use it: the client's namespace, and the log of the
+    caslb that runs without the capabilities."""
+
+    client: netns.Namespace
+    unprivileged_log: Path
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Namespace]:
-    """The client's namespace, with the balancer and the server running behind it."""
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """The client, with two caslb (root, and without capabilities) and the server behind it."""
     work = tmp_path_factory.mktemp("transparent")
-    (work / "caslb.toml").write_text(config())
-    log = work / "caslb.log"
     with netns.lab() as lab:
         client, balancer, server = (lab.namespace(role) for role in ("client", "lb", "cas1"))
-        lab.link(client, f"{CLIENT}/24", balancer, f"{VIP}/24")
-        lab.link(balancer, f"{BALANCER}/24", server, f"{SERVER}/24")
-        server.ip("route", "add", "default", "via", BALANCER)
+        lab.link(client, [f"{f.client}/{f.prefix}" for f in FAMILIES],
+                 balancer, [f"{f.vip}/{f.prefix}" for f in FAMILIES])
+        lab.link(balancer, [f"{f.balancer}/{f.prefix}" for f in FAMILIES],
+                 server, [f"{f.server}/{f.prefix}" for f in FAMILIES])
         balancer.must("nft", "-f", "-", stdin=DIVERT)
-        for args in LOCAL_ROUTING:
-            balancer.ip(*args)
-
-        peer_server = server.start(
-            [sys.executable, str(Path(__file__).parents[1] / "peer_address.py"), SERVER,
-             str(SERVER_PORT)], stdout=-1)
-        assert peer_server.stdout is not None and peer_server.stdout.readline() == b"listening\n"
-        with log.open("wb") as stderr:
-            caslb = balancer.start(
-                [sys.executable, "-c", "from lb.cli import main; main()", "run",
-                 str(work / "caslb.toml"), "--no-access-log"], stderr=stderr)
-        wait_for(lambda: caslb.poll() is not None or b"caslb serving" in log.read_bytes(),
-                 "caslb never served", log)
-        assert caslb.poll() is None, f"caslb exited:\n{log.read_text()}"
-        yield client
+        for family in FAMILIES:
+            for args in local_delivery(family):
+                balancer.ip(*args)
+            server.ip(family.flag, "route", "add", "default", "via", family.balancer)
+            peer_server = server.start(
+                [sys.executable, str(PEER_ADDRESS_SERVER), family.server, str(SERVER_PORT)],
+                stdout=-1)
+            assert peer_server.stdout is not None
+            assert peer_server.stdout.readline() == b"listening\n"
+        start_caslb(balancer, config(FRONTENDS, 9090), work)
+        log = start_caslb(balancer, config(UNPRIVILEGED, 9091), work, prefix=WITHOUT_CAPABILITIES)
+        yield Rig(client, log)
 
 
-@pytest.mark.parametrize(("frontend", "seen"), [
-    ("l4-transparent", CLIENT),
-    ("l7-transparent", CLIENT),
-    ("l4-own-address", BALANCER),
-    ("l7-own-address", BALANCER),
-])
+def get(client: netns.Namespace, frontend: Frontend) -> subprocess.CompletedProcess[bytes]:
+    url = f"http://{host_port(frontend.family.vip, frontend.port)}/owa/"
+    return client.run("curl", "-s", "-S", "--globoff", "--max-time", "5",
+                      "--write-out", " %{http_code}", url)
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS, ids=lambda frontend: frontend.name)
 def test_the_server_sees_the_clients_address_only_through_a_transparent_pool(
-    client: netns.Namespace, frontend: str, seen: str
+    rig: Rig, frontend: Frontend
 ) -> None:
-    port = FRONTENDS[frontend][0]
-    result = client.run("curl", "-s", "-S", "--max-time", "5", f"http://{VIP}:{port}/owa/")
+    result = get(rig.client, frontend)
     assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.decode() == seen
+    assert result.stdout.decode() == f"{frontend.seen} 200"
+
+
+def test_without_the_capabilities_a_transparent_connect_fails_as_a_dead_server(
+    rig: Rig,
+) -> None:
+    l4, l7 = (get(rig.client, frontend) for frontend in UNPRIVILEGED)
+    assert l4.returncode != 0 and l4.stdout.decode() == " 000", l4  # reset, nothing relayed
+    assert l7.returncode == 0 and l7.stdout.decode().endswith(" 503"), l7
+    log = rig.unprivileged_log.read_text()
+    assert "l4-transparent-v4/cas1-v4: connect error" in log, log
+    assert "connect to cas1-v4 failed: cas1-v4: [Errno 1] Operation not permitted" in log, log
