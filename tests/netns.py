@@ -81,10 +81,16 @@ class Lab:
         self._namespaces: list[Namespace] = []
 
     def namespace(self, role: str) -> Namespace:
-        """A new namespace for `role` ("client", "balancer", ...), its loopback up."""
+        """A new namespace for `role` ("client", "balancer", ...), its loopback up.
+
+        IPv6 duplicate address detection is off: it would keep each new address,
+        link-local ones included, tentative (unusable) for a second or more.
+        """
         made = Namespace(f"{self._prefix}-{role}", role)
         _check(["ip", "netns", "add", made.name])
         self._namespaces.append(made)
+        made.must("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+                  "net.ipv6.conf.default.accept_dad=0")
         made.ip("link", "set", "lo", "up")
         return made
 
@@ -95,15 +101,13 @@ class Lab:
 
         Each end is named after the namespace at the other end, so a namespace
         may have several links; "v-" and a role make at most 15 characters
-        (the kernel's limit on interface names). IPv6 addresses skip duplicate
-        address detection, which would keep them unusable for a second or more.
+        (the kernel's limit on interface names).
         """
         a_end, b_end = f"v-{b.role}", f"v-{a.role}"
         a.ip("link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", b.name)
         for space, end, addresses in ((a, a_end, a_addresses), (b, b_end, b_addresses)):
             for address in addresses:
-                no_dad = ("nodad",) if ":" in address else ()
-                space.ip("address", "add", address, "dev", end, *no_dad)
+                space.ip("address", "add", address, "dev", end)
             space.ip("link", "set", end, "up")
 
     def close(self) -> None:
