@@ -134,11 +134,9 @@ class ClientUpstreams:
         """
         current = self._open.get(pool_name)
         now = trio.current_time()
-        pool = backend.pool
-        ejected = _ejected(backend, now)
         member: Member | None = None  # this request's fresh pick, once made
         if current is not None:
-            kept, member = self._keeps(current, pool, ejected, now)
+            kept, member = self._keeps(current, backend, now)
             if kept:
                 return Picked(current, 0)
             self.drop(pool_name)
@@ -146,8 +144,9 @@ class ClientUpstreams:
         retry = backend.settings.retry
         for attempt in range(retry.attempts):
             if member is None:
-                exclude = retry.exclude(tried, (m.name for m in pool.members)) | ejected
-                member = pool.pick(now, client=self._client, exclude=exclude)
+                names = (m.name for m in backend.pool.members)
+                exclude = retry.exclude(tried, names) | _ejected(backend, now)
+                member = backend.pool.pick(now, client=self._client, exclude=exclude)
                 if member is None:
                     break
             if attempt:
@@ -174,8 +173,7 @@ class ClientUpstreams:
                              requested=False)
                 self._events.retried(pool_name, member.name, "connect")
                 log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
-                now = trio.current_time()
-                ejected, member = _ejected(backend, now), None
+                now, member = trio.current_time(), None
                 continue
             took = trio.current_time() - started
             self._events.server_connected(pool_name, member.name, took)
@@ -184,22 +182,24 @@ class ClientUpstreams:
         return Picked(None, retries, last_error)
 
     def _keeps(
-        self, current: UpstreamConnection, pool: Pool, ejected: frozenset[str], now: float
+        self, current: UpstreamConnection, backend: Backend, now: float
     ) -> tuple[bool, Member | None]:
         """Whether `current` carries the next request; else the server picked instead, if any."""
-        member = current.member
+        member, pool = current.member, backend.pool
+        ejected = backend.outliers is not None and backend.outliers.is_ejected(member.name, now)
         if current.pinned:
-            keep = rebalance.keep_pinned(
-                usable=current.usable(), serving=member.serving, ejected=member.name in ejected
-            )
+            keep = rebalance.keep_pinned(usable=current.usable(), serving=member.serving,
+                                         ejected=ejected)
             return keep, None
         panic = policy.in_panic(
             member_eligible=member.eligible, eligible=(m.eligible for m in pool.members)
         )
-        reusable = current.reusable(panic=panic)
-        if not policy.keep_upstream(reusable=reusable, ejected=member.name in ejected):
+        if not policy.keep_upstream(reusable=current.reusable(panic=panic), ejected=ejected):
             return False, None
-        picked = pool.pick(now, client=self._client, exclude=ejected)
+        if now < current.rebalance_at:
+            return True, None
+        current.rebalance_at = now + rebalance.RECHECK_EVERY
+        picked = pool.pick(now, client=self._client, exclude=_ejected(backend, now))
         if picked is None or picked is member:
             return True, None
         if rebalance.moves(pool.candidate(member, now), pool.candidate(picked, now),

@@ -15,8 +15,11 @@ connection keeps carrying its client while its server serves at all: through a
 drain (as HAProxy lets a private connection finish), not once the server is
 DOWN, in maintenance or ejected (the client then authenticates elsewhere).
 
-Moving. An unpinned connection is balanced afresh: the pool picks a server as
-for a new connection (its strategy, slow start, ejections). The client moves
+Moving. An unpinned connection is balanced afresh, at most once every
+RECHECK_EVERY seconds so that the other requests pay one comparison: the pool
+picks a server as for a new connection (its strategy, slow start, ejections).
+(A connection whose server is drained, DOWN or ejected is left at once, as
+before: lb.l7.policy.keep_upstream.) The client moves
 only when that helps: for a `source` pool, whenever the hash names another
 server (the hash says where a client belongs); otherwise only when the picked
 server would carry this connection at a lower weighted load (connections per
@@ -34,6 +37,9 @@ from collections.abc import Iterable
 from lb.balancer import Candidate
 
 _BINDING_SCHEMES = (b"ntlm", b"negotiate")
+
+RECHECK_EVERY = 1.0
+"""Seconds between two fresh balancings of one kept-alive client connection."""
 
 
 def _binds(credentials: bytes) -> bool:

@@ -37,6 +37,7 @@ import trio
 from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial, open_tcp, socket_of
 from lb.l7.adapter import H11Stream
+from lb.l7.rebalance import RECHECK_EVERY
 from lb.retry import RetryPolicy, RetryTo
 from lb.tls import FQDN_NAMES, UpstreamNames, certificate_matches
 from probes.local_resources import OncePerInterval, is_local_resource_error
@@ -259,6 +260,8 @@ class UpstreamConnection:
         reset_by_pool: True once the pool cancelled the lease.
         pinned: bound to its client by NTLM or Negotiate (lb.l7.rebalance):
             never balanced away while usable.
+        rebalance_at: trio time from which its client's next request is
+            balanced afresh (lb.l7.rebalance.RECHECK_EVERY after the last time).
     """
 
     def __init__(
@@ -269,6 +272,7 @@ class UpstreamConnection:
         self.io = H11Stream(stream, h11.Connection(h11.CLIENT), receive_size=receive_size)
         self.reset_by_pool = False
         self.pinned = False
+        self.rebalance_at = trio.current_time() + RECHECK_EVERY
         self._done = trio.Event()
         self._readable_now = _ReadableProbe(stream)
 

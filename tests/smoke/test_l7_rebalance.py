@@ -3,7 +3,8 @@
 Two loopback servers behind a real `HttpFrontend` and a real `lb.pool.Pool`. Each
 server answers with its name and the id of the TCP connection the request came
 on; the NTLM one authenticates that connection, as IIS does, with a three-leg
-handshake bound to it. Counts, never timings.
+handshake bound to it. The trio clock is a MockClock standing still, moved on
+by hand past the rebalancing interval: counts, never timings.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 
 import h11
 import trio
+from trio.testing import MockClock
 
 from lb.balancer import Balance
 from lb.config import PoolConfig, ServerConfig
 from lb.l7.frontend import HttpFrontend
+from lb.l7.rebalance import RECHECK_EVERY
 from lb.l7.routing import RouteTable
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.upstream import UpstreamSettings
@@ -124,24 +127,38 @@ def set_check(pool: Pool, server: str, state: CheckState) -> None:
     pool.set_check_state(server, state, trio.current_time())
 
 
-async def test_kept_alive_clients_return_to_a_recovered_server_and_settle() -> None:
+def recheck_due(clock: MockClock) -> None:
+    """Move the clock on past the interval after which a kept connection is balanced again."""
+    clock.jump(RECHECK_EVERY)
+
+
+async def test_kept_alive_clients_return_to_a_recovered_server_and_settle(
+    mock_clock: MockClock,
+) -> None:
     farm = Farm()
     async with balanced(farm) as (pool, port):
         set_check(pool, "cas2", CheckState.DOWN)
         kept = await clients(port, 4)
         assert [(await ask(c))[1] for c in kept] == ["cas1"] * 4
         set_check(pool, "cas2", CheckState.UP)
-        rounds = [[await ask(c) for c in kept] for _ in range(10)]
+        unmoved = [(await ask(c))[1] for c in kept]  # not due yet: every request stays
+        rounds = []
+        for _ in range(5):
+            recheck_due(mock_clock)
+            rounds.append([await ask(c) for c in kept])
         for c in kept:
             await c.aclose()
+    assert unmoved == ["cas1"] * 4
     assert all(status == 200 for r in rounds for status, _, _ in r)
-    # Two clients moved at their next request; then the loads are even and nobody moves.
+    # Two clients moved at their next due request; then the loads are even and nobody moves.
     assert Counter(server for _, server, _ in rounds[0]) == {"cas1": 2, "cas2": 2}
-    assert rounds[-1] == rounds[0]
+    assert all(r == rounds[0] for r in rounds)
     assert farm.opened == {"cas1": 4, "cas2": 2}  # one connect per move, no churn
 
 
-async def test_a_source_pool_sends_a_kept_alive_client_back_to_its_own_server() -> None:
+async def test_a_source_pool_sends_a_kept_alive_client_back_to_its_own_server(
+    mock_clock: MockClock,
+) -> None:
     farm = Farm()
     async with balanced(farm, Balance.SOURCE) as (pool, port):
         home = pool.pick(trio.current_time(), client="127.0.0.1")
@@ -151,12 +168,15 @@ async def test_a_source_pool_sends_a_kept_alive_client_back_to_its_own_server() 
         (client,) = await clients(port, 1)
         assert (await ask(client))[1] == away
         set_check(pool, home.name, CheckState.UP)
+        recheck_due(mock_clock)
         answers = [(await ask(client))[1] for _ in range(5)]
         await client.aclose()
     assert answers == [home.name] * 5
 
 
-async def test_an_ntlm_client_stays_on_its_connection_through_a_recovery_and_a_drain() -> None:
+async def test_an_ntlm_client_stays_on_its_connection_through_a_recovery_and_a_drain(
+    mock_clock: MockClock,
+) -> None:
     farm = Farm(ntlm=True)
     async with balanced(farm) as (pool, port):
         set_check(pool, "cas2", CheckState.DOWN)
@@ -165,7 +185,9 @@ async def test_an_ntlm_client_stays_on_its_connection_through_a_recovery_and_a_d
         for c in anonymous:
             await ask(c)  # 401 NTLM: pinned too, until the client closes
         set_check(pool, "cas2", CheckState.UP)
+        recheck_due(mock_clock)
         steps.append(await ask(ntlm, f"NTLM {TYPE3}"))  # a move now would lose the handshake
+        recheck_due(mock_clock)
         steps += [await ask(ntlm) for _ in range(5)]
         pool.set_admin("cas1", AdminState.DRAIN, trio.current_time())
         steps += [await ask(ntlm) for _ in range(3)]  # a drain lets pinned connections finish
