@@ -2,8 +2,10 @@
 
 A client connection keeps at most one upstream connection per pool (NTLM
 authenticates the connection, so it is never shared with another client). For
-each request the kept connection is reused when policy allows it
-(lb.l7.policy.keep_upstream); otherwise a server is picked from the pool,
+each request the kept connection is reused when policy allows it: a pinned one
+while its server serves (lb.l7.rebalance.keep_pinned), another while it is
+reusable (lb.l7.policy.keep_upstream) and, once a second, a fresh pick does not
+move it (lb.l7.rebalance.moves). Otherwise a server is picked from the pool,
 excluding those outlier detection ejected and, by the pool's retry policy
 (lb.retry), the servers this request already tried (or, retrying on the same
 server, every other), and connected to, with the pool's connect retries.

@@ -2,7 +2,8 @@
 
 Theory of operation. A client connection owns at most one upstream connection
 per pool (NTLM authenticates a connection, so an upstream connection is never
-shared between clients, and a client that switches pools gets a second one).
+shared between clients, and a client that switches pools gets a second one);
+lb.l7.rebalance decides when it is left for another server.
 Each upstream connection holds a lease on its server for its whole life: the
 pool counts it as active and may cancel the lease's scope to reset it (server
 DOWN, end of a drain grace).
