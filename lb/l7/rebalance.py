@@ -17,17 +17,18 @@ DOWN, in maintenance or ejected (the client then authenticates elsewhere).
 
 Moving. An unpinned connection is balanced afresh, at most once every
 RECHECK_EVERY seconds so that the other requests pay one comparison: the pool
-picks a server as for a new connection (its strategy, slow start, ejections).
-(A connection whose server is drained, DOWN or ejected is left at once, as
-before: lb.l7.policy.keep_upstream.) The client moves
-only when that helps: for a `source` pool, whenever the hash names another
-server (the hash says where a client belongs); otherwise only when the picked
-server would carry this connection at a lower weighted load (connections per
-unit of effective weight, slow start applied) than the current server carries
-now. Moves thus even out the connections and stop, instead of trading clients
-back and forth at every turn of a round robin: one move costs a connect (and
-a TLS handshake when re-encrypting), and the connection left is closed rather
-than parked for other clients, as an NTLM-bound farm shares none.
+picks a server as for a new connection (its strategy, slow start, ejections),
+and the client moves only when that helps. For a `source` pool that is
+whenever the hash names another server (the hash says where a client
+belongs); otherwise, when the picked server would carry this connection at a
+lower weighted load (connections per unit of effective weight, slow start
+applied) than the current server carries now. Moves thus even out the
+connections and stop, instead of trading clients back and forth at every turn
+of a round robin: one move costs a connect (and a TLS handshake when
+re-encrypting), and the connection left is closed rather than parked for
+other clients, as an NTLM-bound farm shares none. (A connection whose server
+is drained, DOWN or ejected is left at its next request, as before:
+lb.l7.policy.keep_upstream.)
 """
 
 from __future__ import annotations
