@@ -25,11 +25,13 @@ Library use::
 
 `running()` keywords: distinct_addresses (True: cas1 on 127.0.0.11, cas2 on
 .12...; False: all on 127.0.0.1, base ports + index), base_ports (None: every
-port 0), health_cache_delay, heartbeat, pending_period, oab_size,
-rpc_out_interval, cert_dir, namespace, control, control_host, control_port,
-auth (False: every request anonymous; True: NTLM/Negotiate, Basic and OWA
-forms as Exchange, docs/exchange.md §1.4), users (default `LAB_USERS`, the lab
-user LAB\\alice / Passw0rd), owa_session_timeout.
+port 0), health_cache_delay, responder (a `ResponderPolicy`: Managed
+Availability offlines a failing protocol's component and brings it back),
+heartbeat, pending_period, oab_size, rpc_out_interval, cert_dir, namespace,
+control, control_host, control_port, auth (False: every request anonymous;
+True: NTLM/Negotiate, Basic and OWA forms as Exchange, docs/exchange.md §1.4),
+users (default `LAB_USERS`, the lab user LAB\\alice / Passw0rd),
+owa_session_timeout.
 Every vdir answers `GET /<vdir>/healthcheck.htm` with 200 and
 `200 OK<br/><fqdn>` while its component is Active or Draining, a TCP reset
 when it (or ServerWideOffline) is Inactive, and HTTP.sys's 503 when its app
@@ -46,6 +48,7 @@ from casfarm.components import Component, ComponentState, Requester
 from casfarm.counters import ServerCounts
 from casfarm.farm import DEMO_CONTROL_PORT, DEMO_PORTS, Farm, running
 from casfarm.faults import FaultKind
+from casfarm.responder import LAB_POLICY, ResponderPolicy
 from casfarm.server import PORT_KINDS, FarmServer
 from casfarm.traffic import TrafficProfile
 from casfarm.vdirs import VDIRS, Vdir
@@ -54,6 +57,7 @@ __all__ = [
     "DEMO_CONTROL_PORT",
     "DEMO_PORTS",
     "LAB_DOMAIN",
+    "LAB_POLICY",
     "LAB_USERS",
     "PORT_KINDS",
     "VDIRS",
@@ -63,6 +67,7 @@ __all__ = [
     "FarmServer",
     "FaultKind",
     "Requester",
+    "ResponderPolicy",
     "ServerCounts",
     "TrafficProfile",
     "Vdir",

@@ -53,6 +53,12 @@ class FarmAuth:
         accounts = Accounts.for_domain(dns_domain, LAB_USERS if users is None else users)
         return cls(accounts, forms.Sessions(timeout=owa_session_timeout))
 
+    def logins(self) -> list[str]:
+        """Each user as curl's -u takes it: DOMAIN\\name:password."""
+        domain = self.accounts.netbios_domain
+        return [
+            f"{domain}\\{name}:{password}" for name, password in self.accounts.passwords.items()
+        ]
 
     def describe(self) -> dict[str, object]:
         """JSON-ready: the domain, the user names (never passwords), the session timeout."""

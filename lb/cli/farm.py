@@ -126,7 +126,8 @@ def banner(farm: casfarm.Farm) -> str:
         "Try:",
         f"  curl --cacert {ca} --resolve {first.fqdn}:{https}:{first.host} "
         f"https://{first.fqdn}:{https}/owa/healthcheck.htm",
-        f"  curl --ntlm -u '{_first_login(farm)}' --cacert {ca} --resolve "
+        f"  curl --ntlm -u '{farm.auth.logins()[0] if farm.auth else 'none:'}' --cacert {ca} "
+        f"--resolve "
         f"{first.fqdn}:{https}:{first.host} -X POST https://{first.fqdn}:{https}/EWS/Exchange.asmx",
         f"  openssl s_client -connect {first.host}:{first.ports['imaps']} "
         f"-servername {first.fqdn} -CAfile {ca}",
@@ -148,20 +149,8 @@ def banner(farm: casfarm.Farm) -> str:
 def _describe_auth(farm: casfarm.Farm) -> str:
     if farm.auth is None:
         return "off: every request is served anonymously"
-    accounts = farm.auth.accounts
-    logons = ", ".join(
-        f"{accounts.netbios_domain}\\{name} / {password}"
-        for name, password in accounts.passwords.items()
-    )
-    return f"NTLM/Negotiate, Basic on ActiveSync, forms on OWA/ECP; users {logons}"
-
-
-def _first_login(farm: casfarm.Farm) -> str:
-    if farm.auth is None:
-        return "anonymous:"
-    accounts = farm.auth.accounts
-    name, password = next(iter(accounts.passwords.items()))
-    return f"{accounts.netbios_domain}\\{name}:{password}"
+    users = ", ".join(login.replace(":", " / ", 1) for login in farm.auth.logins())
+    return f"NTLM/Negotiate, Basic on ActiveSync, forms on OWA/ECP; users {users}"
 
 
 async def _run_farm(
@@ -172,6 +161,7 @@ async def _run_farm(
     heartbeat: float,
     pending_period: float,
     health_cache_delay: float,
+    managed_availability: bool,
     run_for: float | None,
     child: bool,
     users: dict[str, str] | None,
@@ -187,6 +177,7 @@ async def _run_farm(
         health_cache_delay=health_cache_delay,
         auth=users is not None,
         users=users,
+        responder=casfarm.LAB_POLICY if managed_availability else None,
     ) as farm:
         if child:
             typer.echo(f"{READY} {farm.control_url}")
@@ -228,8 +219,13 @@ def farm(
         float, typer.Option(help="Seconds between MAPI PENDING keep-alives.")
     ] = 15.0,
     health_cache_delay: Annotated[
-        float, typer.Option(help="Seconds before a component change shows (Exchange: <= 15).")
-    ] = 0.0,
+        float, typer.Option(min=0, max=15,
+                            help="Seconds before a component change shows (Exchange: <= 15).")
+    ] = 2.0,
+    managed_availability: Annotated[
+        bool, typer.Option(help="Take a protocol whose local probes keep failing out of service "
+                                "(its component Inactive, requester HealthApi) and back.")
+    ] = True,
     auth: Annotated[
         bool,
         typer.Option(
@@ -273,6 +269,7 @@ def farm(
             heartbeat,
             pending_period,
             health_cache_delay,
+            managed_availability,
             run_for,
             child,
             users,
