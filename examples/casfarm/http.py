@@ -5,7 +5,8 @@ request head with h11, hands an `HttpExchange` to the traffic handlers, and
 starts the next cycle when both sides are done. An exchange writes a whole
 response (head, body, end) in one socket send, because a head and body written
 apart stall behind Nagle and delayed ACKs; long answers stream through
-`start`/`send`/`end`. A handler that wants the connection reset (an unhealthy
+`start`/`send`/`end`. Reading a body first answers `Expect: 100-continue` with
+`100 Continue`, as IIS does. A handler that wants the connection reset (an unhealthy
 health check) raises `ResetConnection`; a peer that breaks the protocol gets a
 400 and a close, never an exception that could reach the listener.
 """
@@ -71,12 +72,19 @@ class HttpExchange:
                 return event
             self._conn.receive_data(bytes(await self._stream.receive_some(_RECEIVE)))
 
+    async def _continue(self) -> None:
+        # A client that sent `Expect: 100-continue` holds its body until told to go on.
+        if self._conn.they_are_waiting_for_100_continue:
+            go_on = h11.InformationalResponse(status_code=100, headers=[], reason="Continue")
+            await self._stream.send_all(self._conn.send(go_on))
+
     async def read_body(self, keep: int = 1 << 20) -> bytes:
         """Read the request body to its end, keeping at most `keep` bytes.
 
         Returns:
             The first `keep` bytes; the rest is consumed and dropped.
         """
+        await self._continue()
         kept = bytearray()
         while not self._body_done:
             event = await self._event()
@@ -95,6 +103,7 @@ class HttpExchange:
         For Outlook Anywhere's IN channel: a huge declared length, streamed for
         as long as the client likes, and never an answer while healthy.
         """
+        await self._continue()
         total = 0
         while not self._body_done:
             try:

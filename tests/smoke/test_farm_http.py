@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 import casfarm
+import h11
 import pytest
 import trio
 from casfarm import VDIRS
@@ -316,3 +317,19 @@ async def test_running_rejects_bad_arguments_by_name(kwargs: dict[str, Any], mat
     with pytest.raises(ValueError, match=match):
         async with casfarm.running(control=False, **kwargs):
             pytest.fail("the farm must not start")
+
+
+async def test_expect_100_continue_gets_100_before_the_body_is_sent(farm: casfarm.Farm) -> None:
+    client = await _client(farm)
+    body = b"<soap/>" * 300
+    headers = [("Expect", "100-continue"), ("Content-Length", str(len(body)))]
+    await client.send_request("POST", "/EWS/Exchange.asmx", headers, end=False)
+    with trio.fail_after(10):  # a guard against a hang, not a timing: no 100 means no answer
+        informational = await client._event()
+    assert isinstance(informational, h11.InformationalResponse)
+    assert (informational.status_code, informational.reason) == (100, b"Continue")
+    await client.send_body(body)
+    await client.stream.send_all(client.conn.send(h11.EndOfMessage()))
+    response = await client.read_response()
+    assert response.status == 200 and b"NoError" in response.body
+    await client.aclose()
