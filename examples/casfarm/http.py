@@ -14,6 +14,7 @@ health check) raises `ResetConnection`; a peer that breaks the protocol gets a
 from __future__ import annotations
 
 import email.utils
+import http
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,6 +30,14 @@ _BAD_REQUEST = (
 _request_ids = itertools.count(1)
 
 Header = tuple[str, str]
+
+
+def reason_phrase(status: int) -> str:
+    """IIS's reason phrase for `status` (the standard one), or "" for one it has none for."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class HttpExchange:
@@ -148,6 +157,7 @@ class HttpExchange:
         all_headers.append(("Content-Length", str(len(body))))
         if close:
             all_headers.append(("Connection", "close"))
+        reason = reason or reason_phrase(status)
         out = self._conn.send(h11.Response(status_code=status, headers=all_headers, reason=reason))
         if body and self.method != "HEAD":
             out += self._conn.send(h11.Data(data=body))
@@ -160,7 +170,11 @@ class HttpExchange:
         Without a Content-Length in `headers`, h11 frames the body as chunked.
         """
         head = self._conn.send(
-            h11.Response(status_code=status, headers=self._head(headers, True), reason=reason)
+            h11.Response(
+                status_code=status,
+                headers=self._head(headers, True),
+                reason=reason or reason_phrase(status),
+            )
         )
         await self._stream.send_all(head)
 

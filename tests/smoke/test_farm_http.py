@@ -333,3 +333,18 @@ async def test_expect_100_continue_gets_100_before_the_body_is_sent(farm: casfar
     response = await client.read_response()
     assert response.status == 200 and b"NoError" in response.body
     await client.aclose()
+
+
+async def test_answers_carry_iis_reason_phrases(farm: casfarm.Farm) -> None:
+    client = await _client(farm)
+    cases = [
+        ("POST", "/EWS/Exchange.asmx", 200, "OK"),
+        ("GET", "/nothing/here", 404, "Not Found"),
+        ("PUT", "/EWS/Exchange.asmx", 405, "Method Not Allowed"),
+        ("POST", "/mapi/emsmdb/", 200, "OK"),  # streamed: chunked head
+        ("RPC_IN_DATA", "/PowerShell/", 401, "Unauthorized"),
+    ]
+    for method, target, status, reason in cases:
+        response = await client.request(method, target, body=b"x")
+        assert (response.status, response.reason) == (status, reason), target
+    await client.aclose()
