@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 from prometheus_client import CollectorRegistry
 
+from lb import sdnotify
 from lb.app import Balancer, serve
 from lb.config import Config
 from lb.health import OwnProbes
@@ -304,6 +305,7 @@ async def run_supervisor(
                     workers.start_soon(supervisor.keep, slot)
                 await supervisor.wait_started()
                 task_status.started(supervisor)
+                sdnotify.ready()
             # Every `keep` returned: after a stop, or because every worker gave up.
             nursery.cancel_scope.cancel()
     if not supervisor.stopping:
@@ -319,9 +321,11 @@ async def _follow_signals(
         if signum == signal.SIGHUP:
             # The supervisor reloads first, so a worker's `reloaded` finds the
             # new pools when it asks for their states.
+            sdnotify.reloading()
             await reload(supervisor.balancer, path)
             supervisor.reloaded(config_hash(supervisor.balancer.config))
             supervisor.signal_all(signal.SIGHUP)
+            sdnotify.ready()
             continue
         if supervisor.stopping:
             log.warning("second stop signal: forwarding it, workers exit now")
@@ -329,5 +333,6 @@ async def _follow_signals(
             log.info("stop signal: workers drain for up to %gs",
                      supervisor.balancer.config.grace)
         supervisor.stopping = True
+        sdnotify.stopping()
         supervisor.signal_all(signal.SIGTERM)
 
