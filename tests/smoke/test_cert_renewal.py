@@ -3,8 +3,9 @@
 The config text never changes: only the files do. A client loop opens a new TLS
 connection per request throughout; a connection opened before the renewal
 stays open across it. After SIGHUP new handshakes see the new certificate, the
-old connection keeps the old one, no request fails, and the check whose CA
-file was renewed goes from a certificate error to UP.
+old connection keeps the old one, no request fails, and the pool whose CA file
+was renewed has its check go from a certificate error to UP and re-encrypts
+with the new CA.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ check = {{ ca_file = "{farm.ca_path}", inter = "200ms", rise = 1 }}
 [pools.ews]
 servers = [{names}]
 protocol = "ews"
-tls = {{ ca_file = "{farm.ca_path}" }}
+tls = {{ ca_file = "{ews_ca}" }}
 check = {{ ca_file = "{ews_ca}", inter = "200ms", rise = 1 }}
 """
 
@@ -144,6 +145,13 @@ async def test_sighup_serves_a_renewed_certificate_and_ca_under_traffic(tmp_path
             assert fingerprint(established) == old
             assert (await established.request("GET", "/owa/")).status == 200
             await established.aclose()
+            # Re-encryption to the ews pool verifies with its renewed CA file too.
+            ews = await connect(https, tmp_path)
+            try:
+                response = await ews.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            finally:
+                await ews.aclose()
+            assert response.status == 200 and response.header("x-feserver") in {"CAS1", "CAS2"}
 
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(15):

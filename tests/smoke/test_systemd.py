@@ -185,3 +185,16 @@ async def test_a_passed_socket_for_no_listener_stops_caslb_at_start(tmp_path: Pa
     assert result.returncode == 2
     assert b"descriptor 3 (stray, bound to 127.0.0.1:" in result.stderr
     assert b"matches no frontend's bind nor name" in result.stderr
+
+
+async def test_passed_sockets_with_workers_stop_caslb_at_start(tmp_path: Path) -> None:
+    with listening() as frontend_socket:
+        config = tmp_path / "caslb.toml"
+        config.write_text(config_text(frontend_socket.getsockname()[1], free_port(),
+                                      free_port()))
+        result = await trio.run_process(
+            [sys.executable, "-c", WRAPPER, str(frontend_socket.fileno()), *CASLB[1:], "run",
+             str(config), "--workers", "2"], pass_fds=[frontend_socket.fileno()],
+            check=False, capture_stderr=True)
+    assert result.returncode == 2
+    assert b"the passed sockets serve one process; run without --workers" in result.stderr
