@@ -81,6 +81,8 @@ class Supervisor:
         self._pipes: dict[int, _Pipe] = {}
         self._processes: dict[int, trio.Process] = {}
         self._started = trio.Event()
+        self._heard: set[int] = set()
+        self._serving = trio.Event()
 
     # sync hooks, called from the balancer's tasks
 
@@ -138,6 +140,10 @@ class Supervisor:
     async def wait_started(self) -> None:
         """Wait until every slot has had a worker process."""
         await self._started.wait()
+
+    async def wait_serving(self) -> None:
+        """Wait until a worker of every slot has served: its first line comes once it does."""
+        await self._serving.wait()
 
     # tasks
 
@@ -216,6 +222,9 @@ class Supervisor:
 
     def _handle(self, slot: int, stamp: Stamp, message: WorkerMessage) -> None:
         assert self.balancer is not None
+        self._heard.add(slot)
+        if len(self._heard) == self.count:
+            self._serving.set()
         pipe = self._pipes.get(slot)
         missing = 0 if pipe is None else pipe.gaps.missing(stamp.seq)
         if missing:
@@ -305,6 +314,7 @@ async def run_supervisor(
                     workers.start_soon(supervisor.keep, slot)
                 await supervisor.wait_started()
                 task_status.started(supervisor)
+                await supervisor.wait_serving()
                 sdnotify.ready()
             # Every `keep` returned: after a stop, or because every worker gave up.
             nursery.cancel_scope.cancel()

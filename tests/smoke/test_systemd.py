@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.smoke.test_cli_run import CASLB, free_port, wait_status
@@ -100,8 +101,9 @@ async def stop(process: trio.Process) -> int:
         return await process.wait()
 
 
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
 async def test_caslb_tells_the_service_manager_ready_reloading_and_stopping(
-    tmp_path: Path,
+    tmp_path: Path, workers: list[str],
 ) -> None:
     name = f"caslb-test-{os.getpid()}-{time.monotonic_ns()}"
     manager = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -116,7 +118,7 @@ async def test_caslb_tells_the_service_manager_ready_reloading_and_stopping(
         config = tmp_path / "caslb.toml"
         config.write_text(config_text(frontend, admin, backend))
         env = dict(os.environ, NOTIFY_SOCKET="@" + name)
-        process = await start([*CASLB, "run", str(config)], env)
+        process = await start([*CASLB, "run", str(config), *workers], env)
         try:
             assert await message() == "READY=1"
             # Ready means serving: both ports accept the moment it arrives.
