@@ -34,7 +34,7 @@ from lb.boundary import guarded
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.cli._startup import run_or_exit
-from lb.cli.check import exit_on_file_errors
+from lb.cli.check import exit_on_file_errors, file_errors
 from lb.config import Config, ConfigError, load
 
 log = logging.getLogger("caslb.run")
@@ -44,12 +44,16 @@ ADMIN = "admin"
 
 
 async def apply_reload(balancer: Balancer, path: Path) -> None:
-    """Re-read `path` and apply it; a bad config leaves the running one in force."""
+    """Re-read `path` and apply it; a bad config, or a certificate, key or CA file that
+    does not load (a renewal gone wrong), leaves the running one in force."""
     try:
         config = load(path)
+        errors = file_errors(config)
     except ConfigError as exc:
-        for key, problem in exc.errors:
-            log.error("reload refused: %s: %s", key, problem)
+        errors = list(exc.errors)
+    for key, problem in errors:
+        log.error("reload refused: %s: %s", key, problem)
+    if errors:
         return
     left: list[str] = []
 

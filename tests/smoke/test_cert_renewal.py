@@ -158,3 +158,61 @@ async def test_sighup_serves_a_renewed_certificate_and_ca_under_traffic(tmp_path
                 while process.returncode is None:
                     await trio.sleep(0.1)
             assert process.returncode == 0
+
+
+async def test_a_renewal_that_does_not_load_is_refused_and_the_next_one_served(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+    cert = tmp_path / "mail.pem"
+    old = issue(ca, cert)
+    https, admin_port = free_port(), free_port()
+    config = tmp_path / "caslb.toml"
+    config.write_text(f"""
+[admin]
+bind = "127.0.0.1:{admin_port}"
+
+[frontends.https]
+bind = "127.0.0.1:{https}"
+mode = "http"
+default_pool = "owa"
+tls = {{ cert = "{cert}", key = "{cert}" }}
+
+[pools.owa]
+servers = [{{ name = "cas1", address = "127.0.0.1:{free_port()}" }}]
+check = false
+""")
+    log = tmp_path / "caslb.log"
+
+    async def served() -> str:
+        client = await connect(https, tmp_path)
+        try:
+            return fingerprint(client)
+        finally:
+            await client.aclose()
+
+    async def reloaded(line: str) -> None:
+        with trio.fail_after(20):
+            while line not in log.read_text():
+                await trio.sleep(0.05)
+
+    with log.open("w") as stderr:
+        process = await trio.lowlevel.open_process(
+            [*CASLB, "run", str(config)], stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        await wait_status(f"http://127.0.0.1:{admin_port}", process)
+        assert await served() == old
+        cert.write_text("renewed by a script that went wrong\n")
+        process.send_signal(signal.SIGHUP)
+        await reloaded("reload refused: frontends.https.tls.cert:")
+        assert await served() == old
+        new = issue(ca, cert)
+        process.send_signal(signal.SIGHUP)
+        await reloaded(f"renewed on disk: {cert}")
+        await reloaded("reloaded ")
+        assert await served() == new
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await process.wait() == 0
