@@ -37,7 +37,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from lb import frontends, logs, renewal
-from lb.admin import AdminHook, serve_admin
+from lb.admin import AdminHook, ReloadHook, serve_admin
 from lb.boundary import guarded
 from lb.build import build_frontend, known_refusals
 from lb.config import Config, FrontendConfig
@@ -85,7 +85,8 @@ class Balancer:
         self, config: Config, *, states: StateSource, outcomes: OutcomeSink,
         registry: CollectorRegistry, exposed: CollectorRegistry | None = None,
         frontends: bool = True, admin: bool = True, on_admin: AdminHook | None = None,
-        reuse_port: bool = False, connector: frontends.Connector | None = None,
+        on_reload: ReloadHook | None = None, reuse_port: bool = False,
+        connector: frontends.Connector | None = None,
     ) -> None:
         self.config = config
         self.states, self.outcomes = states, outcomes
@@ -98,7 +99,7 @@ class Balancer:
         )
         self._serves_frontends, self._serves_admin = frontends, admin
         self._declare_series(config)
-        self._on_admin, self._reuse_port = on_admin, reuse_port
+        self._on_admin, self._on_reload, self._reuse_port = on_admin, on_reload, reuse_port
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
@@ -276,7 +277,8 @@ class Balancer:
                 listen, pools=self.pools, metrics=self.metrics,
                 last_check=self.states.last_result,
                 check_progress=self.states.check_progress, token=admin.token,
-                on_admin=self._on_admin, on_internal_error=self.metrics.internal_error,
+                on_admin=self._on_admin, on_reload=self._on_reload,
+                on_internal_error=self.metrics.internal_error,
                 guard=self.guard,
                 task_status=task_status,
             )
@@ -310,6 +312,7 @@ async def serve(
     frontends: bool = True,
     admin: bool = True,
     on_admin: AdminHook | None = None,
+    on_reload: ReloadHook | None = None,
     listeners: Mapping[str, Listeners] | None = None,
     admin_listeners: Listeners | None = None,
     reuse_port: bool = False,
@@ -328,6 +331,7 @@ async def serve(
         frontends: serve the config's frontends (the supervisor does not).
         admin: serve the admin API (a worker does not).
         on_admin: told of every change made through the admin API.
+        on_reload: what the admin API's `POST /reload` calls (none: no such route).
         listeners: frontend name → listeners to use instead of binding.
         admin_listeners: listeners for the admin API instead of binding.
         reuse_port: bind frontends with SO_REUSEPORT, so several processes
@@ -349,7 +353,7 @@ async def serve(
     balancer = Balancer(
         config, states=states, outcomes=outcomes, registry=registry or CollectorRegistry(),
         exposed=exposed, frontends=frontends, admin=admin, on_admin=on_admin,
-        reuse_port=reuse_port, connector=connector,
+        on_reload=on_reload, reuse_port=reuse_port, connector=connector,
     )
     await balancer.run(listeners, admin_listeners, task_status)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,6 +72,12 @@ async def apply_reload(balancer: Balancer, path: Path) -> None:
     await guarded(log, f"reload of {path}", balancer.metrics.internal_error, reload)
 
 
+def reload_myself() -> None:
+    """The admin API's `POST /reload`: SIGHUP to this process, so it reloads as
+    `systemctl reload` makes it (systemd told, workers forwarded it)."""
+    os.kill(os.getpid(), signal.SIGHUP)
+
+
 async def run_until_signalled(
     config: Config,
     path: Path | None,
@@ -88,6 +95,7 @@ async def run_until_signalled(
         async with trio.open_nursery() as nursery:
             balancer: Balancer = await nursery.start(
                 lambda task_status: serve(config, listeners=given, admin_listeners=admin,
+                                          on_reload=None if path is None else reload_myself,
                                           task_status=task_status)
             )
             task_status.started(balancer)
@@ -148,7 +156,8 @@ def run(
     if worker_count > 1:
         argv = workers.worker_argv(config, log_level.value, access_log)
         raise typer.Exit(start(
-            partial(workers.run_supervisor, argv=argv), loaded, config, worker_count, apply_reload
+            partial(workers.run_supervisor, argv=argv, on_reload=reload_myself), loaded, config,
+            worker_count, apply_reload
         ))
     raise typer.Exit(start(run_until_signalled, loaded, config, passed))
 

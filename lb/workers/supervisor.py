@@ -15,6 +15,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from lb import sdnotify
+from lb.admin import ReloadHook
 from lb.app import Balancer, serve
 from lb.config import Config
 from lb.health import OwnProbes
@@ -284,9 +285,11 @@ async def run_supervisor(
     reload: Reloader,
     *,
     argv: list[str],
+    on_reload: ReloadHook | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the control plane and `count` workers until SIGTERM/SIGINT.
+    """Run the control plane and `count` workers until SIGTERM/SIGINT; `on_reload` is
+    what the admin API's `POST /reload` calls.
 
     Raises:
         ValueError: a frontend on port 0 (workers must share one fixed port).
@@ -301,7 +304,8 @@ async def run_supervisor(
             balancer: Balancer = await nursery.start(
                 lambda task_status: serve(
                     config, states=supervisor.probes, outcomes=supervisor.probes,
-                    frontends=False, on_admin=supervisor.on_admin, registry=own,
+                    frontends=False, on_admin=supervisor.on_admin, on_reload=on_reload,
+                    registry=own,
                     exposed=merged_registry(own, supervisor.totals), task_status=task_status,
                 )
             )
