@@ -24,6 +24,7 @@ from lb.config.model import Config
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 UNIT = EXAMPLES / "systemd" / "caslb.service"
+SOCKET = EXAMPLES / "systemd" / "caslb.socket"
 HAPROXY_CFG = EXAMPLES / "haproxy" / "haproxy.cfg"
 L7_CONFIG = ROOT / "config" / "l7-single-namespace.toml"
 
@@ -66,14 +67,34 @@ def test_unit_runs_unprivileged_and_hardened() -> None:
     assert read_unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_unit_tells_systemd_when_it_is_ready() -> None:
+    service = read_unit()["Service"]
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert "AF_UNIX" in service["RestrictAddressFamilies"].split()  # the notify socket
+
+
+def test_socket_unit_listens_on_each_frontend_of_the_example_config() -> None:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    # ListenStream repeats: configparser keeps the last, so count the lines themselves.
+    text = SOCKET.read_text()
+    parser.read_string(text)
+    listens = re.findall(r"^ListenStream=(\S+)$", text, re.MULTILINE)
+    assert listens == [f"{fe.host}:{fe.port}" for fe in load(L7_CONFIG).frontends]
+    assert parser["Socket"]["Service"] == UNIT.name
+    assert parser["Install"]["WantedBy"] == "sockets.target"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    # verify insists the binary exists: point the copy at this checkout's caslb.
+    # verify insists the binary exists: point the copies at this checkout's caslb.
     caslb = Path(sys.executable).with_name("caslb")
-    copy = tmp_path / "caslb.service"
-    copy.write_text(UNIT.read_text().replace("/usr/local/bin/caslb", str(caslb)))
+    for unit in (UNIT, SOCKET):
+        (tmp_path / unit.name).write_text(
+            unit.read_text().replace("/usr/local/bin/caslb", str(caslb)))
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "verify", str(tmp_path / UNIT.name), str(tmp_path / SOCKET.name)],
+        capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
