@@ -34,7 +34,7 @@ AdminUrl = Annotated[
 AdminUrls = Annotated[
     list[str] | None,
     typer.Option(
-        "--admin", envvar="CASLB_ADMIN", show_default=DEFAULT_ADMIN_URL,
+        "--admin", envvar="CASLB_ADMIN", show_default=DEFAULT_ADMIN_URL, metavar="URL",
         help="Base URL of the balancer's admin API; repeat it for every node of an HA pair.",
     ),
 ]
@@ -211,7 +211,7 @@ def drain(
 ) -> None:
     """Stop sending new traffic to SERVER; existing connections get the drain grace.
 
-    Example: caslb drain cas1 --protocol ews --admin http://lb1:9090 --admin http://lb2:9090
+    Example: caslb drain cas1 --admin http://lb1:9090 --admin http://lb2:9090
     """
     act("drain", server, pool, protocol, nodes(admin), token)
 
