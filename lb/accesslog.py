@@ -9,7 +9,14 @@ with the captured request headers `{Host|User-Agent}` (HAProxy's `capture reques
 header Host` then `User-Agent`) and no cookies (`- -`). caslb has no queue, so
 Tw, %sq and %bq are 0, and actconn is the frontend's count. `http_fields` gives
 the same fields as one mapping for the JSON log, named as HAProxy documents its
-log-format variables. Pure functions: lb/logs.py decides which to write.
+log-format variables.
+
+An L4 connection gets HAProxy's `option tcplog` line:
+
+    %ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq
+
+from its `ConnectionRecord` (lb/l4/events.py), and `tcp_fields` names them for
+JSON. Pure functions: lb/logs.py decides which to write.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 
+from lb.l4.events import ConnectionRecord
 from lb.l7.events import RequestRecord, Termination
 
 # HAProxy's two-letter termination state: who ended it (C client, S server,
@@ -130,4 +138,38 @@ def httplog_line(f: dict[str, object]) -> str:
         f"{f['srv_queue']}/{f['backend_queue']} "
         f"{{{_quoted(str(f['host']))}|{_quoted(str(f['user_agent']))}}} "
         f'"{_quoted(str(f["http_request"]))}"'
+    )
+
+
+def tcp_fields(r: ConnectionRecord) -> dict[str, object]:
+    """The tcplog fields of `r`, in HAProxy's order, named as its variables."""
+    return {
+        "client_ip": r.client,
+        "client_port": r.client_port,
+        "accept_date": _date(r.accepted),
+        "frontend_name": r.frontend,
+        "backend_name": r.pool or "<NOSRV>",
+        "server_name": r.server or "<NOSRV>",
+        "Tw": 0,
+        "Tc": _ms(r.t_connect),
+        "Tt": _ms(r.t_total),
+        "bytes_read": r.bytes_read,
+        "termination_state": r.termination,
+        "actconn": r.fe_conn,
+        "feconn": r.fe_conn,
+        "beconn": r.be_conn,
+        "srv_conn": r.srv_conn,
+        "retries": r.retries,
+        "srv_queue": 0,
+        "backend_queue": 0,
+    }
+
+
+def tcplog_text(r: ConnectionRecord) -> str:
+    """`r` as HAProxy's tcplog line."""
+    return (
+        f"{r.client}:{r.client_port} [{_date(r.accepted)}] {r.frontend} "
+        f"{r.pool or '<NOSRV>'}/{r.server or '<NOSRV>'} 0/{_ms(r.t_connect)}/{_ms(r.t_total)} "
+        f"{r.bytes_read} {r.termination} "
+        f"{r.fe_conn}/{r.fe_conn}/{r.be_conn}/{r.srv_conn}/{r.retries} 0/0"
     )

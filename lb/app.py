@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from lb import frontends, logs
 from lb.admin import AdminHook, serve_admin
 from lb.boundary import guarded
-from lb.build import build_frontend
+from lb.build import build_frontend, known_refusals
 from lb.config import Config, FrontendConfig
 from lb.fdreserve import FdReserve, reserve_from_environment
 from lb.health import OwnProbes
@@ -181,13 +181,12 @@ class Balancer:
         self._stopping.set()
 
     def _declare_series(self, config: Config) -> None:
-        # Only a process that counts traffic: a supervisor sums its workers' series.
-        if self._serves_frontends:
+        if self._serves_frontends:  # a supervisor sums its workers' series instead
+            fes = config.frontends
             self.metrics.declare(
-                (fe.name for fe in config.frontends),
+                (fe.name for fe in fes),
                 ((p.name, s.name) for p in config.pools.values() for s in p.servers),
-                ((fe.name, pool) for fe in config.frontends for pool in fe.pool_names),
-            )
+                ((fe.name, pool) for fe in fes for pool in fe.pool_names), known_refusals(fes))
 
     def _build(self, fe: FrontendConfig) -> frontends.Frontend:
         return build_frontend(fe, self.config, self.pools, connector=self._connector,
@@ -398,3 +397,4 @@ async def serve(
         reuse_port=reuse_port, connector=connector,
     )
     await balancer.run(listeners, admin_listeners, task_status)
+

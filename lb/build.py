@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
 from lb import tls
 from lb.config import Config, FrontendConfig, Mode, PoolConfig
 from lb.frontends import Connector, Frontend, Report
-from lb.l4.frontend import L4Events, Route, TcpFrontend
+from lb.l4.events import L4Events
+from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.l7 import upstream as l7upstream
 from lb.l7.frontend import HttpFrontend
@@ -211,3 +212,12 @@ def build_frontend(
                          guard=guard)
     except (ValueError, OSError) as exc:
         raise ValueError(f"frontends.{fe.name}: {exc}") from exc
+
+
+def known_refusals(fes: Iterable[FrontendConfig]) -> Iterator[tuple[str, str]]:
+    """The (frontend, reason) refusals an L4 frontend can count before any pool."""
+    for fe in fes:
+        if fe.mode is not Mode.HTTP:
+            yield fe.name, "limit"
+        if fe.mode is Mode.SNI:
+            yield fe.name, "no_route"

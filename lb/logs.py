@@ -2,9 +2,10 @@
 
 One line per event on stderr. As text: a UTC timestamp, the level, the logger
 name, the message; an access log line (logger `caslb.access`) is HAProxy's
-httplog line (lb/accesslog.py), so HAProxy's log tools read it. As JSON: one
+httplog line for an HTTP request and its tcplog line for an L4 connection
+(lb/accesslog.py), so HAProxy's log tools read it. As JSON: one
 object a line, with `time`, `level`, `logger`, and either `message` or the
-access log's httplog fields; a line logged with `extra={"fields": {...}}`
+access log's httplog or tcplog fields; a line logged with `extra={"fields": {...}}`
 (start-up, state changes) carries those fields too, so nothing has to be
 parsed back out of a sentence.
 """
@@ -16,7 +17,8 @@ import logging
 import time
 from collections.abc import Mapping
 
-from lb.accesslog import http_fields, httplog_text
+from lb.accesslog import http_fields, httplog_text, tcp_fields, tcplog_text
+from lb.l4.events import ConnectionRecord
 from lb.l7.events import RequestRecord
 
 _FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s"
@@ -35,6 +37,9 @@ class TextFormatter(logging.Formatter):
         http = getattr(record, "http", None)
         if isinstance(http, RequestRecord):
             record.msg, record.args = httplog_text(http), None
+        tcp = getattr(record, "tcp", None)
+        if isinstance(tcp, ConnectionRecord):
+            record.msg, record.args = tcplog_text(tcp), None
         return super().format(record)
 
 
@@ -50,8 +55,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         http = getattr(record, "http", None)
+        tcp = getattr(record, "tcp", None)
         if isinstance(http, RequestRecord):
             doc.update(http_fields(http))
+        elif isinstance(tcp, ConnectionRecord):
+            doc.update(tcp_fields(tcp))
         else:
             doc["message"] = record.getMessage()
         fields = getattr(record, "fields", None)

@@ -1,6 +1,6 @@
 """L4 throughput, connection rate and CPU cost: `caslb run`, direct, and HAProxy.
 
-    python -m perf.l4bench [--seconds S] [--quick]
+    python -m perf.l4bench [--seconds S] [--quick] [--access-log]
 
 Everything runs on 127.0.0.1 in separate processes, so the balancer under test
 competes for the cores like it would in production:
@@ -19,6 +19,8 @@ Around each measure the bench reads the proxy's CPU time (user + system, its
 children included) from /proc, and prints CPU per GB carried and per connection
 beside the rates and their ratios to the faster HAProxy. `--quick` measures
 caslb (one process) and HAProxy (defaults) only, 2 s per measure, for CI.
+`--access-log` adds a row, caslb+log: the same with one tcplog line per
+connection written to a file (the other rows run without a log, as HAProxy does).
 """
 
 from __future__ import annotations
@@ -255,11 +257,13 @@ def _haproxy(template: str, bulk: int, ping: int, workdir: Path) -> Iterator[Tar
 
 
 @contextlib.contextmanager
-def _caslb(bulk: int, ping: int, workdir: Path, workers: int = 1) -> Iterator[Target]:
+def _caslb(
+    bulk: int, ping: int, workdir: Path, workers: int = 1, access_log: bool = False
+) -> Iterator[Target]:
     ports, admin = (free_port(), free_port()), free_port()
     cfg = workdir / f"caslb-{ports[0]}.toml"
     cfg.write_text(caslb_config(ports, (bulk, ping), admin))
-    with caslbrun.running(cfg, ports, admin, workers=workers) as proc:
+    with caslbrun.running(cfg, ports, admin, workers=workers, access_log=access_log) as proc:
         yield Target(ports[0], ports[1], proc.pid)
 
 
@@ -310,7 +314,7 @@ def _table(rows: dict[str, dict[str, float]], streams: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def main(seconds: float, quick: bool) -> int:
+def main(seconds: float, quick: bool, access_log: bool = False) -> int:
     """Run every target and print the table."""
     streams = (1,) if quick else (1, 8)
     rows: dict[str, dict[str, float]] = {}
@@ -327,6 +331,9 @@ def main(seconds: float, quick: bool) -> int:
             rows["direct"] = _measure(Target(bulk, ping, None), seconds, streams)
         with _caslb(bulk, ping, workdir) as target:
             rows["caslb"] = _measure(target, seconds, streams)
+        if access_log:  # its log goes to caslb-PORT.log in the work directory
+            with _caslb(bulk, ping, workdir, access_log=True) as target:
+                rows["caslb+log"] = _measure(target, seconds, streams)
         if not quick:
             with _caslb(bulk, ping, workdir, workers=2) as target:
                 rows["caslb-2workers"] = _measure(target, seconds, streams)
@@ -362,10 +369,12 @@ def _dispatch(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measure (default 5)")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke: caslb and HAProxy only, 2 s per measure")
+    parser.add_argument("--access-log", action="store_true",
+                        help="also measure caslb with its connection log on (row caslb+log)")
     args = parser.parse_args(argv)
     if not 0.5 <= args.seconds <= 10:
         parser.error(f"--seconds must be within 0.5..10, not {args.seconds!r}")
-    return main(2.0 if args.quick else args.seconds, args.quick)
+    return main(2.0 if args.quick else args.seconds, args.quick, args.access_log)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import trio
 
 from lb.l4.connector import failure_reason
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, Link, RelayResult, Side, send_eof
+from lb.l4.sni import HelloStatus, parse_client_hello
 
 
 class FirstFlight:
@@ -65,6 +66,26 @@ class FirstFlight:
         self.total += len(chunk)
         if not self.overflowed:
             self.data += chunk
+
+
+async def read_server_name(
+    client: trio.abc.Stream, flight: FirstFlight, timeout: float
+) -> str | None:
+    """Read the flight until its ClientHello's SNI is known (None: none within `timeout`).
+
+    The bytes are kept in `flight`, never read past its limit: they exist only there.
+    """
+    with trio.move_on_after(timeout):
+        while (room := flight.limit - len(flight.data)) > 0:
+            chunk = await client.receive_some(min(COPY_CHUNK, room))
+            if not chunk:
+                flight.eof = True
+                break
+            flight.add(chunk)
+            result = parse_client_hello(flight.data)
+            if result.status.final:
+                return result.server_name if result.status is HelloStatus.FOUND else None
+    return None
 
 
 class Verdict(enum.Enum):

@@ -34,7 +34,7 @@ A connect that fails for the balancer's own lack of fds or buffers is no
 server's fault: it is not reported, no other server is tried (they would fail
 alike), the client is closed, and the condition is logged once per interval.
 The whole connection runs under an idle timer: the frontend's idle timeout,
-or the pool's once routed.
+or the pool's once routed. Its end writes its tcplog line (lb/l4/events.py).
 """
 
 from __future__ import annotations
@@ -42,18 +42,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from lb import proxy_protocol
 from lb.boundary import log_internal_error
 from lb.dial import Peer, dial_for
+from lb.l4 import events as connlog
 from lb.l4.connector import Connector, failure_reason, open_plain
-from lb.l4.first_response import FirstFlight, Outcome, Verdict, run_attempt
-from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, close, close_after, reset
+from lb.l4.events import ConnectionRecord, L4Events
+from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
+from lb.l4.pump import PEER_ERRORS, IdleTimer, close, close_after, reset
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
-from lb.l4.sni import HelloStatus, parse_client_hello
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from lb.pool import Member, Pool
 from lb.tls import match_server_name
@@ -65,24 +66,6 @@ Report = Callable[[str, str, bool, str], None]
 """report(pool, server, ok, reason): feeds passive health detection."""
 
 _CONNECT_ERRORS = (OSError, TimeoutError, trio.TooSlowError)
-
-
-class L4Events(Protocol):
-    """The counters an L4 frontend feeds; lb.metrics.Metrics implements them."""
-
-    def frontend_connection_opened(self, frontend: str) -> None: ...
-    def frontend_connection_closed(self, frontend: str) -> None: ...
-    def refused(self, frontend: str, pool: str, reason: str) -> None: ...
-    def bytes_relayed(
-        self, frontend: str, pool: str, server: str, *, to_server: int, to_client: int
-    ) -> None: ...
-    def server_connected(self, pool: str, server: str, seconds: float) -> None: ...
-    def connect_failed(self, pool: str, server: str) -> None: ...
-    def retried(self, pool: str, server: str, reason: str = "") -> None: ...
-    def redispatched(self, pool: str, server: str) -> None: ...
-    def first_response_timeout(self, pool: str, server: str) -> None: ...
-    def replayed(self, pool: str, server: str) -> None: ...
-    def internal_error(self, where: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,11 +102,13 @@ class _OutOfResources(Exception):
 class _Connection:
     """Per-connection state the attempts share."""
 
-    def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer) -> None:
+    def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer,
+                 frontend: str) -> None:
         self.client = client
         self.flight = flight
         self.idle = idle
         self.peer = Peer.of(client)
+        self.record = ConnectionRecord(frontend, self.peer.client)
         self.tried: list[str] = []
         self.flight_sent = False
         self.committed = False  # set the moment an attempt commits, even mid-relay
@@ -209,54 +194,48 @@ class TcpFrontend:
         await self._serve_admitted(client)
 
     async def _serve_admitted(self, client: trio.abc.Stream) -> None:
+        idle_scope = trio.CancelScope()
+        conn = _Connection(client, FirstFlight(self.settings.first_flight_limit),
+                           IdleTimer(idle_scope, self.settings.idle_timeout), self.name)
         try:
-            with trio.CancelScope() as idle_scope:
-                idle = IdleTimer(idle_scope, self.settings.idle_timeout)
-                await self._route_and_serve(client, idle)
+            with idle_scope:
+                await self._route_and_serve(conn)
             if idle_scope.cancelled_caught:
+                conn.record.termination = connlog.IDLE_TIMEOUT
                 log.debug("frontend %s: idle timeout", self.name)
         except PEER_ERRORS as exc:
+            conn.record.termination = connlog.CLIENT_ERROR
             log.debug("frontend %s: client error %r", self.name, exc)
         except Exception as exc:  # the failure boundary: this connection ends, nothing else
+            conn.record.termination = connlog.INTERNAL_ERROR
             log_internal_error(log, f"frontend {self.name}: a connection", exc)
             self._events.internal_error("l4")
         finally:
             # Bookkeeping first: closing a non-socket stream can still raise Cancelled.
+            conn.record.fe_conn = conn.record.fe_conn or self.active
             self.active -= 1
             self._events.frontend_connection_closed(self.name)
+            connlog.log_connection(conn.record)
             await close(client)
 
-    async def _route_and_serve(self, client: trio.abc.Stream, idle: IdleTimer) -> None:
-        flight = FirstFlight(self.settings.first_flight_limit)
+    async def _route_and_serve(self, conn: _Connection) -> None:
         route = self._default
         if self._sni is not None:
-            name = await self._peek_hello(client, flight)
-            route = self._lookup(name)
+            route = self._lookup(await read_server_name(conn.client, conn.flight,
+                                                        self.settings.sni_timeout))
         if route is None:
+            conn.record.termination = connlog.NO_ROUTE
             self._events.refused(self.name, "", "no_route")
-            await reset(client)
+            await reset(conn.client)
             return
         policy = route.current_policy()
-        idle.retime(policy.idle_timeout or self.settings.idle_timeout)
+        conn.idle.retime(policy.idle_timeout or self.settings.idle_timeout)
+        conn.record.pool = route.pool.name
         try:
-            await self._attempts(_Connection(client, flight, idle), route.pool, policy)
+            await self._attempts(conn, route.pool, policy)
         except _OutOfResources:
-            await close(client)
-
-    async def _peek_hello(self, client: trio.abc.Stream, flight: FirstFlight) -> str | None:
-        """Read (and keep) the client's bytes until the ClientHello's SNI is known."""
-        with trio.move_on_after(self.settings.sni_timeout):
-            while (room := self.settings.first_flight_limit - len(flight.data)) > 0:
-                # Never read past the bound here: these bytes exist only in the flight.
-                chunk = await client.receive_some(min(COPY_CHUNK, room))
-                if not chunk:
-                    flight.eof = True
-                    break
-                flight.add(chunk)
-                result = parse_client_hello(flight.data)
-                if result.status.final:
-                    return result.server_name if result.status is HelloStatus.FOUND else None
-        return None
+            conn.record.termination = connlog.OUT_OF_RESOURCES
+            await close(conn.client)
 
     def _lookup(self, name: str | None) -> Route | None:
         assert self._sni is not None
@@ -274,6 +253,7 @@ class TcpFrontend:
             if conn.tried:
                 self._events.redispatched(pool.name, conn.tried[-1])
             conn.tried.append(member.name)
+            conn.record.retries = len(conn.tried) - 1
             if await self._attempt(conn, route, member):
                 return
         if not conn.tried:
@@ -289,6 +269,7 @@ class TcpFrontend:
         conn.committed = False
         try:
             with route.pool.lease(member) as lease:
+                _chosen(conn.record, self.active, route.pool, member)
                 with lease.scope:
                     server = await self._connect(conn, route, member)
                     if server is None:
@@ -303,6 +284,7 @@ class TcpFrontend:
                 # The pool cancelled the lease: DOWN with reset, MAINT, or a drain deadline.
                 log.info("frontend %s: %s/%s: connection reset by the pool", self.name, pool,
                          member.name)
+                conn.record.termination = connlog.RESET_BY_POOL
                 if server is not None:
                     await reset(server)
                 if conn.committed:
@@ -331,11 +313,14 @@ class TcpFrontend:
                 raise _OutOfResources() from exc
             reason = failure_reason(exc)
             log.info("frontend %s: %s/%s: connect %s", self.name, pool, member.name, reason)
+            conn.record.termination = (connlog.CONNECT_TIMEOUT if reason == "timeout"
+                                       else connlog.NO_SERVER)
             self._report(pool, member.name, False, reason)
             self._events.connect_failed(pool, member.name)
             self._events.retried(pool, member.name, "connect")
             return None
-        self._events.server_connected(pool, member.name, trio.current_time() - start)
+        conn.record.t_connect = trio.current_time() - start
+        self._events.server_connected(pool, member.name, conn.record.t_connect)
         return server
 
     async def _run_attempt(
@@ -366,18 +351,25 @@ class TcpFrontend:
             on_commit=on_commit,
         )
         conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
-        self._account(pool, member, outcome)
+        self._account(conn.record, pool, member, outcome)
         return outcome
 
-    def _account(self, pool: str, member: Member, outcome: Outcome) -> None:
-        """Report a failed attempt to passive detection and the counters."""
+    def _account(
+        self, record: ConnectionRecord, pool: str, member: Member, outcome: Outcome
+    ) -> None:
+        """Report a failed attempt to passive detection, the counters and the log record."""
+        record.termination = connlog.NORMAL
         if outcome.verdict is Verdict.SILENT:
+            record.termination = connlog.SERVER_SILENT
             log.info("frontend %s: %s/%s: silent past the first-response timeout",
                      self.name, pool, member.name)
             self._report(pool, member.name, False, Verdict.SILENT.value)
             self._events.first_response_timeout(pool, member.name)
             self._events.retried(pool, member.name, Verdict.SILENT.value)
         elif outcome.verdict is Verdict.CLOSED:
+            record.termination = connlog.NO_SERVER
+        elif outcome.verdict is Verdict.CLIENT_GONE:
+            record.termination = connlog.CLIENT_ABORT
             log.info("frontend %s: %s/%s: closed before answering (%s)",
                      self.name, pool, member.name, outcome.reason)
             self._report(pool, member.name, False, outcome.reason)
@@ -387,6 +379,7 @@ class TcpFrontend:
         self, conn: _Connection, pool: str, member: Member, outcome: Outcome
     ) -> None:
         assert outcome.relay is not None
+        conn.record.bytes_read = outcome.relay.downstream_bytes
         self._events.bytes_relayed(
             self.name,
             pool,
@@ -394,6 +387,13 @@ class TcpFrontend:
             to_server=outcome.replayed_bytes + outcome.relay.upstream_bytes,
             to_client=outcome.relay.downstream_bytes,
         )
+
+
+def _chosen(record: ConnectionRecord, fe_conn: int, pool: Pool, member: Member) -> None:
+    """Note the server an attempt leased, and the connection counts as it was chosen."""
+    record.server = member.name
+    record.fe_conn, record.srv_conn = fe_conn, member.active
+    record.be_conn = sum(m.active for m in pool.members)
 
 
 def _host(conn: _Connection) -> str | None:

@@ -230,7 +230,7 @@ class ClientSession:
             pool_idle_timeout=None if backend is None else backend.settings.idle_timeout,
         )
         if backend is None or pool_name is None:
-            served = await self._answer(responses.no_route(target.path))
+            served = await self._answer(responses.no_route(target.path), Termination.NO_ROUTE)
         else:
             served = await self._forward(request, target, fields, pool_name, backend, profile)
         self._finish(

@@ -15,7 +15,7 @@ Two kinds of numbers leave the balancer, and they are kept apart on purpose.
   the sources given at construction, the pools and the health wiring's last
   check results.
 
-Who calls what: `lb.l4.frontend.L4Events` is `frontend_connection_opened/closed`,
+Who calls what: `lb.l4.events.L4Events` is `frontend_connection_opened/closed`,
 `refused`, `bytes_relayed`, `server_connected`, `connect_failed`, `retried`,
 `redispatched`, `first_response_timeout`, `replayed`; `lb.l7.events.L7Events`
 is `request_finished`, `retried`, `ejected`, `tls_handshake_failed`; the health
@@ -141,6 +141,7 @@ class Metrics:
         frontends: Iterable[str],
         members: Iterable[tuple[str, str]],
         routes: Iterable[tuple[str, str]] = (),
+        refusals: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Export at 0 every series the config makes known: a labelled counter is
         absent until its first event otherwise, and `rate()` panels and alerts
@@ -151,6 +152,8 @@ class Metrics:
             frontends: frontend names.
             members: (pool, server) pairs.
             routes: (frontend, pool) pairs, each pool a frontend can send to.
+            refusals: (frontend, reason) pairs refused before any pool (an L4
+                frontend's "limit", an SNI frontend's "no_route").
         """
         for fe in frontends:
             self._fe_current.labels(fe)
@@ -158,6 +161,8 @@ class Metrics:
                 self._counters[key].labels(fe)
         for fe, pool in routes:
             self._counters["fe_refused"].labels(fe, pool, "no_server")
+        for fe, reason in refusals:
+            self._counters["fe_refused"].labels(fe, "", reason)
         for pool, server in members:
             for key in _SERVER_COUNTERS:
                 self._counters[key].labels(pool, server)

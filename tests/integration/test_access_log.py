@@ -73,6 +73,7 @@ async def test_a_request_without_a_route_logs_no_server_and_no_timers(
     assert document["http_request"] == "GET /nowhere/ HTTP/1.1"
     assert document["status_code"] == 404 and document["server_name"] == "<NOSRV>"
     assert document["Tc"] == -1 and document["Tr"] == -1  # never connected, never answered
+    assert document["termination_state"] == "PR--"  # the balancer answered it: no route
 
 
 def test_every_termination_has_a_two_letter_haproxy_state() -> None:

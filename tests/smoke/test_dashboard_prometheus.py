@@ -153,6 +153,12 @@ async def test_every_dashboard_panel_returns_data_after_a_scripted_scenario(
                     pools = {pool for _, pool in cells}
                     assert len(pools) >= 11 and len(cells) == 3 * len(pools)  # server × protocol
                     assert not empty, "\n".join(f"{t}: {e} -> {r}" for t, e, r in empty)
+                    # The connection and connect-time panels are fed by the L7 path
+                    # itself, not only by the mail frontends beside it.
+                    for expr in ('caslb_frontend_connections_total{frontend="https"} > 0',
+                                 'caslb_server_connect_time_seconds_count{pool="ews"} > 0'):
+                        result = await trio.to_thread.run_sync(prometheus.query, expr)
+                        assert finite_values(result), (expr, result)
             finally:
                 process.terminate()
         log.close()
@@ -160,12 +166,18 @@ async def test_every_dashboard_panel_returns_data_after_a_scripted_scenario(
 
 
 def check_json_log(path: Path) -> None:
-    """`[logging] format = "json"`: every line an object; start-up, checks and access structured."""
+    """`[logging] format = "json"`: every line an object; start-up, checks, httplog and tcplog
+    structured."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert any(d.get("event") == "serving" and "https" in d["frontends"] for d in lines)
     checks = [(d["level"], d["state"]) for d in lines
               if d.get("event") == "check" and d["server"] == "cas2" and d["pool"] == "owa"]
     assert ("WARNING", "DOWN") in checks and ("INFO", "UP") in checks  # good news is INFO
     access = [d for d in lines if d["logger"] == "caslb.access"]
-    assert {d["backend_name"] for d in access} >= {"owa", "ews", "mapi", "eas"}
-    assert all(d["http_request"].endswith(" HTTP/1.1") for d in access)
+    http = [d for d in access if "http_request" in d]
+    assert {d["backend_name"] for d in http} >= {"owa", "ews", "mapi", "eas"}
+    assert all(d["http_request"].endswith(" HTTP/1.1") for d in http)
+    tcp = [d for d in access if "Tt" in d]  # the mail frontends' tcplog lines
+    assert len(http) + len(tcp) == len(access)
+    assert {d["frontend_name"] for d in tcp} >= {"imaps", "pops", "smtp", "submission"}
+    assert {d["termination_state"] for d in tcp} <= {"--", "CD", "SC", "sC", "KD"}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import tomllib
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lb.l4.frontend import L4Events
+from lb.build import known_refusals
+from lb.config import parse
+from lb.l4.events import L4Events
 from lb.l7.events import L7Events, RequestRecord, Termination
 from lb.metrics import Metrics, code_class
 from lb.seams import ProbeKey
@@ -261,6 +264,42 @@ def test_series_the_config_makes_known_are_exported_at_zero_before_any_event() -
     assert value(registry, "caslb_server_check_up_down_total", server="cas1", protocol="ews") == 0
     metrics.frontend_connection_opened("https")
     assert value(registry, "caslb_frontend_connections_total", **fe) == 1
+
+
+THREE_MODES = """
+[servers.cas1]
+address = "127.0.0.1"
+[pools.p]
+servers = ["cas1"]
+port = 1
+check = { kind = "tcp" }
+[frontends.https]
+bind = "127.0.0.1:1"
+mode = "http"
+default_pool = "p"
+tls = { cert = "c", key = "k" }
+[frontends.tls]
+bind = "127.0.0.1:2"
+mode = "sni"
+sni = { "mail.contoso.test" = "p" }
+[frontends.imaps]
+bind = "127.0.0.1:3"
+mode = "tcp"
+pool = "p"
+"""
+
+
+def test_refusals_before_any_pool_are_exported_at_zero_for_the_frontends_that_count_them(
+) -> None:
+    config = parse(tomllib.loads(THREE_MODES))
+    assert sorted(known_refusals(config.frontends)) == [
+        ("imaps", "limit"), ("tls", "limit"), ("tls", "no_route")]
+    metrics, registry = _metrics()
+    metrics.declare([], [], refusals=known_refusals(config.frontends))
+    refused = "caslb_frontend_refused_connections_total"
+    assert value(registry, refused, frontend="tls", pool="", reason="no_route") == 0
+    assert value(registry, refused, frontend="imaps", pool="", reason="limit") == 0
+    assert value(registry, refused, frontend="https", pool="", reason="limit") is None
 
 
 def test_build_info_and_process_series_are_exported() -> None:
