@@ -20,15 +20,25 @@ NAME = "mail.lab.local"
 PATH = "/owa/healthcheck.htm"
 
 
-def request(vip: str, port: int, context: ssl.SSLContext, timeout: float) -> str:
+def request(vip: str, port: int, context: ssl.SSLContext, connect_timeout: float,
+            timeout: float) -> str:
     """One request; the CAS server that answered it.
+
+    While the VIP moves, connecting is what fails (refused, or SYNs lost), so the connect
+    timeout is short and sets how soon the client tries again; once connected, a busy
+    machine may be slow to answer without anything being wrong, hence the longer one.
 
     Raises:
         OSError: connecting, the handshake or the exchange failed or timed out.
         ValueError: the answer was not a 200 naming its server.
     """
-    with socket.create_connection((vip, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=NAME) as tls:
+    with socket.create_connection((vip, port), timeout=connect_timeout) as raw:
+        raw.settimeout(timeout)
+        return _exchange(context.wrap_socket(raw, server_hostname=NAME))
+
+
+def _exchange(tls: ssl.SSLSocket) -> str:
+    with tls:
         tls.sendall(f"GET {PATH} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n"
                     .encode())
         answer = b""
@@ -50,7 +60,8 @@ def main() -> None:
     parser.add_argument("vip")
     parser.add_argument("ca_file")
     parser.add_argument("--port", type=int, default=443)
-    parser.add_argument("--timeout", type=float, default=0.5)
+    parser.add_argument("--connect-timeout", type=float, default=0.5)
+    parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--pause", type=float, default=0.02)
     args = parser.parse_args()
     context = ssl.create_default_context(cafile=args.ca_file)
@@ -58,7 +69,7 @@ def main() -> None:
         started = time.monotonic()
         server, error = None, None
         try:
-            server = request(args.vip, args.port, context, args.timeout)
+            server = request(args.vip, args.port, context, args.connect_timeout, args.timeout)
         except (OSError, ValueError) as exc:
             error = type(exc).__name__
         line = {"started": started, "finished": time.monotonic(), "server": server,

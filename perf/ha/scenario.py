@@ -18,7 +18,7 @@ The sequence, on the rig of perf.ha.pair:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,59 +117,70 @@ def run(folder: Path) -> HaResult:
     keepalived.ensure_script_user()
     with Pair(folder) as pair:
         ca = pair.start_farm()
-        for node in ("lb1", "lb2"):
-            pair.start_caslb(node, ca)
-        # lb1 first, so that it wins the first election (both are BACKUP, nopreempt).
-        pair.wait_caslb("lb1")
-        pair.start_keepalived("lb1")
-        pair.wait_caslb("lb2")
-        wait_for("lb1 holds the VIP", lambda: pair.vip_holder() == ["lb1"], LIMIT)
-        pair.start_keepalived("lb2")
-        client = pair.start_client(ca)
-        wait_for("lb2 is BACKUP", lambda: pair.entered("lb2", "BACKUP") > 0, LIMIT)
-        wait_for("the client is served", lambda: bool(client.served_since(0.0)), LIMIT)
+        client = _start(pair, ca)
+        at: dict[str, float] = {}
+        admin: dict[str, dict[str, str]] = {}
         drain_both(pair, "cas1")
-        drained_at = time.monotonic()
-        after_drain = admin_states(pair, "cas1")
+        at["drained"] = time.monotonic()
+        admin["drain"] = admin_states(pair, "cas1")
         time.sleep(STEADY)
         outside = links()
-        killed_at = pair.kill_caslb("lb1")
-        moved_at = wait_for("the VIP on lb2", lambda: pair.vip_holder() == ["lb2"], LIMIT)
-        wait_for("an answer after the kill", lambda: bool(client.served_since(killed_at)),
-                 LIMIT)
-        served_at = client.served_since(killed_at)[0]["finished"]
+        at["killed"] = pair.kill_caslb("lb1")
+        at["moved"] = wait_for("the VIP on lb2", lambda: pair.vip_holder() == ["lb2"], LIMIT)
+        wait_for("an answer after the kill",
+                 lambda: bool(client.served_since(at["killed"])), LIMIT)
         time.sleep(STEADY)
-        restarted_at = time.monotonic()
+        at["restarted"] = time.monotonic()
         pair.start_caslb("lb1", ca)
-        backup_at = wait_for("lb1 BACKUP again", lambda: pair.entered("lb1", "BACKUP") > 1,
-                             LIMIT)
-        after_restart = admin_states(pair, "cas1")
+        at["backup"] = wait_for("lb1 BACKUP again", lambda: pair.entered("lb1", "BACKUP") > 1,
+                                LIMIT)
+        admin["restart"] = admin_states(pair, "cas1")
         drain_both(pair, "cas1")
-        after_redrain = admin_states(pair, "cas1")
+        admin["redrain"] = admin_states(pair, "cas1")
         time.sleep(STEADY)
-        holder = pair.vip_holder()
-        return _result(client, drained_at, killed_at, moved_at, served_at, restarted_at,
-                       backup_at, holder, outside, (after_drain, after_restart, after_redrain))
+        return measure(client.snapshot(), at, admin, pair.vip_holder(), outside)
 
 
-def _result(client: Requests, drained_at: float, killed_at: float, moved_at: float,
-            served_at: float, restarted_at: float, backup_at: float, holder: list[str],
-            outside: list[str], admin: tuple[dict[str, str], ...]) -> HaResult:
-    requests = client.snapshot()
-    end = float("inf")
+def _start(pair: Pair, ca: Path) -> Requests:
+    """caslb on both nodes, keepalived on lb1 (it takes the VIP), then lb2; the client."""
+    for node in ("lb1", "lb2"):
+        pair.start_caslb(node, ca)
+    # lb1 first, so that it wins the first election (both are BACKUP, nopreempt).
+    pair.wait_caslb("lb1")
+    pair.start_keepalived("lb1")
+    pair.wait_caslb("lb2")
+    wait_for("lb1 holds the VIP", lambda: pair.vip_holder() == ["lb1"], LIMIT)
+    pair.start_keepalived("lb2")
+    client = pair.start_client(ca)
+    wait_for("lb2 is BACKUP", lambda: pair.entered("lb2", "BACKUP") > 0, LIMIT)
+    wait_for("the client is served", lambda: bool(client.served_since(0.0)), LIMIT)
+    return client
+
+
+def measure(requests: Sequence[dict[str, Any]], at: Mapping[str, float],
+            admin: Mapping[str, dict[str, str]], holder: list[str],
+            outside: list[str]) -> HaResult:
+    """The result, from the client's requests and the moments of the sequence.
+
+    `at` holds the monotonic moments drained, killed, moved (the VIP on lb2), restarted
+    and backup (lb1 BACKUP again); `admin` cas1's states after drain, restart, redrain.
+    """
+    killed = at["killed"]
+    served = min(r["finished"] for r in requests
+                 if r["error"] is None and r["started"] >= killed)
     return HaResult(
         requests=len(requests),
-        vip_moved_after=moved_at - killed_at,
-        served_after=served_at - killed_at,
-        failover_errors=count_errors(requests, killed_at, served_at),
-        failback_after=backup_at - restarted_at,
-        failback_errors=count_errors(requests, restarted_at, end),
-        errors_before_kill=count_errors(requests, 0.0, killed_at),
+        vip_moved_after=at["moved"] - killed,
+        served_after=served - killed,
+        failover_errors=count_errors(requests, killed, served),
+        failback_after=at["backup"] - at["restarted"],
+        failback_errors=count_errors(requests, at["restarted"], float("inf")),
+        errors_before_kill=count_errors(requests, 0.0, killed),
         vip_after_failback=holder,
         served_by_cas1_after_drain=sum(1 for r in requests if r["server"] == "cas1"
-                                       and r["started"] >= drained_at),
-        admin_after_drain=admin[0],
-        admin_after_restart=admin[1],
-        admin_after_redrain=admin[2],
+                                       and r["started"] >= at["drained"]),
+        admin_after_drain=admin["drain"],
+        admin_after_restart=admin["restart"],
+        admin_after_redrain=admin["redrain"],
         links_outside=outside,
     )
