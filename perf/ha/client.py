@@ -4,7 +4,7 @@ Run inside the client's namespace as `python -m perf.ha.client VIP CA_FILE`. Eve
 request is a new TCP connection and TLS handshake (passed through to the CAS server),
 `GET /owa/healthcheck.htm`, then close, so each one asks "who holds the VIP now?".
 It prints {"started", "finished", "server", "error"} per request (monotonic seconds,
-comparable across processes on one machine; `server` from X-FEServer) until killed.
+comparable across processes on one machine; `server` from X-FEServer, lowercased) until killed.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _exchange(tls: ssl.SSLSocket) -> str:
     for line in head[1:]:
         name, _, value = line.partition(":")
         if name.strip().lower() == "x-feserver":
-            return value.strip()
+            # Exchange sends the NetBIOS name in capitals (CAS2); the config says cas2.
+            return value.strip().lower()
     raise ValueError("no X-FEServer header")
 
 

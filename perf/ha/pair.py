@@ -223,6 +223,13 @@ class Pair:
         proc.wait()
         return moment
 
+    def cut_off_farm(self, node: str) -> float:
+        """Make every CAS server unreachable from `node`, as a broken link would; when."""
+        moment = time.monotonic()
+        for address in FARM:
+            self.lan.run(node, ["ip", "route", "add", "unreachable", f"{address}/32"])
+        return moment
+
     def start_keepalived(self, node: str) -> None:
         """Start keepalived on `node` with its example config."""
         run_dir = self.folder / f"keepalived-{node}"

@@ -1,4 +1,5 @@
-"""`perf ha`: crash the active caslb of a keepalived pair under a client, then bring it back.
+"""`perf ha`: crash the active caslb of a keepalived pair under a client, bring it back,
+then cut the other node off from the farm.
 
 The sequence, on the rig of perf.ha.pair:
 
@@ -12,7 +13,10 @@ The sequence, on the rig of perf.ha.pair:
 5. restart lb1's caslb: lb1 goes back to BACKUP and, without preemption, leaves the VIP
    where it is. Measured: until lb1 is BACKUP again, and the client's errors then;
 6. the drain again, since a restarted caslb starts with every server READY: the pair
-   agrees again (read back from both admin APIs).
+   agrees again (read back from both admin APIs);
+7. cut lb2 off from the farm (its routes to the CAS servers become unreachable): its
+   caslb is alive but has no server left, the check fails with exit 2 and the VIP goes
+   back to lb1. Measured as in 4; from then on lb1 serves with cas1 drained.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from perf.tools import ensure
 
 TOOLS = ("keepalived", "curl", "ip")
 LIMIT = 20.0  # seconds any one step may take before the run fails
-STEADY = 0.5  # seconds of traffic between the steps
+STEADY = 0.3  # seconds of traffic between the steps
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,14 @@ class HaResult:
     served_after: float  # kill → first answer to a request started after the kill
     failover_errors: int  # failed requests that ended between the kill and that answer
     failback_after: float  # caslb restarted on lb1 → lb1's keepalived BACKUP again
-    failback_errors: int  # failed requests from the restart to the end
+    failback_errors: int  # failed requests from the restart to the cut
     errors_before_kill: int
-    vip_after_failback: list[str]  # who holds the VIP at the end (nopreempt: lb2)
+    vip_after_failback: list[str]  # who holds the VIP once lb1 is back (nopreempt: lb2)
+    cut_vip_moved_after: float  # lb2 cut off from the farm → the VIP on lb1's interface
+    cut_served_after: float  # the cut → first answer to a request started after it
+    cut_errors: int  # failed requests that ended between the cut and that answer
     served_by_cas1_after_drain: int  # requests cas1 answered once drained on both
+    answered_after_drain: list[str]  # the servers that did
     admin_after_drain: dict[str, str]  # node → cas1's admin state, read back
     admin_after_restart: dict[str, str]  # the same once lb1's caslb restarted
     admin_after_redrain: dict[str, str]  # and after the drain was repeated
@@ -60,9 +68,13 @@ class HaResult:
             f"failback: lb1 BACKUP again {self.failback_after:.2f} s after its caslb "
             f"restarted; VIP stays on {', '.join(self.vip_after_failback) or 'nobody'} "
             f"(nopreempt); {self.failback_errors} client error(s)",
+            f"unhealthy: VIP on lb1 {self.cut_vip_moved_after:.2f} s after lb2 was cut off "
+            f"from the farm; first answer {self.cut_served_after:.2f} s after; "
+            f"{self.cut_errors} client error(s)",
             f"requests: {self.requests}, errors before the kill: {self.errors_before_kill}",
             f"drain cas1 on both: {_states(self.admin_after_drain)}; cas1 answered "
-            f"{self.served_by_cas1_after_drain} request(s) after it",
+            f"{self.served_by_cas1_after_drain} request(s) after it "
+            f"({', '.join(self.answered_after_drain)} answered)",
             f"after lb1's restart: {_states(self.admin_after_restart)}; "
             f"drained again: {_states(self.admin_after_redrain)}",
         ]
@@ -104,6 +116,12 @@ def count_errors(requests: Sequence[dict[str, Any]], start: float, end: float) -
     return sum(1 for r in requests if r["error"] is not None and start <= r["finished"] < end)
 
 
+def first_answer(requests: Sequence[dict[str, Any]], moment: float) -> float:
+    """When the first request started at or after `moment` was answered."""
+    return min(r["finished"] for r in requests
+               if r["error"] is None and r["started"] >= moment)
+
+
 def run(folder: Path) -> HaResult:
     """The whole sequence (module docstring) in `folder`; everything is deleted after.
 
@@ -138,7 +156,13 @@ def run(folder: Path) -> HaResult:
         drain_both(pair, "cas1")
         admin["redrain"] = admin_states(pair, "cas1")
         time.sleep(STEADY)
-        return measure(client.snapshot(), at, admin, pair.vip_holder(), outside)
+        holder = pair.vip_holder()
+        at["cut"] = pair.cut_off_farm("lb2")
+        at["moved_back"] = wait_for("the VIP on lb1", lambda: pair.vip_holder() == ["lb1"],
+                                    LIMIT)
+        wait_for("an answer after the cut", lambda: bool(client.served_since(at["cut"])),
+                 LIMIT)
+        return measure(client.snapshot(), at, admin, holder, outside)
 
 
 def _start(pair: Pair, ca: Path) -> Requests:
@@ -162,23 +186,28 @@ def measure(requests: Sequence[dict[str, Any]], at: Mapping[str, float],
             outside: list[str]) -> HaResult:
     """The result, from the client's requests and the moments of the sequence.
 
-    `at` holds the monotonic moments drained, killed, moved (the VIP on lb2), restarted
-    and backup (lb1 BACKUP again); `admin` cas1's states after drain, restart, redrain.
+    `at` holds the monotonic moments drained, killed, moved (the VIP on lb2), restarted,
+    backup (lb1 BACKUP again), cut (lb2 off the farm) and moved_back (the VIP on lb1);
+    `admin` cas1's states after drain, restart, redrain.
     """
-    killed = at["killed"]
-    served = min(r["finished"] for r in requests
-                 if r["error"] is None and r["started"] >= killed)
+    killed, cut = at["killed"], at["cut"]
+    served, served_after_cut = first_answer(requests, killed), first_answer(requests, cut)
     return HaResult(
         requests=len(requests),
         vip_moved_after=at["moved"] - killed,
         served_after=served - killed,
         failover_errors=count_errors(requests, killed, served),
         failback_after=at["backup"] - at["restarted"],
-        failback_errors=count_errors(requests, at["restarted"], float("inf")),
+        failback_errors=count_errors(requests, at["restarted"], cut),
+        cut_vip_moved_after=at["moved_back"] - cut,
+        cut_served_after=served_after_cut - cut,
+        cut_errors=count_errors(requests, cut, served_after_cut),
         errors_before_kill=count_errors(requests, 0.0, killed),
         vip_after_failback=holder,
         served_by_cas1_after_drain=sum(1 for r in requests if r["server"] == "cas1"
                                        and r["started"] >= at["drained"]),
+        answered_after_drain=sorted({r["server"] for r in requests
+                                     if r["server"] and r["started"] >= at["drained"]}),
         admin_after_drain=admin["drain"],
         admin_after_restart=admin["restart"],
         admin_after_redrain=admin["redrain"],

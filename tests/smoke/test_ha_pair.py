@@ -3,8 +3,9 @@
 Two caslb nodes run examples/keepalived/ as shipped (its configs, check script and
 script user) in front of casfarm; a client requests through the VIP the whole time.
 Asserts what happened and in which order, never how long it took: the VIP moved to
-lb2, the client was answered again, one drain reached both nodes, the restarted node
-left the VIP where it was, and nothing of the LAN showed outside its namespaces.
+lb2, the client was answered again, the restarted node left the VIP where it was, the
+VIP went back when lb2 lost the farm, one drain reached both nodes, and nothing of the
+LAN showed outside its namespaces.
 """
 
 from __future__ import annotations
@@ -39,16 +40,21 @@ def test_failover_failback_and_one_drain_for_both(tmp_path: Path) -> None:
     # ... and after it, none of its namespaces is left.
     assert ours() == before
     assert doc["errors_before_kill"] == 0
-    assert doc["served_after"] >= doc["vip_moved_after"] > 0
+    assert doc["served_after"] > 0 and doc["vip_moved_after"] > 0
     assert doc["requests"] > doc["failover_errors"]
     # nopreempt: lb1 came back as BACKUP; the VIP and its clients stayed on lb2.
     assert doc["vip_after_failback"] == ["lb2"]
     assert doc["failback_errors"] == 0
     assert doc["failback_after"] > 0
+    # lb2 alive but cut off from the farm: unhealthy, so the VIP went back to lb1.
+    assert doc["cut_served_after"] > 0 and doc["cut_vip_moved_after"] > 0
+    assert doc["cut_errors"] < doc["requests"]
     # One command drained cas1 on both nodes: it answered nothing, before or after the
-    # failover. A restarted caslb starts READY; the same command makes them agree again.
+    # failover, nor once lb1 served again. A restarted caslb starts READY; the same
+    # command makes the nodes agree again.
     assert doc["admin_after_drain"] == {"lb1": "DRAIN", "lb2": "DRAIN"}
     assert doc["served_by_cas1_after_drain"] == 0
+    assert doc["answered_after_drain"] == ["cas2", "cas3"]
     assert doc["admin_after_restart"] == {"lb1": "READY", "lb2": "DRAIN"}
     assert doc["admin_after_redrain"] == {"lb1": "DRAIN", "lb2": "DRAIN"}
 
