@@ -78,6 +78,8 @@ class RunSettings:
         slow_seconds: latency the slow fault adds.
         sample_every: how often the balancer's choice is read.
         quick: True for the CI smoke variant.
+        health_cache_delay: seconds before the farm shows a component change
+            (Exchange: up to 15; 0 compares the designs' own detection).
     """
 
     probes: ProbeSettings
@@ -87,6 +89,7 @@ class RunSettings:
     slow_seconds: float = 2.0
     sample_every: float = 0.1
     quick: bool = False
+    health_cache_delay: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view, for the results file."""
