@@ -215,7 +215,12 @@ class Relay:
         side.started = True
         side.head_at = trio.current_time()
         head = response
-        if any(name in HOP_BY_HOP for name, _ in response.headers):
+        # A new head is an HTTP/1.1 one (h11 sends no other version): an HTTP/1.0
+        # server's response goes out as 1.1, as an intermediary sends its own
+        # version (RFC 9110 §6.2).
+        if response.http_version != b"1.1" or any(
+            name in HOP_BY_HOP for name, _ in response.headers
+        ):
             head = h11.Response(
                 status_code=response.status_code,
                 headers=forwarded_response_headers(response.headers),
