@@ -34,6 +34,7 @@ from lb.l7.events import Termination
 from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
 from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
 from lb.l7.policy import head_wait
+from lb.l7.rebalance import response_pins
 from lb.l7.routing import TimeoutProfile
 from lb.l7.upstream import UpstreamConnection, describe_error
 
@@ -58,6 +59,7 @@ class ResponseSide:
     done: bool = False
     bytes_out: int = 0
     head_at: float = 0.0  # trio time the response head arrived
+    pins: bool = False  # a 401 offering NTLM or Negotiate (lb.l7.rebalance)
 
 
 @dataclass
@@ -212,6 +214,7 @@ class Relay:
                 cancel.cancel()
             return
         side.status = response.status_code
+        side.pins = response_pins(response.status_code, response.headers)
         side.started = True
         side.head_at = trio.current_time()
         head = response

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perf.failover.clients import ClientTimeouts, LoadMix
+from perf.failover.model import KEPT_ALIVE
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Phases:
 FULL_MIX = LoadMix(
     clients={
         "owa": 4,
+        KEPT_ALIVE: 9,
         "ews": 3,
         "autodiscover": 2,
         "mapi": 2,
@@ -59,7 +61,10 @@ FULL_MIX = LoadMix(
     new_connections_per_second=40.0,
 )
 QUICK_MIX = LoadMix(
-    clients={"owa": 2, "ews": 1, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1, "imap": 1},
+    clients={
+        "owa": 2, KEPT_ALIVE: 6, "ews": 1, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1,
+        "imap": 1,
+    },
     long_poll=1.0,
     channel_life=2.0,
     new_connections_per_second=40.0,
