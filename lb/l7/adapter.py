@@ -138,12 +138,10 @@ class H11Stream:
 
     def encode(self, *events: h11.Event) -> bytes:
         """The bytes h11 produces for `events` (state advances; nothing is written)."""
-        out = bytearray()
+        out: list[bytes] = []
         for event in events:
-            chunk = self.conn.send(event)
-            if chunk:
-                out += chunk
-        return bytes(out)
+            out += self.conn.send_with_data_passthrough(event) or ()
+        return b"".join(out)
 
     async def send(self, *events: h11.Event) -> None:
         """Send `events` in one write."""

@@ -148,7 +148,10 @@ def _field_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
     framing = ambiguous_framing(fields)
     if framing is not None:
         return framing
-    for name, value in fields:
-        if _CONTROL.search(value):
-            return f"a control character in {name.decode('ascii', 'replace')}"
+    # One scan of every value at once (a tab, which joins them, is allowed);
+    # the field is looked for only when there is something to name.
+    if _CONTROL.search(b"\t".join([value for _, value in fields])):
+        for name, value in fields:
+            if _CONTROL.search(value):
+                return f"a control character in {name.decode('ascii', 'replace')}"
     return None
