@@ -98,6 +98,14 @@ class H11Stream:
             else:
                 return event  # type: ignore[return-value]
 
+    async def event_now(self) -> Event:
+        """The next event from bytes buffered or already on the socket; NEED_DATA
+        when it would have to wait for more."""
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA or not await self._receive_now():
+                return event
+
     async def next_request(self, idle_deadline: float, header_timeout: float) -> h11.Event:
         """The next event of a new request, under the idle and header timeouts.
 

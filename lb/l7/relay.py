@@ -268,19 +268,34 @@ class Relay:
 
     async def _read_head(self) -> h11.Response | None:
         attempt = self.attempt
+        event: h11.Event | None = None
+        if attempt.request.done:
+            # The answer to a short request is often here already: no deadline
+            # needs arming to read it.
+            try:
+                ready = await self.upstream.io.event_now()
+            except PEER_ERRORS as exc:
+                attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
+                return None
+            if isinstance(ready, h11.Response):
+                return ready
+            if isinstance(ready, h11.Event):
+                event = ready
         # Until the request ends the pump arms this wait (`_request_ended`).
         wait = head_wait(self.profile) if attempt.request.done else None
         with trio.CancelScope(deadline=deadline_after(wait)) as scope:
             self._head_wait = scope
             while True:
                 try:
-                    event = await self.upstream.io.next_event()
+                    if event is None:
+                        event = await self.upstream.io.next_event()
                 except PEER_ERRORS as exc:
                     attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
                     return None
                 if isinstance(event, h11.InformationalResponse):
                     if not await self._forward_informational(event):
                         return None
+                    event = None
                     continue
                 if isinstance(event, h11.Response):
                     return event
