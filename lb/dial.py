@@ -9,9 +9,9 @@ the client's. Two ways exist, and a pool picks either or both:
 - a transparent source address (HAProxy's `source 0.0.0.0 usesrc clientip`):
   the upstream socket sets IP_TRANSPARENT and binds to the client's address
   before connecting, so the server sees the client itself. The kernel lets a
-  socket bind a foreign address only with CAP_NET_ADMIN, and the servers'
-  replies reach the balancer only if the network routes the client's
-  addresses through it and the balancer delivers them locally
+  socket bind a foreign address only with CAP_NET_ADMIN (or CAP_NET_RAW),
+  and the servers' replies reach the balancer only if the network routes the
+  client's addresses through it and the balancer delivers them locally
   (docs/operations.md, "Transparent source addresses").
 
 The socket is connected directly for an IP literal: the happy-eyeballs

@@ -50,7 +50,7 @@ from typing import Any
 
 import trio
 
-from lb.balancer import Candidate, in_panic, make_strategy, slowstart_ramp
+from lb.balancer import Balance, Candidate, in_panic, make_strategy, slowstart_ramp
 from lb.config import PoolConfig, ServerConfig
 from lb.ejection import PoolEjections
 from lb.zerocount import ZeroCount
@@ -98,6 +98,11 @@ class Member:
     def eligible(self) -> bool:
         """True when it may take new traffic: check UP and admin READY."""
         return self.check_state is CheckState.UP and self.admin is AdminState.READY
+
+    @property
+    def serving(self) -> bool:
+        """True while it may go on carrying what it has: check UP, READY or draining."""
+        return self.check_state is CheckState.UP and self.admin is not AdminState.MAINT
 
     def __repr__(self) -> str:
         return (f"<Member {self.name} {self.host}:{self.port} {self.check_state.value}/"
@@ -164,6 +169,11 @@ class Pool:
         panic = self.panicking
         return [m for m in self.members
                 if m.eligible or (panic and m.admin is AdminState.READY)]
+
+    @property
+    def sticky(self) -> bool:
+        """True when the strategy hashes each client to a server (`source`)."""
+        return self.config.balance is Balance.SOURCE
 
     @property
     def refuses_all(self) -> bool:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import tempfile
 from pathlib import Path
@@ -74,6 +75,9 @@ def failover(
     designs: Annotated[str | None, typer.Option(help="Comma-separated design names.")] = None,
     faults: Annotated[str | None, typer.Option(help="Comma-separated fault names.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default perf/results).")] = None,
+    health_cache_delay: Annotated[float, typer.Option(
+        min=0, max=15, help="Seconds before the farm shows a component change (Exchange: <= 15).",
+    )] = 0.0,
 ) -> None:
     """Run the failover matrix and write results.json, results.md and SVG timelines.
 
@@ -85,7 +89,7 @@ def failover(
     from perf.failover.runner import run_matrix
     from perf.failover.settings import FULL, QUICK
 
-    settings = QUICK if quick else FULL
+    settings = dataclasses.replace(QUICK if quick else FULL, health_cache_delay=health_cache_delay)
     plans = fault_plans(settings.slow_seconds)
     design_names = _split(designs, dict(DESIGNS), "design") or (
         [d for d in QUICK_DESIGNS if d in DESIGNS] if quick else list(DESIGNS)

@@ -292,9 +292,12 @@ class Session:
 
     def passed(self) -> None:
         """The check passed: keep its TLS session (a TLS 1.3 ticket arrives after
-        the handshake, so only now is there one) for the next check to resume."""
+        the handshake, so only now is there one) for the next check to resume.
+
+        Once per connection: later checks riding a kept connection have nothing
+        new to keep, and reading the session again would cost the copy below."""
         if self._tls is not None:
-            key, obj = self._tls
+            (key, obj), self._tls = self._tls, None
             if obj.session_reused and self._offered is not None:
                 # The offered ticket still works: keep it rather than read the new
                 # one, since the stdlib copies a session (its certificate chain

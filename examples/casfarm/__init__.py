@@ -25,8 +25,10 @@ Library use::
 
 `running()` keywords: distinct_addresses (True: cas1 on 127.0.0.11, cas2 on
 .12...; False: all on 127.0.0.1, base ports + index), base_ports (None: every
-port 0), health_cache_delay, heartbeat, pending_period, oab_size,
-rpc_out_interval, cert_dir, namespace, control, control_host, control_port.
+port 0), health_cache_delay, responder (a `ResponderPolicy`: Managed
+Availability offlines a failing protocol's component and brings it back),
+heartbeat, pending_period, oab_size, rpc_out_interval, cert_dir, namespace,
+control, control_host, control_port.
 Every vdir answers `GET /<vdir>/healthcheck.htm` with 200 and
 `200 OK<br/><fqdn>` while its component is Active or Draining, a TCP reset
 when it (or ServerWideOffline) is Inactive, and HTTP.sys's 503 when its app
@@ -42,6 +44,7 @@ from casfarm.components import Component, ComponentState, Requester
 from casfarm.counters import ServerCounts
 from casfarm.farm import DEMO_CONTROL_PORT, DEMO_PORTS, Farm, running
 from casfarm.faults import FaultKind
+from casfarm.responder import LAB_POLICY, ResponderPolicy
 from casfarm.server import PORT_KINDS, FarmServer
 from casfarm.traffic import TrafficProfile
 from casfarm.vdirs import VDIRS, Vdir
@@ -49,6 +52,7 @@ from casfarm.vdirs import VDIRS, Vdir
 __all__ = [
     "DEMO_CONTROL_PORT",
     "DEMO_PORTS",
+    "LAB_POLICY",
     "PORT_KINDS",
     "VDIRS",
     "Component",
@@ -57,6 +61,7 @@ __all__ = [
     "FarmServer",
     "FaultKind",
     "Requester",
+    "ResponderPolicy",
     "ServerCounts",
     "TrafficProfile",
     "Vdir",

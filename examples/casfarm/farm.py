@@ -9,6 +9,7 @@ of them are plain calls from inside the trio run that owns the farm.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +22,7 @@ from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
+from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.traffic import TrafficProfile
 
@@ -37,6 +39,8 @@ DEMO_PORTS: Mapping[str, int] = {
 }
 DEMO_CONTROL_PORT = 8099
 
+log = logging.getLogger("casfarm")
+
 
 class Farm:
     """A running simulated farm. Made by `running()`; not constructed directly.
@@ -52,6 +56,7 @@ class Farm:
         self.namespace = namespace
         self.ca_path = ca_path
         self.control_url: str | None = None
+        self.responder_actions: list[Action] = []  # what Managed Availability did, in order
 
     @property
     def servers(self) -> list[FarmServer]:
@@ -69,6 +74,20 @@ class Farm:
         except KeyError:
             known = ", ".join(self._runtimes)
             raise KeyError(f"unknown server {server!r} (known: {known})") from None
+
+    async def run_responder(self, policy: ResponderPolicy) -> None:
+        """Managed Availability on every server (casfarm.responder), until cancelled."""
+        monitors: dict[tuple[str, Component], Monitor] = {}
+        while True:
+            await trio.sleep(policy.probe_interval)
+            views = [ServerView(rt.name, rt.faults, rt.states) for rt in self._runtimes.values()]
+            monitors, actions = step(policy, monitors, views, trio.current_time())
+            for action in actions:
+                self._runtimes[action.server].set_component(
+                    action.component, action.state, Requester.HEALTH_API)
+                self.responder_actions.append(action)
+                log.info("%s: Managed Availability set %s %s (HealthApi): %s", action.server,
+                         action.component.value, action.state.value, action.reason)
 
     def server(self, name: str) -> FarmServer:
         """One server by name, e.g. "cas1".
@@ -202,6 +221,7 @@ async def running(
     distinct_addresses: bool = True,
     base_ports: Mapping[str, int] | None = None,
     health_cache_delay: float = 0.0,
+    responder: ResponderPolicy | None = None,
     heartbeat: float = 30.0,
     pending_period: float = 5.0,
     oab_size: int = 4 << 20,
@@ -221,6 +241,8 @@ async def running(
             submission); missing or None → 0, an ephemeral port. Without distinct
             addresses server i takes base + i - 1.
         health_cache_delay: seconds before a component change shows (Exchange: up to 15).
+        responder: run Managed Availability's offline/online responders with this
+            timing (casfarm.responder); None: components change only when told.
         heartbeat: seconds an ActiveSync Ping / MAPI NotificationWait is held.
         pending_period: seconds between MAPI PENDING keep-alives.
         oab_size: bytes of an OAB download.
@@ -274,6 +296,8 @@ async def running(
                     farm.control_url = await nursery.start(
                         serve_control, farm, control_host, control_port
                     )
+                if responder is not None:
+                    nursery.start_soon(farm.run_responder, responder)
                 yield farm
             finally:
                 for runtime in runtimes:

@@ -147,6 +147,7 @@ async def _run_farm(
     heartbeat: float,
     pending_period: float,
     health_cache_delay: float,
+    managed_availability: bool,
     run_for: float | None,
     child: bool,
 ) -> None:
@@ -159,6 +160,7 @@ async def _run_farm(
         heartbeat=heartbeat,
         pending_period=pending_period,
         health_cache_delay=health_cache_delay,
+        responder=casfarm.LAB_POLICY if managed_availability else None,
     ) as farm:
         if child:
             typer.echo(f"{READY} {farm.control_url}")
@@ -200,8 +202,13 @@ def farm(
         float, typer.Option(help="Seconds between MAPI PENDING keep-alives.")
     ] = 15.0,
     health_cache_delay: Annotated[
-        float, typer.Option(help="Seconds before a component change shows (Exchange: <= 15).")
-    ] = 0.0,
+        float, typer.Option(min=0, max=15,
+                            help="Seconds before a component change shows (Exchange: <= 15).")
+    ] = 2.0,
+    managed_availability: Annotated[
+        bool, typer.Option(help="Take a protocol whose local probes keep failing out of service "
+                                "(its component Inactive, requester HealthApi) and back.")
+    ] = True,
     run_for: Annotated[
         float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
     ] = None,
@@ -232,6 +239,7 @@ def farm(
             heartbeat,
             pending_period,
             health_cache_delay,
+            managed_availability,
             run_for,
             child,
         )

@@ -2,8 +2,10 @@
 
 A client connection keeps at most one upstream connection per pool (NTLM
 authenticates the connection, so it is never shared with another client). For
-each request the kept connection is reused when policy allows it
-(lb.l7.policy.keep_upstream); otherwise a server is picked from the pool,
+each request the kept connection is reused when policy allows it: a pinned one
+while its server serves (lb.l7.rebalance.keep_pinned), another while it is
+reusable (lb.l7.policy.keep_upstream) and, once a second, a fresh pick does not
+move it (lb.l7.rebalance.moves). Otherwise a server is picked from the pool,
 excluding those outlier detection ejected and, by the pool's retry policy
 (lb.retry), the servers this request already tried (or, retrying on the same
 server, every other), and connected to, with the pool's connect retries.
@@ -25,7 +27,7 @@ from typing import Protocol
 import trio
 
 from lb.dial import UNKNOWN_PEER, Peer, dial_for
-from lb.l7 import policy
+from lb.l7 import policy, rebalance
 from lb.l7.events import L7Events, Report
 from lb.l7.upstream import (
     ConnectFailed,
@@ -90,6 +92,10 @@ class Picked:
     connect_time: float = 0.0
 
 
+def _ejected(backend: Backend, now: float) -> frozenset[str]:
+    return frozenset() if backend.outliers is None else backend.outliers.ejected(now)
+
+
 class ClientUpstreams:
     """One client's upstream connections, keyed by pool name.
 
@@ -130,27 +136,21 @@ class ClientUpstreams:
         """
         current = self._open.get(pool_name)
         now = trio.current_time()
+        member: Member | None = None  # this request's fresh pick, once made
         if current is not None:
-            ejected = backend.outliers is not None and backend.outliers.is_ejected(
-                current.member.name, now
-            )
-            panic = policy.in_panic(
-                member_eligible=current.member.eligible,
-                eligible=(m.eligible for m in backend.pool.members),
-            )
-            if policy.keep_upstream(reusable=current.reusable(panic=panic), ejected=ejected):
+            kept, member = self._keeps(current, backend, now)
+            if kept:
                 return Picked(current, 0)
             self.drop(pool_name)
         retries, last_error = 0, ""
         retry = backend.settings.retry
-        names = [m.name for m in backend.pool.members]
         for attempt in range(retry.attempts):
-            exclude = retry.exclude(tried, names)
-            if backend.outliers is not None:
-                exclude |= backend.outliers.ejected(now)
-            member = backend.pool.pick(now, client=self._client, exclude=exclude)
             if member is None:
-                break
+                names = (m.name for m in backend.pool.members)
+                exclude = retry.exclude(tried, names) | _ejected(backend, now)
+                member = backend.pool.pick(now, client=self._client, exclude=exclude)
+                if member is None:
+                    break
             if attempt:
                 retries += 1
             started = trio.current_time()
@@ -175,13 +175,39 @@ class ClientUpstreams:
                              requested=False)
                 self._events.retried(pool_name, member.name, "connect")
                 log.warning("pool %s: connect to %s failed: %s", pool_name, member.name, exc)
-                now = trio.current_time()
+                now, member = trio.current_time(), None
                 continue
             took = trio.current_time() - started
             self._events.server_connected(pool_name, member.name, took)
             self._open[pool_name] = upstream
             return Picked(upstream, retries, connect_time=took)
         return Picked(None, retries, last_error)
+
+    def _keeps(
+        self, current: UpstreamConnection, backend: Backend, now: float
+    ) -> tuple[bool, Member | None]:
+        """Whether `current` carries the next request; else the server picked instead, if any."""
+        member, pool = current.member, backend.pool
+        ejected = backend.outliers is not None and backend.outliers.is_ejected(member.name, now)
+        if current.pinned:
+            keep = rebalance.keep_pinned(usable=current.usable(), serving=member.serving,
+                                         ejected=ejected)
+            return keep, None
+        panic = policy.in_panic(
+            member_eligible=member.eligible, eligible=(m.eligible for m in pool.members)
+        )
+        if not policy.keep_upstream(reusable=current.reusable(panic=panic), ejected=ejected):
+            return False, None
+        if now < current.rebalance_at:
+            return True, None
+        current.rebalance_at = now + rebalance.RECHECK_EVERY
+        picked = pool.pick(now, client=self._client, exclude=_ejected(backend, now))
+        if picked is None or picked is member:
+            return True, None
+        if rebalance.moves(pool.candidate(member, now), pool.candidate(picked, now),
+                           sticky=pool.sticky):
+            return False, picked
+        return True, None
 
     def drop(self, pool_name: str) -> None:
         """Close the connection to `pool_name`, if any."""

@@ -1,8 +1,9 @@
 """The proxy's decisions, as pure functions of what happened: no I/O, no clock.
 
 The driver (lb.l7.proxy) asks; these answer with values it acts on:
-- whether a client's existing upstream connection may carry its next request,
-  or a server must be picked afresh (`keep_upstream`);
+- whether a client's existing unpinned upstream connection may carry its next
+  request, or a server must be picked afresh (`keep_upstream`; whether a fresh
+  pick moves it anyway, and pinning, are lb.l7.rebalance's);
 - whether a failed attempt is replayed on another server (`should_replay`):
   only an idempotent request without a body, only before any response byte
   reached the client, only once, and only when the server failed (an error or

@@ -4,14 +4,14 @@ Theory of operation. One `ClientSession` serves one client connection. It
 reads a request head with h11 (under the idle and header timeouts), refuses
 what must not be forwarded (lb.l7.heads, lb.l7.target), routes the normalised
 path to a pool (lb.l7.routing) and relays the request over this client's
-upstream connection to that pool (lb.l7.backends), opening one if needed.
-Requests of one client are strictly sequential, as HTTP/1.1 without
-pipelining to the server demands; a pipelined request already buffered waits
-for one scheduler turn, so that a pipelining flood cannot starve others.
-
-This module is the driver: the I/O of an exchange is lb.l7.relay's, and every
-decision (reuse or pick, replay, what the outcome says about the server, the
-error to answer) is lb.l7.policy's.
+upstream connection to that pool (lb.l7.backends): kept, or balanced afresh
+unless NTLM pinned it. Requests of one client are strictly sequential, as
+HTTP/1.1 without pipelining to the server demands; a pipelined request already
+buffered waits for one scheduler turn, so that a pipelining flood cannot
+starve others. This module is the driver: the I/O of an exchange is
+lb.l7.relay's; keeping or moving the upstream is lb.l7.rebalance's decision,
+and every other (replay, what the outcome says about the server, the error to
+answer) lb.l7.policy's.
 
 Failures (retried where the pool's retry policy says, lb.retry): a connect
 failure is retried (nothing was sent); an idempotent request without a body
@@ -34,7 +34,7 @@ import trio
 
 from lb.dial import UNKNOWN_PEER, Peer
 from lb.l7 import events as l7_events
-from lb.l7 import policy, responses
+from lb.l7 import policy, rebalance, responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
@@ -304,6 +304,7 @@ class ClientSession:
             fields, client_ip=self.client_ip, scheme=self.ctx.settings.scheme,
             keep_chain=self.trusted,
         )
+        pins = rebalance.request_pins(header_value(fields, b"authorization"))
         tried: list[str] = []
         retries = 0
         # The failed attempt a replay stands in for, and how it ended.
@@ -323,6 +324,7 @@ class ClientSession:
                     )
                 events = responses.no_server(pool_name)
                 return await self._answer(events, Termination.NO_SERVER, retries)
+            upstream.pinned |= pins  # NTLM or Negotiate on it: it stays with this client
             sent = headers
             if header_value(headers, b"host") is None:  # HTTP/1.0 without Host: name the server
                 sent = [(b"host", upstream.member.fqdn.encode("ascii", "replace")), *headers]
@@ -370,16 +372,8 @@ class ClientSession:
                 status = failure[0].status_code
                 with contextlib.suppress(*PEER_ERRORS):
                     await self.client.send(*failure)
-        return Served(
-            status,
-            termination,
-            attempt.request.bytes_in,
-            attempt.response.bytes_out,
-            server,
-            retries,
-            attempt.response.done,
-            *timers,
-        )
+        return Served(status, termination, attempt.request.bytes_in, attempt.response.bytes_out,
+                      server, retries, attempt.response.done, *timers)
 
     def _after_attempt(
         self,
@@ -393,6 +387,7 @@ class ClientSession:
         kept = termination is None and attempt.response.done and upstream.finish_cycle()
         if not kept:  # else kept for this client's next request
             self.upstreams.drop(pool_name)
+        upstream.pinned |= attempt.response.pins  # its next request answers the challenge here
         outcome = policy.outcome_of(termination, attempt.response.status)
         if outcome is not None:
             reason = termination.value if termination else f"status {attempt.response.status}"

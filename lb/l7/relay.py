@@ -34,6 +34,7 @@ from lb.l7.events import Termination
 from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
 from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
 from lb.l7.policy import head_wait
+from lb.l7.rebalance import response_pins
 from lb.l7.routing import TimeoutProfile
 from lb.l7.upstream import UpstreamConnection, describe_error
 
@@ -58,6 +59,7 @@ class ResponseSide:
     done: bool = False
     bytes_out: int = 0
     head_at: float = 0.0  # trio time the response head arrived
+    pins: bool = False  # a 401 offering NTLM or Negotiate (lb.l7.rebalance)
 
 
 @dataclass
@@ -212,10 +214,16 @@ class Relay:
                 cancel.cancel()
             return
         side.status = response.status_code
+        side.pins = response_pins(response.status_code, response.headers)
         side.started = True
         side.head_at = trio.current_time()
         head = response
-        if any(name in HOP_BY_HOP for name, _ in response.headers):
+        # A new head is an HTTP/1.1 one (h11 sends no other version): an HTTP/1.0
+        # server's response goes out as 1.1, as an intermediary sends its own
+        # version (RFC 9110 §6.2).
+        if response.http_version != b"1.1" or any(
+            name in HOP_BY_HOP for name, _ in response.headers
+        ):
             head = h11.Response(
                 status_code=response.status_code,
                 headers=forwarded_response_headers(response.headers),

@@ -2,7 +2,8 @@
 
 Theory of operation. A client connection owns at most one upstream connection
 per pool (NTLM authenticates a connection, so an upstream connection is never
-shared between clients, and a client that switches pools gets a second one).
+shared between clients, and a client that switches pools gets a second one);
+lb.l7.rebalance decides when it is left for another server.
 Each upstream connection holds a lease on its server for its whole life: the
 pool counts it as active and may cancel the lease's scope to reset it (server
 DOWN, end of a drain grace).
@@ -34,8 +35,10 @@ from typing import Protocol
 import h11
 import trio
 
+from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial, open_tcp, socket_of
 from lb.l7.adapter import H11Stream
+from lb.l7.rebalance import RECHECK_EVERY
 from lb.retry import RetryPolicy, RetryTo
 from lb.tls import FQDN_NAMES, UpstreamNames, certificate_matches
 from probes.local_resources import OncePerInterval, is_local_resource_error
@@ -66,6 +69,10 @@ class Member(Protocol):
     @property
     def eligible(self) -> bool:
         """Whether new traffic may go to it."""
+
+    @property
+    def serving(self) -> bool:
+        """Whether it may go on carrying what it has (UP; READY or draining)."""
 
     @property
     def active(self) -> int:
@@ -102,6 +109,13 @@ class Pool(Protocol):
 
     def lease(self, member: Member) -> contextlib.AbstractContextManager[Lease]:
         """Hold `member` as active for the duration of the context."""
+
+    @property
+    def sticky(self) -> bool:
+        """Whether the strategy hashes each client to a server (`source`)."""
+
+    def candidate(self, member: Member, now: float) -> Candidate:
+        """`member` as the strategy weighs it at `now` (slow start applied)."""
 
 
 Connector = Callable[[Member, float, Dial], Awaitable[trio.abc.Stream]]
@@ -245,6 +259,10 @@ class UpstreamConnection:
         member: the server.
         io: the h11 client side of the connection.
         reset_by_pool: True once the pool cancelled the lease.
+        pinned: bound to its client by NTLM or Negotiate (lb.l7.rebalance):
+            never balanced away while usable.
+        rebalance_at: trio time from which its client's next request is
+            balanced afresh (lb.l7.rebalance.RECHECK_EVERY after the last time).
     """
 
     def __init__(
@@ -254,6 +272,8 @@ class UpstreamConnection:
         self.member = member
         self.io = H11Stream(stream, h11.Connection(h11.CLIENT), receive_size=receive_size)
         self.reset_by_pool = False
+        self.pinned = False
+        self.rebalance_at = trio.current_time() + RECHECK_EVERY
         self._done = trio.Event()
         self._readable_now = _ReadableProbe(stream)
 
@@ -271,17 +291,23 @@ class UpstreamConnection:
         With `panic` (no member of the pool is eligible, so the pool routes to
         all), an ineligible member's connection is kept rather than replaced.
 
-        Besides h11's states and the member's eligibility, the socket must not be
-        readable: an idle upstream connection that is readable was closed by the
-        server (IIS closes idle ones after 2 minutes), and a POST sent over it
-        would fail with nothing to retry.
+        It must be `usable`, and its member eligible.
+        """
+        return (self.member.eligible or panic) and self.usable()
+
+    def usable(self) -> bool:
+        """Whether the connection itself can carry another request, whatever its server's state.
+
+        Besides h11's states, the socket must not be readable: an idle upstream
+        connection that is readable was closed by the server (IIS closes idle
+        ones after 2 minutes), and a POST sent over it would fail with nothing
+        to retry.
         """
         c = self.io.conn
         return (
             not self.closed
             and c.our_state is h11.IDLE
             and c.their_state is h11.IDLE
-            and (self.member.eligible or panic)
             and not self._readable_now()
         )
 

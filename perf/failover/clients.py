@@ -15,6 +15,11 @@ HTTP success is any status below 500: an unauthenticated OWA GET earns a 401 or
 keep-alive connection that is reset before any answer is retried once on a new
 connection and not counted, as browsers and WinHTTP do.
 
+The kept-alive OWA clients (KEPT_ALIVE) never close their connection on their
+own, as Outlook keeps its EWS and MAPI connections for hours: after a server
+recovers they show whether the balancer sends them back to it, or only new
+connections.
+
 Besides the long-lived clients, a "new connections" load opens fresh TLS
 connections at a steady rate, as browsers and Outlook do all day: each does a
 full handshake (SNI = the design's OWA name), one OWA GET, and closes. One task
@@ -36,7 +41,7 @@ import trio
 from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
 from perf.failover.http import HttpConnection, exchange, header
 from perf.failover.mail import imap_session, pop_session, smtp_session
-from perf.failover.model import NEW_CONNECTIONS
+from perf.failover.model import CHOSEN_AS, KEPT_ALIVE, NEW_CONNECTIONS
 from perf.failover.recorder import Recorder
 
 
@@ -131,6 +136,7 @@ def _mapi(request_type: str) -> ShortRequest:
 # alternate an Execute with a NotificationWait long poll, as Outlook does.
 SHORT: dict[str, tuple[ShortRequest, ...]] = {
     "owa": (ShortRequest("GET", "/owa/"),),
+    KEPT_ALIVE: (ShortRequest("GET", "/owa/"),),
     "ews": (
         ShortRequest(
             "POST", "/EWS/Exchange.asmx", (("Content-Type", "text/xml; charset=utf-8"),), SOAP
@@ -143,7 +149,7 @@ SHORT: dict[str, tuple[ShortRequest, ...]] = {
     ),
     "mapi": (_mapi("Execute"), _mapi("NotificationWait")),
 }
-KEEP_ALIVE = frozenset({"owa", "ews", "mapi"})
+KEEP_ALIVE = frozenset({"owa", "ews", "mapi", KEPT_ALIVE})
 STALE = frozenset({"reset", "eof"})  # how a dropped kept-alive connection shows
 
 
@@ -214,7 +220,8 @@ class Client:
         while True:
             held: list[HttpConnection] = []  # the connection, once opened
             try:
-                for _ in range(per_conn):
+                turns = itertools.count() if self.protocol == KEPT_ALIVE else range(per_conn)
+                for _ in turns:
                     ok = await self._attempt(functools.partial(self._on, held, next(cycle)))
                     if not ok or not held or not held[0].reusable():
                         break
@@ -378,11 +385,10 @@ async def run_clients(
                 nursery.start_soon(fresh.run_for, duration)
             index = 0
             for protocol, count in mix.clients.items():
-                if protocol not in endpoints:
+                endpoint = endpoints.get(CHOSEN_AS.get(protocol, protocol))
+                if endpoint is None:
                     continue
                 for _ in range(count):
-                    client = Client(
-                        protocol, endpoints[protocol], recorder, timeouts, mix, index
-                    )
+                    client = Client(protocol, endpoint, recorder, timeouts, mix, index)
                     nursery.start_soon(client.run)
                     index += 1

@@ -82,7 +82,8 @@ def parse_ready(line: str) -> FarmInfo:
 
 @asynccontextmanager
 async def running_farm(
-    workdir: Path, *, servers: int = 3, heartbeat: float = 2.0, pending_period: float = 1.0
+    workdir: Path, *, servers: int = 3, heartbeat: float = 2.0, pending_period: float = 1.0,
+    health_cache_delay: float = 0.0,
 ) -> AsyncIterator[Farm]:
     """Start a farm process in `workdir`; stop it on exit."""
     argv = [
@@ -92,6 +93,7 @@ async def running_farm(
         f"--servers={servers}",
         f"--heartbeat={heartbeat}",
         f"--pending-period={pending_period}",
+        f"--health-cache-delay={health_cache_delay}",
         f"--cert-dir={workdir / 'farm-certs'}",
     ]
     async with child(argv, stdin=True, log=workdir / "farm.log") as proc:

@@ -70,6 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
         servers=args.servers,
         heartbeat=args.heartbeat,
         pending_period=args.pending_period,
+        health_cache_delay=args.health_cache_delay,
         cert_dir=args.cert_dir,
         namespace=args.namespace,
         control=False,
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--pending-period", type=float, default=1.0)
+    parser.add_argument("--health-cache-delay", type=float, default=0.0)
     parser.add_argument("--cert-dir", type=Path, required=True)
     parser.add_argument("--namespace", default="mail.lab.local")
     trio.run(serve, parser.parse_args())

@@ -18,6 +18,9 @@ Definitions (all times relative to the fault's injection or clearing):
   and -> first successful answer from it (recovery_traffic).
 - spread: successful answers per server to requests begun after the first
   answer from the recovered server (the slow-start window).
+- recovered_share: the recovered server's share of the successful answers to
+  requests begun after clearing, to the end of the load; None without any.
+  For kept-alive clients it says whether the balancer sends them back.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ProtocolFigures:
     recovery_detect: float | None
     recovery_traffic: float | None
     spread: dict[str, int]
+    recovered_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,13 @@ def protocol_figures(record: ScenarioRecord, protocol: str) -> ProtocolFigures:
         recovery_detect=_since(back_at, t.clear_at),
         recovery_traffic=_since(first_back, t.clear_at),
         spread={s: spread.get(s, 0) for s in record.servers},
+        recovered_share=_share(mine, record.faulty, t.clear_at),
     )
+
+
+def _share(requests: Iterable[RequestRecord], server: str, after: float) -> float | None:
+    answered = [r.server for r in requests if r.ok and r.started >= after]
+    return round(answered.count(server) / len(answered), 3) if answered else None
 
 
 def _first_answer(requests: Iterable[RequestRecord], server: str, after: float) -> float | None:

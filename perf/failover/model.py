@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# The protocol name of the "new connections" load (a TLS handshake and one OWA
-# GET per connection), and the protocol whose pool the balancer picks for it.
+# The protocol names of the "new connections" load (a TLS handshake and one OWA
+# GET per connection) and of the kept-alive OWA clients (one connection for as
+# long as it works), and the protocol whose pool the balancer picks for each.
 NEW_CONNECTIONS = "owa-new"
-CHOSEN_AS = {NEW_CONNECTIONS: "owa"}
+KEPT_ALIVE = "owa-kept"
+CHOSEN_AS = {NEW_CONNECTIONS: "owa", KEPT_ALIVE: "owa"}
 
 
 @dataclass(frozen=True)

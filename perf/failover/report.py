@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from perf.failover.measures import ProtocolFigures, ScenarioFigures, per_second, scenario_figures
-from perf.failover.model import ChoiceSample, RequestRecord, ScenarioRecord, Timeline
+from perf.failover.model import (
+    KEPT_ALIVE,
+    NEW_CONNECTIONS,
+    ChoiceSample,
+    RequestRecord,
+    ScenarioRecord,
+    Timeline,
+)
 from perf.failover.svg import timeline_svg
 
 
@@ -93,6 +100,30 @@ DETAIL_HEAD = (
 )
 
 
+KEPT_HEAD = (
+    "| design | kept-alive clients' first answer from it, s after clearing "
+    "| their answers from it after clearing | new connections' answers from it |\n"
+    "|---|---|---|---|"
+)
+
+
+def kept_row(figures: ScenarioFigures) -> str | None:
+    """One Markdown row: do kept-alive clients return to the recovered server; None without them."""
+    by_name = {p.protocol: p for p in figures.protocols}
+    kept = by_name.get(KEPT_ALIVE)
+    if kept is None:
+        return None
+    fresh = by_name.get(NEW_CONNECTIONS)
+    return (
+        f"| {figures.design} | {_fmt(kept.recovery_traffic)} | {_percent(kept.recovered_share)} "
+        f"| {_percent(None if fresh is None else fresh.recovered_share)} |"
+    )
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.0f}%"
+
+
 def detail_rows(figures: ScenarioFigures) -> list[str]:
     """Markdown rows, one per protocol of one scenario."""
     rows = []
@@ -114,6 +145,9 @@ def markdown(figures: Sequence[ScenarioFigures], preamble: str = "") -> str:
     for fault in dict.fromkeys(f.fault for f in figures):
         of_fault = [f for f in figures if f.fault == fault]
         out += [f"### {fault}", "", SUMMARY_HEAD, *(summary_row(f) for f in of_fault), ""]
+        kept = [row for f in of_fault if (row := kept_row(f)) is not None]
+        if kept:
+            out += ["After clearing, the recovered server's share:", "", KEPT_HEAD, *kept, ""]
         out += ["<details><summary>per protocol</summary>", "", DETAIL_HEAD]
         for f in of_fault:
             out += detail_rows(f)

@@ -67,7 +67,8 @@ async def run_scenario(
     samples: list[ChoiceSample] = []
     counts: dict[str, dict[str, int]] = {}
     async with (
-        running_farm(workdir, heartbeat=settings.mix.long_poll) as farm,
+        running_farm(workdir, heartbeat=settings.mix.long_poll,
+                     health_cache_delay=settings.health_cache_delay) as farm,
         design.start(farm.info, settings.probes, workdir) as running,
     ):
         recorder = Recorder(farm.info.names)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perf.failover.clients import ClientTimeouts, LoadMix
+from perf.failover.model import KEPT_ALIVE
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Phases:
 FULL_MIX = LoadMix(
     clients={
         "owa": 4,
+        KEPT_ALIVE: 9,
         "ews": 3,
         "autodiscover": 2,
         "mapi": 2,
@@ -59,7 +61,10 @@ FULL_MIX = LoadMix(
     new_connections_per_second=40.0,
 )
 QUICK_MIX = LoadMix(
-    clients={"owa": 2, "ews": 1, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1, "imap": 1},
+    clients={
+        "owa": 2, KEPT_ALIVE: 6, "ews": 1, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1,
+        "imap": 1,
+    },
     long_poll=1.0,
     channel_life=2.0,
     new_connections_per_second=40.0,
@@ -78,6 +83,8 @@ class RunSettings:
         slow_seconds: latency the slow fault adds.
         sample_every: how often the balancer's choice is read.
         quick: True for the CI smoke variant.
+        health_cache_delay: seconds before the farm shows a component change
+            (Exchange: up to 15; 0 compares the designs' own detection).
     """
 
     probes: ProbeSettings
@@ -87,6 +94,7 @@ class RunSettings:
     slow_seconds: float = 2.0
     sample_every: float = 0.1
     quick: bool = False
+    health_cache_delay: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view, for the results file."""

@@ -165,3 +165,17 @@ async def test_an_unsolicited_second_response_never_reaches_the_client(
     assert [(r.target, r.connection) for r in owa.complete] == [(b"/owa/a", 0), (b"/owa/b", 1)]
     assert second.body == fixed_body("owa", owa.complete[1])
     assert_quiet_logs(caplog)
+
+
+async def test_an_http_1_0_response_reaches_the_client_as_http_1_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="caslb")
+    old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"  # a server, or its proxy, on 1.0
+    async with hostile_front(responders={"owa": raw_answer(old, keep=False)}) as front:
+        reply = await send_and_read(front.port, GET_OWA)
+        await front.settle()
+    assert reply.malformed is None, reply.describe()
+    assert reply.statuses == [200], reply.describe()
+    assert reply.raw.startswith(b"HTTP/1.1 200 ") and reply.raw.endswith(b"\r\n\r\nok")
+    assert_quiet_logs(caplog)

@@ -41,7 +41,8 @@ async def test_unrouted_path_is_404_and_the_connection_goes_on() -> None:
         assert b"/nothing/here" in body
         head, _ = await client.request("GET", "/owa/")
         assert head.status_code == 200
-    assert [r.termination for r in rig.events.requests] == [Termination.COMPLETE] * 2
+    assert [r.termination for r in rig.events.requests] == [Termination.NO_ROUTE,
+                                                            Termination.COMPLETE]
 
 
 async def test_one_upstream_connection_serves_all_requests_of_a_client_connection() -> None:

@@ -19,6 +19,7 @@ import h11
 import trio
 import trio.testing
 
+from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial
 from lb.ejection import PoolEjections
 from lb.l7.events import RecordingEvents
@@ -41,6 +42,7 @@ class FakeMember:
     active: int = 0
     total: int = 0
     eligible: bool = True
+    serving: bool = True
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn or f"{self.name}.contoso.test"
@@ -60,7 +62,11 @@ class FakePool:
         self.members = members
         self.live: list[FakeLease] = []
         self.panic = False
+        self.sticky = False
         self._turn = itertools.count()
+
+    def candidate(self, member: FakeMember, now: float) -> Candidate:
+        return Candidate(member.name, member.weight, 1.0, member.active)
 
     def pick(
         self, now: float, *, client: str | None = None, exclude: Collection[str] = ()

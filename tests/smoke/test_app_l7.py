@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import casfarm
@@ -45,8 +45,14 @@ servers = [
 """
 
 
+def balancer(farm: casfarm.Farm, text: str) -> AbstractAsyncContextManager[Balancer]:
+    """The balancer of config `text` in front of `farm` (see `serving`)."""
+    return serving(text)
+
+
 @asynccontextmanager
-async def balancer(farm: casfarm.Farm, text: str) -> AsyncIterator[Balancer]:
+async def serving(text: str) -> AsyncIterator[Balancer]:
+    """The whole balancer of config `text`, each frontend on its own loopback port 0."""
     config = parse(tomllib.loads(text))
     listeners = {
         fe.name: await trio.open_tcp_listeners(0, host="127.0.0.1") for fe in config.frontends

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trustme
 
+from probes import wire
 from probes.checks import Reason, run_check
 from probes.kept import KeptConnections
 from tests.smoke.test_probe_checks import FQDN, Rig, owa
@@ -52,6 +53,22 @@ async def test_checks_share_one_connection_while_it_is_young(rig: Rig, ca_file: 
     assert all(b"connection: close" not in r.lower() for r in rig.requests)
     kept.close_all()
     assert len(kept) == 0
+
+
+async def test_a_kept_connection_keeps_its_tls_session_once(
+    rig: Rig, ca_file: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Reading a session copies it (~0.4 ms): checks riding the connection must not.
+    kept_sessions: list[object] = []
+    keep = wire.SESSIONS.keep
+    monkeypatch.setattr(wire.SESSIONS, "keep",
+                        lambda key, session: (kept_sessions.append(session), keep(key, session)))
+    target = await rig.start(Counting(rig))
+    kept = KeptConnections()
+    for _ in range(4):
+        assert (await run_check(owa(ca_file=ca_file), target, kept=kept, reuse_for=3600)).ok
+    assert len(rig.requests) == 4 and len(kept_sessions) == 1
+    kept.close_all()
 
 
 async def test_without_reuse_every_check_opens_its_own(rig: Rig, ca_file: str) -> None:

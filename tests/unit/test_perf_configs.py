@@ -51,6 +51,16 @@ def test_caslb_config_loads_with_the_run_probe_settings(tmp_path: Path, mode: st
         assert https.sni_map["ews.mail.lab.local"] == "ews"
 
 
+def test_caslb_config_can_turn_slow_start_off_for_every_pool(tmp_path: Path) -> None:
+    listen = {k: 20000 + i for i, k in enumerate(PORTS)}
+    tls = (tmp_path / "c.pem", tmp_path / "k.pem")
+    path = tmp_path / "caslb.toml"
+    path.write_text(caslb_config(FARM, PROBES, "l7", listen, 29999, tls))
+    assert load(path).pools["owa"].slowstart == 30.0  # the shorthand's
+    path.write_text(caslb_config(FARM, PROBES, "l7", listen, 29999, tls, slowstart=0.0))
+    assert {p.slowstart for p in load(path).pools.values()} == {0.0}
+
+
 def test_caslb_config_refuses_a_bad_mode() -> None:
     with pytest.raises(ValueError, match="unknown caslb mode 'l5'"):
         caslb_config(FARM, PROBES, "l5", {}, 1, None)

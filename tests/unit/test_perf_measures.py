@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from perf.failover.measures import per_second, scenario_figures
-from perf.failover.model import ChoiceSample, RequestRecord, ScenarioRecord, Timeline
+from perf.failover.model import KEPT_ALIVE, ChoiceSample, RequestRecord, ScenarioRecord, Timeline
 from perf.failover.report import markdown, write_run
 
 SERVERS = ("CAS1", "CAS2", "CAS3")
@@ -63,6 +64,27 @@ def test_figures_follow_the_definitions() -> None:
     assert ews.detection is None and ews.errors == 0 and ews.failover == 0.0
     assert figures.faulty_farm_requests == 3
     assert figures.errors == 2 and figures.detection == 1.0
+
+
+def test_kept_alive_clients_show_the_recovered_server_s_share_after_clearing() -> None:
+    kept = [
+        RequestRecord(KEPT_ALIVE, 4.0, 4.1, "CAS1"),  # before the fault: not counted
+        RequestRecord(KEPT_ALIVE, 10.5, 10.6, "CAS2"),
+        RequestRecord(KEPT_ALIVE, 11.5, 11.6, "CAS1"),  # back on the recovered server at 1.5
+        RequestRecord(KEPT_ALIVE, 11.7, 11.8, None, "reset"),  # failed: not an answer
+        RequestRecord(KEPT_ALIVE, 11.8, 11.9, "CAS3"),
+        RequestRecord(KEPT_ALIVE, 11.9, 11.95, "CAS1"),
+    ]
+    record = dataclasses.replace(_record(), requests=(*_record().requests, *kept))
+    figures = scenario_figures(record)
+    by_name = {p.protocol: p for p in figures.protocols}
+    assert by_name[KEPT_ALIVE].recovery_traffic == pytest.approx(1.5)
+    assert by_name[KEPT_ALIVE].recovered_share == 0.5
+    assert by_name["owa"].recovered_share == pytest.approx(1 / 3, abs=1e-3)
+    assert by_name["ews"].recovered_share is None  # no answer after clearing
+    md = markdown([figures])
+    assert "| d | 1.50 | 50% | – |" in md  # no new-connections load in this record
+    assert "kept-alive" not in markdown([scenario_figures(_record())])
 
 
 def test_per_second_buckets_by_server_and_failure() -> None:

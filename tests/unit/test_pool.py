@@ -232,3 +232,17 @@ def test_candidate_weighs_the_slow_start_ramp() -> None:
     member = pool.member("cas1")
     assert pool.candidate(member, 105.0).effective_weight == pytest.approx(0.5)
     assert pool.candidate(member, 120.0).effective_weight == 1
+
+
+def test_a_draining_member_still_serves_what_it_carries_a_down_or_maint_one_does_not() -> None:
+    pool = Pool(_config())
+    pool.set_admin("cas1", AdminState.DRAIN, 1.0)
+    pool.set_admin("cas2", AdminState.MAINT, 1.0)
+    pool.set_check_state("cas3", DOWN, 1.0)
+    assert [(m.eligible, m.serving) for m in pool.members] == [
+        (False, True), (False, False), (False, False)]
+
+
+def test_only_a_source_pool_is_sticky() -> None:
+    assert Pool(_config(balance=Balance.SOURCE)).sticky
+    assert not any(Pool(_config(balance=b)).sticky for b in Balance if b is not Balance.SOURCE)

@@ -56,8 +56,11 @@ def render_config(
     admin_port: int,
     tls: tuple[Path, Path] | None,
     protocols: tuple[str, ...] = (*HTTP_LOAD, *MAIL_LISTENER),
+    slowstart: float | None = None,
 ) -> str:
     """The caslb TOML of one design, in the `[exchange]` shorthand.
+
+    `slowstart` overrides the shorthand's for every pool (None keeps it).
 
     Raises:
         ValueError: naming a bad mode, or l7 without a certificate.
@@ -98,6 +101,8 @@ def render_config(
         f"retries = {probes.retries}",
         f'ca_file = "{farm.ca_path}"',
     ]
+    if slowstart is not None:
+        lines.append(f"slowstart = {_duration(slowstart)}")
     if tls is not None:
         lines.append(f'tls = {{ cert = "{tls[0]}", key = "{tls[1]}" }}')
     lines += ["", "[admin]", f'bind = "127.0.0.1:{admin_port}"']
@@ -173,7 +178,7 @@ def write_cert(farm: FarmInfo, workdir: Path) -> tuple[Path, Path]:
 
 
 
-def _starter(mode: str):  # type: ignore[no-untyped-def]
+def _starter(mode: str, slowstart: float | None = None):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def start(
         farm: FarmInfo, probes: ProbeSettings, workdir: Path
@@ -186,7 +191,8 @@ def _starter(mode: str):  # type: ignore[no-untyped-def]
         notes: tuple[str, ...] = ()
         async with AsyncExitStack() as stack:
             for protocols in ((*HTTP_LOAD, *MAIL_LISTENER), HTTP_LOAD):
-                cfg.write_text(render_config(farm, probes, mode, listen, admin, tls, protocols))
+                cfg.write_text(
+                    render_config(farm, probes, mode, listen, admin, tls, protocols, slowstart))
                 log = workdir / f"caslb-{len(protocols)}.log"
                 proc = await stack.enter_async_context(child(argv, log=log, name="caslb"))
                 endpoints = {
@@ -232,4 +238,8 @@ CASLB_DESIGNS = (
            caslb_missing),
     Design("caslb-l7", "caslb L7, one namespace, a pool per vdir (scenario B)", _starter("l7"),
            caslb_missing),
+    # HAProxy runs here without slow start: this one shows caslb's L7 rebalancing
+    # of kept-alive clients at the same pace, not the pace of a 30 s ramp.
+    Design("caslb-l7-noslow", "caslb L7 as caslb-l7, slow start off (as HAProxy here)",
+           _starter("l7", slowstart=0.0), caslb_missing),
 )
