@@ -12,7 +12,10 @@ scheduler after every successful call, four times per proxied request; here a
 call that needs no wait costs no scheduler round trip. Fairness and prompt
 cancellation are kept: every call still checks for cancellation, and after
 `_YIELD_EVERY` calls in a row without a wait the task yields once, so a peer
-that always has bytes ready cannot starve the other connections.
+that always has bytes ready cannot starve the other connections. For the
+same reason a deadline (a trio cancel scope, a few microseconds to arm and
+disarm) is armed only around a wait: bytes already on the socket are read
+without one, and the deadline is checked after the read.
 """
 
 from __future__ import annotations
