@@ -38,7 +38,13 @@ from lb.l7 import policy, rebalance, responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
-from lb.l7.headers import Headers, declares_body, forwarded_request_headers, header_value
+from lb.l7.headers import (
+    Headers,
+    declares_body,
+    field_pairs,
+    forwarded_request_headers,
+    header_value,
+)
 from lb.l7.heads import HeadLimits, forwarded_request, request_refusal, valid_field_value
 from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
 from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
@@ -213,9 +219,7 @@ class ClientSession:
         self, request: h11.Request, target: Target, started: float, waited: float
     ) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
-        # The header fields as one plain list, read by every step below: h11's
-        # Headers is a Sequence whose iteration costs a method call per field.
-        fields: Headers = list(request.headers)
+        fields = field_pairs(request.headers)  # one plain list, read by every step below
         if target.host is not None:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
             fields = [(b"host", target.host), *(f for f in fields if f[0] != b"host")]
         pool_name = s.routes.pool_for(target.route_path, host_name(header_value(fields, b"host")))

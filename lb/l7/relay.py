@@ -31,7 +31,7 @@ import trio
 
 from lb.l7.adapter import H11Stream, deadline_after
 from lb.l7.events import Termination
-from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
+from lb.l7.headers import HOP_BY_HOP, field_pairs, forwarded_response_headers
 from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
 from lb.l7.policy import head_wait
 from lb.l7.rebalance import response_pins
@@ -221,12 +221,11 @@ class Relay:
         # A new head is an HTTP/1.1 one (h11 sends no other version): an HTTP/1.0
         # server's response goes out as 1.1, as an intermediary sends its own
         # version (RFC 9110 §6.2).
-        if response.http_version != b"1.1" or any(
-            name in HOP_BY_HOP for name, _ in response.headers
-        ):
+        fields = field_pairs(response.headers)
+        if response.http_version != b"1.1" or any(name in HOP_BY_HOP for name, _ in fields):
             head = h11.Response(
                 status_code=response.status_code,
-                headers=forwarded_response_headers(response.headers),
+                headers=forwarded_response_headers(fields),
                 reason=response.reason,
             )
         # else: h11 events are immutable, so the parsed head is relayed as it is
