@@ -36,81 +36,25 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb import frontends, logs
-from lb.admin import AdminHook, serve_admin
+from lb import frontends, logs, renewal
+from lb.admin import AdminHook, ReloadHook, serve_admin
 from lb.boundary import guarded
 from lb.build import build_frontend, known_refusals
 from lb.config import Config, FrontendConfig
 from lb.fdreserve import FdReserve, reserve_from_environment
+from lb.gates import GateListener, bound_address
 from lb.health import OwnProbes
-from lb.listeners import AcceptGuard, accept_queued, open_listeners
+from lb.listeners import AcceptGuard, open_listeners
 from lb.listeners import open_reuse_port_listener as open_reuse_port_listener
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.reload import plan_reload
 from lb.seams import OutcomeSink, StateSource
+from probes.wire import forget_tls_contexts
 
 log = logging.getLogger("caslb.app")
 
 Listeners = Sequence[trio.abc.Listener[Any]]
-
-
-class GateListener(trio.abc.Listener[trio.abc.Stream]):
-    """A listener whose `shut()` stops its accepts; the socket stays open if asked.
-
-    Args:
-        inner: the listener that really accepts.
-    """
-
-    def __init__(self, inner: trio.abc.Listener[Any]) -> None:
-        self.inner = inner
-        self.parked = 0
-        self._shut = False
-        self._waiting: set[trio.CancelScope] = set()
-
-    async def accept(self) -> trio.abc.Stream:
-        if not self._shut:
-            with trio.CancelScope() as scope:
-                self._waiting.add(scope)
-                try:
-                    stream: trio.abc.Stream = await self.inner.accept()
-                    return stream
-                finally:
-                    self._waiting.discard(scope)
-        # Callers parked here keep what they took before calling accept (an L7
-        # frontend's connection slot): `parked` lets the app discount it.
-        self.parked += 1
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.parked -= 1
-        raise AssertionError("unreachable")
-
-    def accept_queued(self) -> trio.abc.Stream | None:
-        """A connection already in the backlog, unless shut (see lb.listeners)."""
-        return None if self._shut else accept_queued(self.inner)
-
-    async def shut(self, *, close: bool) -> None:
-        """Stop accepting; with `close`, also close the listening socket."""
-        self._shut = True
-        for scope in self._waiting:
-            scope.cancel()
-        if close:
-            await trio.aclose_forcefully(self.inner)
-
-    async def aclose(self) -> None:
-        # The app owns the sockets: a frontend ending must not close them under
-        # a successor that took them over on reload.
-        await self.shut(close=False)
-
-
-def bound_address(listener: trio.abc.Listener[Any]) -> tuple[str, int] | None:
-    """The (host, port) a TCP listener is bound to, None for other listeners."""
-    inner = listener.inner if isinstance(listener, GateListener) else listener
-    if not isinstance(inner, trio.SocketListener):
-        return None
-    sockname = inner.socket.getsockname()
-    return str(sockname[0]), int(sockname[1])
 
 
 @dataclass(eq=False)
@@ -141,7 +85,8 @@ class Balancer:
         self, config: Config, *, states: StateSource, outcomes: OutcomeSink,
         registry: CollectorRegistry, exposed: CollectorRegistry | None = None,
         frontends: bool = True, admin: bool = True, on_admin: AdminHook | None = None,
-        reuse_port: bool = False, connector: frontends.Connector | None = None,
+        on_reload: ReloadHook | None = None, reuse_port: bool = False,
+        connector: frontends.Connector | None = None,
     ) -> None:
         self.config = config
         self.states, self.outcomes = states, outcomes
@@ -154,11 +99,13 @@ class Balancer:
         )
         self._serves_frontends, self._serves_admin = frontends, admin
         self._declare_series(config)
-        self._on_admin, self._reuse_port = on_admin, reuse_port
+        self._on_admin, self._on_reload, self._reuse_port = on_admin, on_reload, reuse_port
         self.addresses: dict[str, tuple[str, int]] = {}
         self.admin_address: tuple[str, int] | None = None
         self.stopped = trio.Event()
         self._connector = connector
+        # What the running frontends and probes were built from (lb/renewal.py).
+        self._digests = renewal.digests(config)
         self._served: dict[str, _Served] = {}
         self._sockets: list[trio.abc.Listener[Any]] = []
         self._stopping = trio.Event()
@@ -238,7 +185,8 @@ class Balancer:
             served.scope.cancel()  # a wait that failed must not keep the old frontend alive
 
     async def reload(self, config: Config) -> list[str]:
-        """Apply a new config without dropping a connection, as `plan_reload` plans it.
+        """Apply a new config without dropping a connection, as `plan_reload` plans it;
+        the certificate, key and CA files renewed on disk are loaded again (lb/renewal.py).
 
         Returns:
             What it could not apply (an admin listener change needs a restart).
@@ -247,9 +195,15 @@ class Balancer:
             ValueError, OSError: a new frontend could not be built or bound; the
                 frontends already replaced stay replaced, the rest is untouched.
         """
+        digests = renewal.digests(config)
+        renewed = renewal.renewed(self._digests, digests)
         plan = plan_reload(self.config, config,
                            {name: served.config for name, served in self._served.items()},
-                           pools=self.pools, serve_frontends=self._serves_frontends)
+                           pools=self.pools, serve_frontends=self._serves_frontends,
+                           renewed=renewed)
+        if renewed:
+            log.info("renewed on disk: %s", ", ".join(sorted(renewed)))
+        forget_tls_contexts(renewed)  # the probes' CA files
         now = trio.current_time()
         for name in plan.reconfigure:
             self.pools[name].reconfigure(config.pools[name], now)
@@ -266,6 +220,8 @@ class Balancer:
             del self.pools[name]
         self.states.pools_changed()
         self._declare_series(config)
+        # Only now: a frontend that failed to build loads its files again next time.
+        self._digests = digests
         return list(plan.needs_restart)
 
     async def _replace(self, fe: FrontendConfig, *, reuse: bool) -> None:
@@ -321,7 +277,8 @@ class Balancer:
                 listen, pools=self.pools, metrics=self.metrics,
                 last_check=self.states.last_result,
                 check_progress=self.states.check_progress, token=admin.token,
-                on_admin=self._on_admin, on_internal_error=self.metrics.internal_error,
+                on_admin=self._on_admin, on_reload=self._on_reload,
+                on_internal_error=self.metrics.internal_error,
                 guard=self.guard,
                 task_status=task_status,
             )
@@ -355,6 +312,7 @@ async def serve(
     frontends: bool = True,
     admin: bool = True,
     on_admin: AdminHook | None = None,
+    on_reload: ReloadHook | None = None,
     listeners: Mapping[str, Listeners] | None = None,
     admin_listeners: Listeners | None = None,
     reuse_port: bool = False,
@@ -373,6 +331,7 @@ async def serve(
         frontends: serve the config's frontends (the supervisor does not).
         admin: serve the admin API (a worker does not).
         on_admin: told of every change made through the admin API.
+        on_reload: what the admin API's `POST /reload` calls (none: no such route).
         listeners: frontend name → listeners to use instead of binding.
         admin_listeners: listeners for the admin API instead of binding.
         reuse_port: bind frontends with SO_REUSEPORT, so several processes
@@ -394,7 +353,7 @@ async def serve(
     balancer = Balancer(
         config, states=states, outcomes=outcomes, registry=registry or CollectorRegistry(),
         exposed=exposed, frontends=frontends, admin=admin, on_admin=on_admin,
-        reuse_port=reuse_port, connector=connector,
+        on_reload=on_reload, reuse_port=reuse_port, connector=connector,
     )
     await balancer.run(listeners, admin_listeners, task_status)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -34,6 +34,7 @@ from lb.l7.upstream import UpstreamSettings
 from lb.listeners import UNGUARDED, AcceptGuard
 from lb.metrics import Metrics
 from lb.pool import Pool
+from lb.renewal import frontend_files
 from probes.catalog import PROTOCOLS
 
 
@@ -175,13 +176,15 @@ def build_http(
 
 
 def needs_rebuild(old: FrontendConfig, new: FrontendConfig, old_config: Config,
-                  new_config: Config) -> bool:
+                  new_config: Config, renewed: Collection[str] = frozenset()) -> bool:
     """Whether a reload must replace a frontend object.
 
     L4 routes read their pool's live config, so only the frontend's own settings
     count; an L7 frontend also fixes its pools' upstream settings when built.
+    `renewed` are the files whose contents changed (lb/renewal.py): a frontend
+    built from one of them loads it again.
     """
-    if old != new:
+    if old != new or any(f in renewed for f in frontend_files(new, new_config)):
         return True
     if new.mode is not Mode.HTTP:
         return False

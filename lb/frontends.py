@@ -35,7 +35,7 @@ def open_connections(frontend: Frontend, *, parked_accepts: int = 0) -> int:
 
     Args:
         parked_accepts: accept calls waiting on listeners that no longer accept
-            (`lb.app.GateListener.parked`): an L7 accept loop takes its
+            (`lb.gates.GateListener.parked`): an L7 accept loop takes its
             connection slot before it calls accept, so each holds one.
     """
     if isinstance(frontend, HttpFrontend):

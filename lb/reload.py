@@ -12,7 +12,9 @@ remove the pools that are gone (no frontend refers to them any more).
 - A pool kept by name is reconfigured in place (`Pool.reconfigure`), so its
   members keep their states; a new pool starts fresh.
 - A frontend is replaced only when `lb.build.needs_rebuild` says its
-  object must change; an unchanged one keeps serving untouched.
+  object must change, its settings or a certificate, key or CA file it
+  was built from (`renewed`, lb/renewal.py); an unchanged one keeps serving
+  untouched.
 - A replaced frontend that keeps its (host, port) hands its listening sockets
   to its successor (`reuse`), so the kernel never refuses a connection; the
   old one only stops accepting and ends with its last connection. One that
@@ -74,8 +76,10 @@ def plan_reload(
     *,
     pools: Collection[str] | None = None,
     serve_frontends: bool = True,
+    renewed: Collection[str] = frozenset(),
 ) -> ReloadPlan:
-    """The steps that take a process running `old` (with `serving`) to `new`."""
+    """The steps that take a process running `old` (with `serving`) to `new`, when the
+    files `renewed` changed on disk since `serving` was built."""
     held = list(old.pools) if pools is None else list(pools)
     wanted = new.frontends if serve_frontends else ()
     wanted_names = {fe.name for fe in wanted}
@@ -84,7 +88,7 @@ def plan_reload(
         before = serving.get(fe.name)
         if before is None:
             start.append(fe.name)
-        elif not needs_rebuild(before, fe, old, new):
+        elif not needs_rebuild(before, fe, old, new, renewed):
             keep.append(fe.name)
         else:
             replace.append(fe.name)

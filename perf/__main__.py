@@ -5,6 +5,7 @@
     python -m perf idle [--connections N] [--designs a,b]
     python -m perf probes [--seconds S] [--hogs N]
     python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
+    python -m perf ha [--json FILE]    (root: network namespaces, keepalived)
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def listing() -> str:
     lines = ["harnesses:", "  failover   the failover matrix: designs × faults, JSON/Markdown/SVG"]
     lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)"]
     lines += ["  hostile    attacks beside well-behaved clients, then a soak with reloads"]
-    lines += ["  probes     CPU per health check, false DOWNs and detection under saturation", ""]
+    lines += ["  probes     CPU per health check, false DOWNs and detection under saturation"]
+    lines += ["  ha         a keepalived pair in network namespaces: failover and failback", ""]
     lines.append("designs:")
     for d in DESIGNS.values():
         reason = d.unavailable()
@@ -211,6 +213,31 @@ def hostile(
         held = run(names, QUICK if quick else FULL, soak_seconds, every, Path(tmp), typer.echo)
     if not held:
         raise typer.Exit(1)
+
+
+@app.command()
+def ha(
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the measures to this file as JSON.")] = None,
+) -> None:
+    """Kill the active caslb of a keepalived pair under a client; print failover and failback.
+
+    Needs root (network namespaces) and keepalived. Example: sudo python -m perf ha
+    """
+    import json
+
+    from perf.ha.scenario import run
+
+    with tempfile.TemporaryDirectory(prefix="caslb-ha-") as tmp:
+        try:
+            result = run(Path(tmp))
+        except RuntimeError as exc:
+            typer.echo(f"perf ha: {exc}", err=True)
+            raise typer.Exit(1) from None
+    for line in result.lines():
+        typer.echo(line)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.as_json(), indent=1) + "\n")
 
 
 if __name__ == "__main__":

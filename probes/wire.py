@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import enum
 import errno
-import functools
 import socket
 import ssl
+from collections.abc import Collection
 
 import trio
 
@@ -94,15 +94,32 @@ class CheckFailed(Exception):
         self.detail = detail
 
 
-@functools.cache
+_CONTEXTS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+
+
 def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     """A client TLS context: verified against ``ca_file`` (or the system CAs), or not at all.
 
-    Contexts are cached: loading a CA file on every check would cost more than the check.
+    Contexts are cached: loading a CA file on every check would cost more than
+    the check. A reload that finds a CA file renewed forgets it
+    (`forget_tls_contexts`).
 
     Raises:
         ValueError: the CA file cannot be loaded, naming it.
     """
+    key = (verify, ca_file)
+    if (cached := _CONTEXTS.get(key)) is None:
+        cached = _CONTEXTS[key] = _load_tls_context(verify, ca_file)
+    return cached
+
+
+def forget_tls_contexts(ca_files: Collection[str]) -> None:
+    """Load these CA files again at their next check: they were renewed."""
+    for key in [key for key in _CONTEXTS if key[1] in ca_files]:
+        del _CONTEXTS[key]
+
+
+def _load_tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     if not verify:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -245,6 +245,7 @@ async def running(
     auth: bool = False,
     users: Mapping[str, str] | None = None,
     owa_session_timeout: float = PRIVATE_TIMEOUT,
+    hosts: Sequence[str] | None = None,
 ) -> AsyncIterator[Farm]:
     """Run a simulated CAS farm for the duration of the `async with` block.
 
@@ -272,17 +273,22 @@ async def running(
         users: user name → password of the lab domain (None: `LAB_USERS`,
             alice / Passw0rd), for auth.
         owa_session_timeout: seconds an OWA/ECP session cookie lasts.
+        hosts: each server's address, one per server, for a farm in a network
+            namespace of its own (tests of an HA pair); overrides distinct_addresses.
 
     Raises:
         ValueError: a bad argument, named.
     """
     if not 1 <= servers <= MAX_SERVERS:
         raise ValueError(f"servers must be between 1 and {MAX_SERVERS}, got {servers!r}")
+    if hosts is not None and len(hosts) != servers:
+        raise ValueError(f"hosts names {len(hosts)} address(es) for {servers} server(s)")
     if "." not in namespace:
         raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
     profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
     HealthCache(delay=health_cache_delay)  # validates before anything is bound
-    wanted_ports = [_ports_for(base_ports, i, distinct_addresses) for i in range(servers)]
+    distinct = distinct_addresses or hosts is not None
+    wanted_ports = [_ports_for(base_ports, i, distinct) for i in range(servers)]
     domain = namespace.split(".", 1)[1]
     farm_auth = FarmAuth.lab(domain, users, owa_session_timeout) if auth else None
     temp = cert_dir is None
@@ -293,7 +299,8 @@ async def running(
             runtimes = []
             for i in range(servers):
                 name = f"cas{i + 1}"
-                host = f"127.0.0.{FIRST_HOST + i}" if distinct_addresses else "127.0.0.1"
+                host = (hosts[i] if hosts is not None
+                        else f"127.0.0.{FIRST_HOST + i}" if distinct_addresses else "127.0.0.1")
                 runtime = ServerRuntime(
                     name=name,
                     fqdn=f"{name}.{domain}",

@@ -7,7 +7,7 @@ request into its reply. Only `server` does I/O.
 """
 
 from lb.admin.messages import Reply, Request
-from lb.admin.routes import AdminContext, AdminHook, respond
+from lb.admin.routes import AdminContext, AdminHook, ReloadHook, respond
 from lb.admin.server import (
     MAX_REQUESTS_PER_CONNECTION,
     READ_TIMEOUT,
@@ -25,6 +25,7 @@ __all__ = [
     "AdminContext",
     "AdminHook",
     "InternalErrorHook",
+    "ReloadHook",
     "Reply",
     "Request",
     "check_bind",

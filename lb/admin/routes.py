@@ -44,6 +44,9 @@ ACTIONS: dict[str, AdminState] = {
 AdminHook = Callable[[str, str, AdminState], None]
 """`(pool, server, state)`: told of every admin change made through the API."""
 
+ReloadHook = Callable[[], None]
+"""Asks the process to reload as SIGHUP would; the reload runs after the reply."""
+
 
 @dataclass(frozen=True)
 class AdminContext:
@@ -61,6 +64,8 @@ class AdminContext:
         token: when set, POSTs need `Authorization: Bearer <token>`.
         on_admin: called as `(pool, server, state)` after each admin change,
             so the app can log it or keep it across reloads.
+        on_reload: what `POST /reload` calls; None where nothing reloads
+            (a balancer without a config file), and the route answers 404.
         now: the pools' clock, passed to `Pool.set_admin` and the status document.
     """
 
@@ -71,6 +76,7 @@ class AdminContext:
     check_progress: ProgressLookup = no_progress
     token: str | None = None
     on_admin: AdminHook | None = None
+    on_reload: ReloadHook | None = None
     now: Callable[[], float] = field(default=trio.current_time)
 
 
@@ -90,15 +96,22 @@ def respond(request: Request, ctx: AdminContext) -> Reply:
                                ("allow", "GET"))
         return gzipped(_READ_ROUTES[path](ctx), request.headers.get("accept-encoding", ""))
     segments = path.split("/")
-    if len(segments) == 4 and segments[1] == "servers":
-        if request.method != "POST":
-            return Reply.error(405, f"method {request.method} not allowed on {path}",
-                               ("allow", "POST"))
-        refusal = unauthorized(request, ctx.token) or unmarked(request)
-        if refusal is not None:
-            return refusal
+    action = len(segments) == 4 and segments[1] == "servers"
+    if not action and (path != "/reload" or ctx.on_reload is None):
+        return Reply.error(404, f"no such path {path!r}")
+    if request.method != "POST":
+        return Reply.error(405, f"method {request.method} not allowed on {path}",
+                           ("allow", "POST"))
+    refusal = unauthorized(request, ctx.token) or unmarked(request)
+    if refusal is not None:
+        return refusal
+    if action:
         return _action(unquote(segments[2]), segments[3], query, ctx)
-    return Reply.error(404, f"no such path {path!r}")
+    assert ctx.on_reload is not None
+    log.info("admin API: reload requested")
+    ctx.on_reload()
+    # Accepted, not done: the log says how the reload went, as it does for SIGHUP.
+    return Reply.json(202, {"reload": "requested"})
 
 
 def _metrics(ctx: AdminContext) -> Reply:

@@ -31,7 +31,7 @@ import trio
 
 from lb.admin.guard import listener_hosts
 from lb.admin.messages import Reply, Request
-from lb.admin.routes import AdminContext, AdminHook, respond
+from lb.admin.routes import AdminContext, AdminHook, ReloadHook, respond
 from lb.boundary import log_internal_error
 from lb.config import is_loopback
 from lb.listeners import UNGUARDED, AcceptGuard, open_listeners, serve_listeners
@@ -89,6 +89,7 @@ async def serve_admin(
     check_progress: ProgressLookup = no_progress,
     token: str | None = None,
     on_admin: AdminHook | None = None,
+    on_reload: ReloadHook | None = None,
     hosts: Sequence[str] = (),
     on_internal_error: InternalErrorHook = _ignore,
     guard: AcceptGuard = UNGUARDED,
@@ -107,6 +108,7 @@ async def serve_admin(
             owner (lb.health.HealthWiring.check_progress); none by default.
         token: bearer token POSTs must present; required to bind beyond loopback.
         on_admin: `(pool, server, state)` hook run after each admin change.
+        on_reload: what `POST /reload` calls; without it the route is 404.
         hosts: further Host names the API is reached by (each bound address,
             and localhost/127.0.0.1/[::1] on a loopback bind, always are).
         on_internal_error: told `"admin"` each time a connection ends on an
@@ -130,7 +132,7 @@ async def serve_admin(
             _check_listener(listener, token)
     ctx = AdminContext(
         pools=pools, metrics=metrics, last_check=last_check, check_progress=check_progress,
-        token=token, on_admin=on_admin,
+        token=token, on_admin=on_admin, on_reload=on_reload,
         hosts=listener_hosts(_addresses(listeners), hosts),
     )
 

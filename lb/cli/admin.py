@@ -3,6 +3,8 @@
 These commands are thin HTTP clients (stdlib urllib) of `lb.admin`: they read
 `GET /status` or send `POST /servers/<name>/<action>`, print the answer, and
 exit 1 with a clear message when the balancer cannot be reached or refuses.
+The actions take `--admin` once per node of an HA pair and act on every node, so that
+the server's admin state is the same whichever node holds the VIP.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ AdminUrl = Annotated[
     str,
     typer.Option(
         "--admin", envvar="CASLB_ADMIN", help="Base URL of the balancer's admin API."
+    ),
+]
+AdminUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--admin", envvar="CASLB_ADMIN", show_default=DEFAULT_ADMIN_URL, metavar="URL",
+        help="Base URL of the balancer's admin API; repeat it for every node of an HA pair.",
     ),
 ]
 Token = Annotated[
@@ -152,19 +161,42 @@ def status(
         typer.echo(f"frontend {name}: {fe['current_connections']} current connections")
 
 
+def nodes(admins: Sequence[str] | None) -> list[str]:
+    """The admin URLs an action goes to: those given, else the local default."""
+    return list(admins or [DEFAULT_ADMIN_URL])
+
+
 def act(action: str, server: str, pool: str | None, protocol: str | None,
-        admin: str, token: str | None, *, quiet: bool = False) -> None:
-    """Send ACTION for SERVER; print the pools it changed unless `quiet`."""
-    try:
-        result = call_admin(admin, "POST", action_path(server, action, pool, protocol),
-                            token=token)
-    except AdminApiError as exc:
-        raise fail(str(exc)) from None
-    if quiet:
-        return
+        admins: Sequence[str], token: str | None, *, quiet: bool = False) -> None:
+    """Send ACTION for SERVER to every node in `admins`; print what changed unless `quiet`.
+
+    A node that fails does not stop the others: those that answer all carry the action,
+    and the exit names the ones to repeat it on.
+    """
+    path = action_path(server, action, pool, protocol)
+    failed = []
+    for admin in admins:
+        try:
+            result = call_admin(admin, "POST", path, token=token)
+        except AdminApiError as exc:
+            failed.append(str(exc) if len(admins) == 1 else f"{admin}: {exc}")
+            continue
+        if not quiet:
+            _print_action(result, server, admin if len(admins) > 1 else "")
+    if len(failed) == 1 and len(admins) == 1:
+        raise fail(failed[0])
+    if failed:
+        for line in failed:
+            typer.echo(f"caslb: {line}", err=True)
+        raise fail(f"{action} {server}: done on {len(admins) - len(failed)} of "
+                   f"{len(admins)} node(s); repeat it once the others answer")
+
+
+def _print_action(result: Mapping[str, Any], server: str, node: str) -> None:
     pools = result.get("pools", {})
     rows = [server_row(name, s) for name, s in pools.items()]
-    typer.echo(f"{result.get('server', server)}: admin {result.get('admin', '?')}"
+    where = f"{node}: " if node else ""
+    typer.echo(f"{where}{result.get('server', server)}: admin {result.get('admin', '?')}"
                f" in {len(pools)} pool(s)")
     typer.echo(format_table(STATUS_COLUMNS, rows))
 
@@ -174,14 +206,14 @@ def drain(
     server: Server,
     pool: Pool = None,
     protocol: Protocol = None,
-    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    admin: AdminUrls = None,
     token: Token = None,
 ) -> None:
     """Stop sending new traffic to SERVER; existing connections get the drain grace.
 
-    Example: caslb drain cas1 --protocol ews
+    Example: caslb drain cas1 --admin http://lb1:9090 --admin http://lb2:9090
     """
-    act("drain", server, pool, protocol, admin, token)
+    act("drain", server, pool, protocol, nodes(admin), token)
 
 
 @app.command()
@@ -189,14 +221,14 @@ def enable(
     server: Server,
     pool: Pool = None,
     protocol: Protocol = None,
-    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    admin: AdminUrls = None,
     token: Token = None,
 ) -> None:
     """Put SERVER back in service (admin READY; health checks still decide).
 
     Example: caslb enable cas1
     """
-    act("enable", server, pool, protocol, admin, token)
+    act("enable", server, pool, protocol, nodes(admin), token)
 
 
 @app.command()
@@ -204,11 +236,11 @@ def maint(
     server: Server,
     pool: Pool = None,
     protocol: Protocol = None,
-    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    admin: AdminUrls = None,
     token: Token = None,
 ) -> None:
     """Take SERVER out of service for maintenance.
 
     Example: caslb maint cas1 --pool owa
     """
-    act("maint", server, pool, protocol, admin, token)
+    act("maint", server, pool, protocol, nodes(admin), token)

@@ -1,8 +1,10 @@
 """`caslb demo`: a 3-server simulated farm and the balancer in front of it, on loopback.
 
-The farm runs in a process of its own, `caslb farm --child`, on its demo
-addresses and ports (cas1..cas3 on 127.0.0.11..13) with its certificates
-next to config/lab.toml; once it listens, this process runs the balancer on
+The lab configs are package data (`lb.lab`: config/ in a checkout, lb/lab/
+in an installed wheel), so the demo runs from any directory. The farm runs in
+a process of its own, `caslb farm --child`, on its demo addresses and ports
+(cas1..cas3 on 127.0.0.11..13) with its certificates in lab-certs/ next to
+the lab configs; once it listens, this process runs the balancer on
 that file exactly as `caslb run config/lab.toml` would. Two processes, because
 the farm does the server side of every TLS handshake: sharing one event loop,
 on a busy 2-core machine, the farm's work made loopback checks take
@@ -22,6 +24,7 @@ start, naming them, and leaves the certificates of the running one alone.
 from __future__ import annotations
 
 import enum
+import importlib.resources
 import os
 import subprocess
 import sys
@@ -44,7 +47,8 @@ from lb.cli.farm import READY, ControlApiError, call_control, farm_addresses
 from lb.cli.run import run_until_signalled, start
 from lb.config import Config, FrontendConfig, Mode
 
-LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
+# Wheels install unpacked, so the package data is a real directory.
+LAB = Path(str(importlib.resources.files("lb.lab"))) / "lab.toml"
 
 
 class DemoMode(enum.Enum):
@@ -234,8 +238,13 @@ def demo(
     """
     lab = mode.config
     if not lab.is_file():
-        typer.echo(f"error: {lab} not found: run the demo from a source checkout", err=True)
+        typer.echo(f"error: {lab} not found: caslb is installed without its lab configs",
+                   err=True)
         raise typer.Exit(2)
+    if not os.access(lab.parent, os.W_OK):
+        typer.echo(f"error: cannot write the farm's certificates in {lab.parent}: "
+                   "install caslb in a virtual environment of your own", err=True)
+        raise typer.Exit(1)
     taken = taken_addresses(demo_addresses(load_or_exit(lab)))
     if taken:
         typer.echo(f"error: cannot start the demo, addresses in use: {'; '.join(taken)}",

@@ -4,28 +4,29 @@
 its remaining connections per pool until none is left, or until `--grace` expires and
 `POST .../maint` resets the rest: then it is safe to patch. `end` re-enables SERVER
 everywhere; the pools bring it back with slow start. Like lb.cli.admin, this is only an
-HTTP client of the admin API.
+HTTP client of the admin API; `--admin` repeated acts on every node of an HA pair, and
+`--wait` counts the connections left on all of them.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
 
 from lb.cli._app import app
 from lb.cli.admin import (
-    DEFAULT_ADMIN_URL,
     AdminApiError,
-    AdminUrl,
+    AdminUrls,
     Server,
     Token,
     act,
     call_admin,
     fail,
+    nodes,
 )
 
 maintenance_app = typer.Typer(
@@ -89,17 +90,23 @@ class Display:
             sys.stdout.write("\n")
 
 
-def _counts(admin: str, server: str) -> dict[str, int]:
-    try:
-        return remaining(call_admin(admin, "GET", "/status"), server)
-    except AdminApiError as exc:
-        raise fail(str(exc)) from None
+def _counts(admins: Sequence[str], server: str) -> dict[str, int]:
+    """Pool → SERVER's open connections there, summed over every node."""
+    counts: dict[str, int] = {}
+    for admin in admins:
+        try:
+            document = call_admin(admin, "GET", "/status")
+        except AdminApiError as exc:
+            raise fail(str(exc)) from None
+        for pool, count in remaining(document, server).items():
+            counts[pool] = counts.get(pool, 0) + count
+    return counts
 
 
-def wait_until_safe(admin: str, token: str | None, server: str, grace: float | None,
-                    interval: float) -> str:
+def wait_until_safe(admins: Sequence[str], token: str | None, server: str,
+                    grace: float | None, interval: float) -> str:
     """Poll until SERVER carries nothing (or reset it at the grace); the verdict line."""
-    counts = _counts(admin, server)
+    counts = _counts(admins, server)
     first = sum(counts.values())
     deadline = None if grace is None else time.monotonic() + grace
     display = Display()
@@ -110,10 +117,10 @@ def wait_until_safe(admin: str, token: str | None, server: str, grace: float | N
                 return verdict(server, {}, grace)
             if deadline is not None and time.monotonic() >= deadline:
                 left = {pool: count for pool, count in counts.items() if count}
-                act("maint", server, None, None, admin, token, quiet=True)
+                act("maint", server, None, None, admins, token, quiet=True)
                 return verdict(server, left, grace)
             time.sleep(interval)
-            counts = _counts(admin, server)
+            counts = _counts(admins, server)
     finally:
         display.close()
 
@@ -128,7 +135,7 @@ def start(
         help="With --wait: reset what is left after this long.")] = None,
     interval: Annotated[float, typer.Option(
         "--interval", min=0.01, metavar="SECONDS", help="How often to poll the balancer.")] = 0.5,
-    admin: AdminUrl = DEFAULT_ADMIN_URL,
+    admin: AdminUrls = None,
     token: Token = None,
 ) -> None:
     """Drain SERVER in every pool; with --wait, say when it is safe to patch.
@@ -137,15 +144,15 @@ def start(
     """
     if grace is not None and not wait:
         raise typer.BadParameter("--grace applies with --wait", param_hint="--grace")
-    act("drain", server, None, None, admin, token)
+    act("drain", server, None, None, nodes(admin), token)
     if wait:
-        typer.echo(wait_until_safe(admin, token, server, grace, interval))
+        typer.echo(wait_until_safe(nodes(admin), token, server, grace, interval))
 
 
 @maintenance_app.command("end")
-def end(server: Server, admin: AdminUrl = DEFAULT_ADMIN_URL, token: Token = None) -> None:
+def end(server: Server, admin: AdminUrls = None, token: Token = None) -> None:
     """Put SERVER back in every pool; it returns with slow start.
 
     Example: caslb maintenance end cas1
     """
-    act("enable", server, None, None, admin, token)
+    act("enable", server, None, None, nodes(admin), token)

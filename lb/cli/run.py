@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -27,25 +29,32 @@ from typing import Annotated
 import trio
 import typer
 
-from lb import logs, workers
+from lb import activation, logs, sdnotify, workers
 from lb.app import Balancer, serve
 from lb.boundary import guarded
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.cli._startup import run_or_exit
-from lb.cli.check import exit_on_file_errors
+from lb.cli.check import exit_on_file_errors, file_errors
 from lb.config import Config, ConfigError, load
 
 log = logging.getLogger("caslb.run")
 
+# The listener name of the admin API, for socket activation's LISTEN_FDNAMES.
+ADMIN = "admin"
+
 
 async def apply_reload(balancer: Balancer, path: Path) -> None:
-    """Re-read `path` and apply it; a bad config leaves the running one in force."""
+    """Re-read `path` and apply it; a bad config, or a certificate, key or CA file that
+    does not load (a renewal gone wrong), leaves the running one in force."""
     try:
         config = load(path)
+        errors = file_errors(config)
     except ConfigError as exc:
-        for key, problem in exc.errors:
-            log.error("reload refused: %s: %s", key, problem)
+        errors = list(exc.errors)
+    for key, problem in errors:
+        log.error("reload refused: %s: %s", key, problem)
+    if errors:
         return
     left: list[str] = []
 
@@ -63,28 +72,46 @@ async def apply_reload(balancer: Balancer, path: Path) -> None:
     await guarded(log, f"reload of {path}", balancer.metrics.internal_error, reload)
 
 
+def reload_myself() -> None:
+    """The admin API's `POST /reload`: SIGHUP to this process, so it reloads as
+    `systemctl reload` makes it (systemd told, workers forwarded it)."""
+    os.kill(os.getpid(), signal.SIGHUP)
+
+
 async def run_until_signalled(
     config: Config,
     path: Path | None,
+    passed: Mapping[str, list[socket.socket]] | None = None,
     *,
     task_status: trio.TaskStatus[Balancer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `config`; SIGHUP reloads from `path`, SIGTERM/SIGINT stop gracefully."""
+    """Serve `config`, on the `passed` sockets (listener name → sockets, lb/activation.py)
+    where given; SIGHUP reloads from `path`, SIGTERM/SIGINT stop gracefully. systemd
+    hears of each step (lb/sdnotify.py)."""
+    given = {name: [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
+             for name, socks in (passed or {}).items()}
+    admin = given.pop(ADMIN, None)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             balancer: Balancer = await nursery.start(
-                lambda task_status: serve(config, task_status=task_status)
+                lambda task_status: serve(config, listeners=given, admin_listeners=admin,
+                                          on_reload=None if path is None else reload_myself,
+                                          task_status=task_status)
             )
             task_status.started(balancer)
+            sdnotify.ready()
             async for signum in signals:
                 if signum == signal.SIGHUP and path is not None:
+                    sdnotify.reloading()
                     await apply_reload(balancer, path)
+                    sdnotify.ready()
                 elif signum != signal.SIGHUP:
                     if balancer.stopping:
                         log.warning("second stop signal: exiting now")
                         nursery.cancel_scope.cancel()
                         return
                     log.info("stop signal: draining for up to %gs", config.grace)
+                    sdnotify.stopping()
                     balancer.stop()
                     nursery.start_soon(_exit_when_stopped, balancer, nursery.cancel_scope)
 
@@ -123,14 +150,34 @@ def run(
     exit_on_file_errors(loaded, config)
     logs.setup(log_level.value, access_log=access_log and loaded.logging.access_log,
                form=loaded.logging.format)
+    passed = adopt_or_exit(loaded, workers=worker or worker_count > 1)
     if worker:
         raise typer.Exit(start(workers.run_worker, loaded, config, apply_reload))
     if worker_count > 1:
         argv = workers.worker_argv(config, log_level.value, access_log)
         raise typer.Exit(start(
-            partial(workers.run_supervisor, argv=argv), loaded, config, worker_count, apply_reload
+            partial(workers.run_supervisor, argv=argv, on_reload=reload_myself), loaded, config,
+            worker_count, apply_reload
         ))
-    raise typer.Exit(start(run_until_signalled, loaded, config))
+    raise typer.Exit(start(run_until_signalled, loaded, config, passed))
+
+
+def adopt_or_exit(config: Config, *, workers: bool) -> dict[str, list[socket.socket]]:
+    """The sockets systemd passed (lb/activation.py), by listener; a socket for none of
+    `config`'s listeners, or passed to `--workers`, ends the command with status 2."""
+    listeners = {fe.name: (fe.host, fe.port) for fe in config.frontends}
+    listeners[ADMIN] = (config.admin.host, config.admin.port)
+    try:
+        passed = activation.assign(activation.passed_sockets(), listeners)
+        if passed and workers:
+            raise ValueError("socket activation: the passed sockets serve one process; "
+                             "run without --workers")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if passed:
+        log.info("listening on the sockets systemd passed for %s", ", ".join(sorted(passed)))
+    return passed
 
 
 def start(main: Callable[..., Awaitable[object]], *args: object) -> int:

@@ -12,7 +12,10 @@ scheduler after every successful call, four times per proxied request; here a
 call that needs no wait costs no scheduler round trip. Fairness and prompt
 cancellation are kept: every call still checks for cancellation, and after
 `_YIELD_EVERY` calls in a row without a wait the task yields once, so a peer
-that always has bytes ready cannot starve the other connections.
+that always has bytes ready cannot starve the other connections. For the
+same reason a deadline (a trio cancel scope, a few microseconds to arm and
+disarm) is armed only around a wait: bytes already on the socket are read
+without one, and the deadline is checked after the read.
 """
 
 from __future__ import annotations
@@ -98,11 +101,22 @@ class H11Stream:
             else:
                 return event  # type: ignore[return-value]
 
+    async def event_now(self) -> Event:
+        """The next event from bytes buffered or already on the socket; NEED_DATA
+        when it would have to wait for more."""
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA or not await self._receive_now():
+                return event
+
     async def next_request(self, idle_deadline: float, header_timeout: float) -> h11.Event:
         """The next event of a new request, under the idle and header timeouts.
 
         The idle deadline bounds the wait for the first byte; once a byte is at
-        hand the head must be complete within `header_timeout` of it.
+        hand the head must be complete within `header_timeout` of it. Bytes the
+        socket already holds are read without arming a deadline (most requests
+        on a busy keep-alive connection are there before they are asked for);
+        only a wait is bounded, and the deadline is checked after every read.
 
         Raises:
             IdleTimeout: nothing arrived before `idle_deadline`.
@@ -110,40 +124,70 @@ class H11Stream:
         """
         started = self.buffered() > 0
         deadline = trio.current_time() + header_timeout if started else idle_deadline
-        with trio.CancelScope(deadline=deadline) as scope:
-            while True:
-                event = self.conn.next_event()
-                if event is not h11.NEED_DATA:
-                    return event  # type: ignore[return-value]
-                await self._receive()
-                if _BARE_CR.search(self.conn.trailing_data[0]):
-                    # h11 would wait for a line end that never comes: a bare CR
-                    # inside a head is malformed now (RFC 9112 §2.2).
-                    raise h11.RemoteProtocolError("bare CR in the request head", 400)
-                if not started and self.buffered() > 0:
-                    started = True
-                    scope.deadline = min(scope.deadline, trio.current_time() + header_timeout)
-        if started:
-            raise HeaderTimeout(f"request head incomplete after {header_timeout:g}s")
-        raise IdleTimeout("no request before the idle timeout")
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            if not await self._receive_now():
+                with trio.move_on_at(deadline):
+                    await self._wait_for_bytes()
+            if trio.current_time() >= deadline:
+                if started:
+                    raise HeaderTimeout(f"request head incomplete after {header_timeout:g}s")
+                raise IdleTimeout("no request before the idle timeout")
+            if _BARE_CR.search(self.conn.trailing_data[0]):
+                # h11 would wait for a line end that never comes: a bare CR
+                # inside a head is malformed now (RFC 9112 §2.2).
+                raise h11.RemoteProtocolError("bare CR in the request head", 400)
+            if not started and self.buffered() > 0:
+                started = True
+                deadline = min(deadline, trio.current_time() + header_timeout)
 
     async def _receive(self) -> None:
-        if self._socket is not None:
-            data = await self._socket_receive(self._socket)
+        if self._socket is None:
+            self._take(bytes(await self.stream.receive_some(self.receive_size)))
+            return
+        while not await self._receive_now():
+            await trio.lowlevel.wait_readable(self._socket)
+            self._unyielded = 0
+
+    async def _wait_for_bytes(self) -> None:
+        """Wait for bytes: a plain socket until readable (the caller reads), else read."""
+        if self._socket is None:
+            await self._receive()
         else:
-            data = bytes(await self.stream.receive_some(self.receive_size))
+            await trio.lowlevel.wait_readable(self._socket)
+            self._unyielded = 0
+
+    async def _receive_now(self) -> bool:
+        """Read what a plain socket already holds; False when it would wait (or is not one)."""
+        if self._socket is None:
+            return False
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # The fd is read afresh before each call: a pool reset closes the
+        # socket from another task, and a stale number could be reused.
+        fd = _open_fd(self._socket)
+        try:
+            data = os.read(fd, self.receive_size)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        self._take(data)
+        await self._maybe_yield()
+        return True
+
+    def _take(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self.peer_closed = not data
         self.conn.receive_data(data)
 
     def encode(self, *events: h11.Event) -> bytes:
         """The bytes h11 produces for `events` (state advances; nothing is written)."""
-        out = bytearray()
+        out: list[bytes] = []
         for event in events:
-            chunk = self.conn.send(event)
-            if chunk:
-                out += chunk
-        return bytes(out)
+            out += self.conn.send_with_data_passthrough(event) or ()
+        return b"".join(out)
 
     async def send(self, *events: h11.Event) -> None:
         """Send `events` in one write."""
@@ -159,23 +203,6 @@ class H11Stream:
             self.bytes_sent += len(data)
 
     # -- the plain-socket path (see the module docstring) ------------------------------
-
-    async def _socket_receive(self, sock: trio.socket.SocketType) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            # The fd is read afresh before each call: a pool reset closes the
-            # socket from another task, and a stale number could be reused.
-            fd = _open_fd(sock)
-            try:
-                data = os.read(fd, self.receive_size)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                self._unyielded = 0
-                continue
-            except OSError as exc:
-                raise _stream_error(exc) from exc
-            await self._maybe_yield()
-            return data
 
     async def _socket_send_all(self, sock: trio.socket.SocketType, data: bytes) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()

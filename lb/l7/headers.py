@@ -13,6 +13,7 @@ Header names arrive from h11 already lowercased; values are bytes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -20,6 +21,24 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class RawFields(Protocol):
+    """What `field_pairs` reads: h11's `Headers` (names as received)."""
+
+    def raw_items(self) -> list[tuple[bytes, bytes]]:
+        """The fields, names in the case they arrived in."""
+        ...
+
+
+def field_pairs(headers: RawFields) -> Headers:
+    """h11's parsed fields as one plain list of (lowercase name, value).
+
+    The same pairs iterating h11's `Headers` gives, read in one pass: that
+    Sequence costs two Python calls per field, and every step of a request
+    reads the fields.
+    """
+    return [(name.lower(), value) for name, value in headers.raw_items()]
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

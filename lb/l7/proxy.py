@@ -38,8 +38,14 @@ from lb.l7 import policy, rebalance, responses
 from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
-from lb.l7.headers import Headers, declares_body, forwarded_request_headers, header_value
-from lb.l7.heads import HeadLimits, request_refusal
+from lb.l7.headers import (
+    Headers,
+    declares_body,
+    field_pairs,
+    forwarded_request_headers,
+    header_value,
+)
+from lb.l7.heads import HeadLimits, forwarded_request, request_refusal, valid_field_value
 from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
 from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
 from lb.l7.settings import HttpFrontendSettings
@@ -123,6 +129,7 @@ class ClientSession:
         self.requests = 0
         self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
         self.trusted = s.trusts(client)
+        self.ip_ok = valid_field_value(client.encode("ascii", "replace"))  # for X-Forwarded-For
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.client_ip} requests={self.requests} {self.upstreams!r}>"
@@ -193,11 +200,9 @@ class ClientSession:
                 client=self.client_ip,
                 method="-",
                 path="-",
-                pool=None,
-                server=None,
+                pool=None, server=None,
                 status=events[0].status_code,
-                bytes_in=0,
-                bytes_out=0,
+                bytes_in=0, bytes_out=0,
                 duration=0.0,
                 termination=term,
             )
@@ -214,9 +219,7 @@ class ClientSession:
         self, request: h11.Request, target: Target, started: float, waited: float
     ) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
-        # The header fields as one plain list, read by every step below: h11's
-        # Headers is a Sequence whose iteration costs a method call per field.
-        fields: Headers = list(request.headers)
+        fields = field_pairs(request.headers)  # one plain list, read by every step below
         if target.host is not None:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
             fields = [(b"host", target.host), *(f for f in fields if f[0] != b"host")]
         pool_name = s.routes.pool_for(target.route_path, host_name(header_value(fields, b"host")))
@@ -329,7 +332,8 @@ class ClientSession:
             sent = headers
             if header_value(headers, b"host") is None:  # HTTP/1.0 without Host: name the server
                 sent = [(b"host", upstream.member.fqdn.encode("ascii", "replace")), *headers]
-            head = h11.Request(method=request.method, target=target.forward, headers=sent)
+            ok = sent is headers and self.ip_ok  # else the Host caslb added is checked
+            head = forwarded_request(request.method, target.forward, sent, parsed=ok)
             relay = Relay(self.client, upstream, profile, self.limits)
             sent_at = trio.current_time()
             attempt = await relay.run(head, has_body)

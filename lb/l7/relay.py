@@ -31,7 +31,7 @@ import trio
 
 from lb.l7.adapter import H11Stream, deadline_after
 from lb.l7.events import Termination
-from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
+from lb.l7.headers import HOP_BY_HOP, field_pairs, forwarded_response_headers
 from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
 from lb.l7.policy import head_wait
 from lb.l7.rebalance import response_pins
@@ -221,12 +221,11 @@ class Relay:
         # A new head is an HTTP/1.1 one (h11 sends no other version): an HTTP/1.0
         # server's response goes out as 1.1, as an intermediary sends its own
         # version (RFC 9110 §6.2).
-        if response.http_version != b"1.1" or any(
-            name in HOP_BY_HOP for name, _ in response.headers
-        ):
+        fields = field_pairs(response.headers)
+        if response.http_version != b"1.1" or any(name in HOP_BY_HOP for name, _ in fields):
             head = h11.Response(
                 status_code=response.status_code,
-                headers=forwarded_response_headers(response.headers),
+                headers=forwarded_response_headers(fields),
                 reason=response.reason,
             )
         # else: h11 events are immutable, so the parsed head is relayed as it is
@@ -276,19 +275,34 @@ class Relay:
 
     async def _read_head(self) -> h11.Response | None:
         attempt = self.attempt
+        event: h11.Event | None = None
+        if attempt.request.done:
+            # The answer to a short request is often here already: no deadline
+            # needs arming to read it.
+            try:
+                ready = await self.upstream.io.event_now()
+            except PEER_ERRORS as exc:
+                attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
+                return None
+            if isinstance(ready, h11.Response):
+                return ready
+            if isinstance(ready, h11.Event):
+                event = ready
         # Until the request ends the pump arms this wait (`_request_ended`).
         wait = head_wait(self.profile) if attempt.request.done else None
         with trio.CancelScope(deadline=deadline_after(wait)) as scope:
             self._head_wait = scope
             while True:
                 try:
-                    event = await self.upstream.io.next_event()
+                    if event is None:
+                        event = await self.upstream.io.next_event()
                 except PEER_ERRORS as exc:
                     attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
                     return None
                 if isinstance(event, h11.InformationalResponse):
                     if not await self._forward_informational(event):
                         return None
+                    event = None
                     continue
                 if isinstance(event, h11.Response):
                     return event

@@ -40,6 +40,7 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _NEVER_DECODED = frozenset({0x2F, 0x5C, 0x00})  # "/", "\\", NUL
 _ABSOLUTE = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)")
 _AUTHORITY = re.compile(rb"[A-Za-z0-9.\-\[\]:]+:[0-9]+")
+_NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")  # outside visible ASCII (per byte in C, not Python)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def parse_target(method: bytes, target: bytes) -> Target | Refusal:
     """The normalised form of `target`, or why it is refused."""
     if method.upper() == b"CONNECT":
         return Refusal(405, "CONNECT is not supported")
-    if any(b <= 0x20 or b >= 0x7F for b in target):
+    if _NOT_VISIBLE.search(target):
         return Refusal(400, "request target has bytes outside visible ASCII")
     if b"#" in target:
         return Refusal(400, "request target has a fragment")
@@ -129,6 +130,8 @@ def normalise_path(raw: bytes) -> str | Refusal:
 
 
 def _decode_unreserved(raw: bytes) -> str | Refusal:
+    if b"%" not in raw:  # most paths: nothing to decode (visible ASCII is checked already)
+        return raw.decode("ascii")
     out = bytearray()
     i, n = 0, len(raw)
     while i < n:

@@ -14,6 +14,8 @@ from pathlib import Path
 import trio
 from prometheus_client import CollectorRegistry
 
+from lb import sdnotify
+from lb.admin import ReloadHook
 from lb.app import Balancer, serve
 from lb.config import Config
 from lb.health import OwnProbes
@@ -80,6 +82,8 @@ class Supervisor:
         self._pipes: dict[int, _Pipe] = {}
         self._processes: dict[int, trio.Process] = {}
         self._started = trio.Event()
+        self._heard: set[int] = set()
+        self._serving = trio.Event()
 
     # sync hooks, called from the balancer's tasks
 
@@ -137,6 +141,10 @@ class Supervisor:
     async def wait_started(self) -> None:
         """Wait until every slot has had a worker process."""
         await self._started.wait()
+
+    async def wait_serving(self) -> None:
+        """Wait until a worker of every slot has served: its first line comes once it does."""
+        await self._serving.wait()
 
     # tasks
 
@@ -215,6 +223,9 @@ class Supervisor:
 
     def _handle(self, slot: int, stamp: Stamp, message: WorkerMessage) -> None:
         assert self.balancer is not None
+        self._heard.add(slot)
+        if len(self._heard) == self.count:
+            self._serving.set()
         pipe = self._pipes.get(slot)
         missing = 0 if pipe is None else pipe.gaps.missing(stamp.seq)
         if missing:
@@ -274,9 +285,11 @@ async def run_supervisor(
     reload: Reloader,
     *,
     argv: list[str],
+    on_reload: ReloadHook | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the control plane and `count` workers until SIGTERM/SIGINT.
+    """Run the control plane and `count` workers until SIGTERM/SIGINT; `on_reload` is
+    what the admin API's `POST /reload` calls.
 
     Raises:
         ValueError: a frontend on port 0 (workers must share one fixed port).
@@ -291,7 +304,8 @@ async def run_supervisor(
             balancer: Balancer = await nursery.start(
                 lambda task_status: serve(
                     config, states=supervisor.probes, outcomes=supervisor.probes,
-                    frontends=False, on_admin=supervisor.on_admin, registry=own,
+                    frontends=False, on_admin=supervisor.on_admin, on_reload=on_reload,
+                    registry=own,
                     exposed=merged_registry(own, supervisor.totals), task_status=task_status,
                 )
             )
@@ -304,6 +318,8 @@ async def run_supervisor(
                     workers.start_soon(supervisor.keep, slot)
                 await supervisor.wait_started()
                 task_status.started(supervisor)
+                await supervisor.wait_serving()
+                sdnotify.ready()
             # Every `keep` returned: after a stop, or because every worker gave up.
             nursery.cancel_scope.cancel()
     if not supervisor.stopping:
@@ -319,9 +335,11 @@ async def _follow_signals(
         if signum == signal.SIGHUP:
             # The supervisor reloads first, so a worker's `reloaded` finds the
             # new pools when it asks for their states.
+            sdnotify.reloading()
             await reload(supervisor.balancer, path)
             supervisor.reloaded(config_hash(supervisor.balancer.config))
             supervisor.signal_all(signal.SIGHUP)
+            sdnotify.ready()
             continue
         if supervisor.stopping:
             log.warning("second stop signal: forwarding it, workers exit now")
@@ -329,5 +347,6 @@ async def _follow_signals(
             log.info("stop signal: workers drain for up to %gs",
                      supervisor.balancer.config.grace)
         supervisor.stopping = True
+        sdnotify.stopping()
         supervisor.signal_all(signal.SIGTERM)
 

@@ -92,7 +92,8 @@ async def run_worker(config: Config, path: Path, reload: Reloader) -> None:
 
 
 async def _ship_metrics(registry: CollectorRegistry, pipe: SupervisorPipe) -> None:
+    # The first at once: it tells the supervisor this worker serves (systemd's READY).
     while True:
-        await trio.sleep(METRICS_INTERVAL)
         pipe.flush_outcomes()
         pipe.send(MetricsUpdate(traffic_families(registry)))
+        await trio.sleep(METRICS_INTERVAL)

@@ -74,6 +74,8 @@ async def serve(args: argparse.Namespace) -> None:
         cert_dir=args.cert_dir,
         namespace=args.namespace,
         control=False,
+        hosts=args.hosts.split(",") if args.hosts else None,
+        base_ports={"https": args.https_port} if args.https_port else None,
     ) as farm:
         print(json.dumps({"ready": describe(farm)}), flush=True)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -99,6 +101,9 @@ def main() -> None:
     parser.add_argument("--health-cache-delay", type=float, default=0.0)
     parser.add_argument("--cert-dir", type=Path, required=True)
     parser.add_argument("--namespace", default="mail.lab.local")
+    # A farm in a network namespace of its own (perf ha): its addresses and HTTPS port.
+    parser.add_argument("--hosts", default="", help="comma-separated, one per server")
+    parser.add_argument("--https-port", type=int, default=0)
     trio.run(serve, parser.parse_args())
 
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from lb.admin import serve_admin
+from lb.admin import ReloadHook, serve_admin
 from lb.metrics import Metrics
 from lb.pool import Pool
 from probes.state import AdminState
@@ -59,12 +59,12 @@ class Admin:
 
 
 async def start(nursery: trio.Nursery, *, token: str | None = None,
-                hosts: tuple[str, ...] = ()) -> Admin:
+                hosts: tuple[str, ...] = (), on_reload: ReloadHook | None = None) -> Admin:
     pools = make_pools()
     listeners = await nursery.start(
         lambda task_status: serve_admin(
             ("127.0.0.1", 0), pools=pools, metrics=Metrics(CollectorRegistry()),
-            token=token, hosts=hosts, task_status=task_status,
+            token=token, hosts=hosts, on_reload=on_reload, task_status=task_status,
         )
     )
     return Admin(listeners[0].socket.getsockname()[1], pools)
@@ -182,3 +182,20 @@ async def test_the_token_does_not_replace_the_marker(nursery: trio.Nursery) -> N
     admin = await start(nursery, token="s3cret")
     status, _ = await admin.drain(FORM + b"authorization: Bearer s3cret\r\n", b"a=1")
     assert (status, admin.admin_state()) == (403, AdminState.READY)
+
+
+async def test_reload_is_a_guarded_post_and_only_where_something_reloads(
+    nursery: trio.Nursery,
+) -> None:
+    asked: list[str] = []
+    admin = await start(nursery, token="s3cret", on_reload=lambda: asked.append("reload"))
+    head = b"POST /reload HTTP/1.1\r\nhost: " + admin.host + b"\r\n"
+    assert (await admin.send(head + MARKER))[0] == 401
+    assert (await admin.send(head + b"authorization: Bearer s3cret\r\n"))[0] == 403
+    assert asked == []
+    assert (await admin.send(b"GET /reload HTTP/1.1\r\nhost: " + admin.host + b"\r\n"))[0] == 405
+    assert (await admin.send(head + MARKER + b"authorization: Bearer s3cret\r\n"))[0] == 202
+    assert asked == ["reload"]
+    without = await start(nursery)
+    head = b"POST /reload HTTP/1.1\r\nhost: " + without.host + b"\r\n"
+    assert (await without.send(head + MARKER)) == (404, "no such path '/reload'")

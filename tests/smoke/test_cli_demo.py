@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,11 @@ def listener_pid(host: str, port: int) -> int | None:
     return None
 
 
-async def start_demo(*args: str) -> tuple[trio.Process, str]:
-    """A running demo and its banner."""
+async def start_demo(*args: str, caslb: Sequence[str] = CASLB,
+                     cwd: Path | None = None) -> tuple[trio.Process, str]:
+    """A running demo (of `caslb`, this checkout's by default) and its banner."""
     process = await trio.lowlevel.open_process(
-        [*CASLB, "demo", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [*caslb, "demo", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd
     )
     assert process.stdout is not None
     banner = b""

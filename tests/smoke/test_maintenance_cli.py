@@ -4,8 +4,10 @@ connection holds while it runs)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import pytest
 import trio
@@ -62,10 +64,14 @@ class Cli:
         return line
 
 
-async def caslb(nursery: trio.Nursery, lb: Balancer, *args: str) -> Cli:
+async def caslb(nursery: trio.Nursery, lb: Balancer | str, *args: str,
+                more: Sequence[Balancer | str] = ()) -> Cli:
+    """`caslb ARGS --admin URL` for `lb` and every node in `more` (an HA pair)."""
+    admins = [a for node in (lb, *more)
+              for a in ("--admin", node if isinstance(node, str) else node.url)]
     process = await nursery.start(lambda task_status: trio.run_process(
-        [*CASLB, *args, "--admin", lb.url], stdout=subprocess.PIPE, check=False,
-        task_status=task_status))
+        [*CASLB, *args, *admins], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        check=False, task_status=task_status))
     return Cli(process)
 
 
@@ -113,6 +119,56 @@ async def test_end_enables_everywhere(nursery: trio.Nursery) -> None:
     assert (await cli.line()).startswith("cas1: admin READY in 2 pool(s)")
     assert await cli.process.wait() == 0
     assert all(p.member("cas1").admin is AdminState.READY for p in pools.values())
+
+
+async def test_one_command_drains_both_nodes_of_a_pair(nursery: trio.Nursery) -> None:
+    lb1_pools, lb2_pools = make_pools(), make_pools()
+    lb1, lb2 = await start(nursery, lb1_pools), await start(nursery, lb2_pools)
+    cli = await caslb(nursery, lb1, "drain", "cas1", more=[lb2])
+    assert (await cli.line()).startswith(f"{lb1.url}: cas1: admin DRAIN in 2 pool(s)")
+    assert (await cli.line_with(lb2.url)).startswith(f"{lb2.url}: cas1: admin DRAIN")
+    assert await cli.process.wait() == 0
+    for pools in (lb1_pools, lb2_pools):
+        assert all(p.member("cas1").admin is AdminState.DRAIN for p in pools.values())
+    cli = await caslb(nursery, lb1, "enable", "cas1", "--pool", "owa", more=[lb2])
+    assert await cli.process.wait() == 0
+    for pools in (lb1_pools, lb2_pools):
+        assert pools["owa"].member("cas1").admin is AdminState.READY
+        assert pools["ews-pool"].member("cas1").admin is AdminState.DRAIN
+
+
+async def test_a_node_that_does_not_answer_does_not_stop_the_other(
+        nursery: trio.Nursery) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    pools = make_pools()
+    lb = await start(nursery, pools)
+    cli = await caslb(nursery, down, "maint", "cas2", more=[lb])
+    assert await cli.process.wait() == 1
+    assert all(p.member("cas2").admin is AdminState.MAINT for p in pools.values())
+    assert cli.process.stderr is not None
+    errors = (await cli.process.stderr.receive_some()).decode()
+    assert f"caslb: {down}: cannot reach the admin API at {down}" in errors
+    assert "maint cas2: done on 1 of 2 node(s); repeat it once the others answer" in errors
+
+
+async def test_wait_counts_the_connections_of_both_nodes(nursery: trio.Nursery) -> None:
+    lb1_pools, lb2_pools = make_pools(), make_pools()
+    lb1, lb2 = await start(nursery, lb1_pools), await start(nursery, lb2_pools)
+    held = Held(nursery)
+    await held.hold(lb1_pools["owa"], "cas1")
+    await held.hold(lb2_pools["owa"], "cas1")
+    cli = await caslb(nursery, lb1, "maintenance", "start", "cas1", "--wait",
+                      "--interval", "0.05", more=[lb2])
+    assert "2 of 2 left  ews-pool 0  owa 2" in await cli.line_with("left")
+    held.releases[1].set()
+    assert "1 of 2 left  ews-pool 0  owa 1" in await cli.line_with("1 of 2")
+    held.releases[0].set()
+    assert await cli.line_with("safe") == "cas1: no connection left: safe to patch"
+    assert await cli.process.wait() == 0
+    for pools in (lb1_pools, lb2_pools):
+        assert all(p.member("cas1").admin is AdminState.DRAIN for p in pools.values())
 
 
 def test_progress_and_verdict_lines() -> None:

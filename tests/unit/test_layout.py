@@ -20,7 +20,7 @@ LONG_MODULES = {"lb.l4.pump"}
 KNOWN_CYCLES: set[frozenset[str]] = set()
 # Who may read the config tree; everything else receives values.
 CONFIG_READERS = ("lb.config", "lb.build", "lb.app", "lb.reload", "lb.cli", "lb.workers",
-                  "lb.admin", "lb.health", "lb.pool")
+                  "lb.admin", "lb.health", "lb.pool", "lb.renewal")
 
 
 def _within(name: str, *packages: str) -> bool:

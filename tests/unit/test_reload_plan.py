@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
+from lb import renewal
 from lb.config.model import (
     AdminConfig,
+    CertConfig,
+    CheckConfig,
     Config,
     FrontendConfig,
     Mode,
     PoolConfig,
     ServerConfig,
+    UpstreamTlsConfig,
 )
 from lb.reload import ReloadPlan, plan_reload
+from probes.checks import CheckKind, CheckSpec
+from probes.state import Timing
 
 SERVERS = (ServerConfig("cas1", "127.0.0.11", 443, "cas1.lab.local"),)
 
@@ -96,3 +103,40 @@ def test_pools_left_behind_by_a_failed_reload_are_removed_by_the_next() -> None:
 def test_the_plan_follows_config_order() -> None:
     new = config(tcp("c", 3), tcp("a", 1), tcp("b", 2))
     assert plan_reload(config(), new, {}).start == ("c", "a", "b")
+
+
+TLS = config(tcp("imap", 993),
+             dataclasses.replace(http("https", 443, "owa", "ews"),
+                                 tls=(CertConfig("/etc/caslb/mail.pem", "/etc/caslb/mail.key"),)),
+             pools=(pool("owa"), pool("ews", upstream_tls=UpstreamTlsConfig(
+                 ca_file="/etc/caslb/farm-ca.pem"))))
+
+
+@pytest.mark.parametrize("renewed", ["/etc/caslb/mail.pem", "/etc/caslb/mail.key",
+                                     "/etc/caslb/farm-ca.pem"])
+def test_a_frontend_whose_file_was_renewed_is_rebuilt_on_its_sockets(renewed: str) -> None:
+    assert plan_reload(TLS, TLS, serving(TLS), renewed={renewed}) == ReloadPlan(
+        reconfigure=("owa", "ews"), replace=("https",), reuse=frozenset({"https"}),
+        keep=("imap",))
+
+
+def test_a_file_no_frontend_was_built_from_changes_nothing() -> None:
+    assert plan_reload(TLS, TLS, serving(TLS), renewed={"/etc/caslb/other.pem"}).keep == (
+        "imap", "https")
+
+
+def test_digests_see_a_file_rewritten_in_place(tmp_path: Path) -> None:
+    cert, ca = tmp_path / "mail.pem", tmp_path / "ca.pem"
+    cert.write_text("one")
+    ca.write_text("ca")
+    files = config(dataclasses.replace(http("https", 443, "owa"),
+                                       tls=(CertConfig(str(cert), str(cert)),)),
+                   pools=(pool("owa", check=CheckConfig(
+                       CheckSpec(kind=CheckKind.HEALTHCHECK, path="/owa/healthcheck.htm",
+                                 tls=True, ca_file=str(ca)), Timing())),))
+    before = renewal.digests(files)
+    assert set(before) == {str(cert), str(ca)}
+    assert renewal.renewed(before, renewal.digests(files)) == frozenset()
+    cert.write_text("two")  # same size, maybe the same mtime: the digest still moves
+    ca.unlink()
+    assert renewal.renewed(before, renewal.digests(files)) == {str(cert), str(ca)}

@@ -1,0 +1,1 @@
+"""The lab configs of `caslb demo`: in the wheel, this directory is the package `lb.lab`."""
