@@ -90,7 +90,9 @@ async def test_the_installed_wheel_runs_the_demo_from_any_directory(tmp_path: Pa
             response = await client.request("GET", "/owa/")
         finally:
             await client.aclose()
-        assert response.status == 200
+        # The demo's farm authenticates: OWA sends an anonymous browser to its logon form.
+        assert response.status == 302
+        assert "/owa/auth/logon.aspx?url=" in (response.header("location") or "")
         assert response.header("x-feserver") in {"CAS1", "CAS2", "CAS3"}
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(40):
