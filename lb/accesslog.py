@@ -166,10 +166,13 @@ def tcp_fields(r: ConnectionRecord) -> dict[str, object]:
 
 
 def tcplog_text(r: ConnectionRecord) -> str:
-    """`r` as HAProxy's tcplog line."""
+    """`r` as HAProxy's tcplog line, composed from `tcp_fields` (one source of the fields;
+    a connection is not the per-request hot path that httplog_text shortcuts)."""
+    f = tcp_fields(r)
     return (
-        f"{r.client}:{r.client_port} [{_date(r.accepted)}] {r.frontend} "
-        f"{r.pool or '<NOSRV>'}/{r.server or '<NOSRV>'} 0/{_ms(r.t_connect)}/{_ms(r.t_total)} "
-        f"{r.bytes_read} {r.termination} "
-        f"{r.fe_conn}/{r.fe_conn}/{r.be_conn}/{r.srv_conn}/{r.retries} 0/0"
+        f"{f['client_ip']}:{f['client_port']} [{f['accept_date']}] {f['frontend_name']} "
+        f"{f['backend_name']}/{f['server_name']} {f['Tw']}/{f['Tc']}/{f['Tt']} "
+        f"{f['bytes_read']} {f['termination_state']} "
+        f"{f['actconn']}/{f['feconn']}/{f['beconn']}/{f['srv_conn']}/{f['retries']} "
+        f"{f['srv_queue']}/{f['backend_queue']}"
     )

@@ -12,13 +12,12 @@ reset, c/s a timeout on the client or server side) and in which phase
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Protocol
 
 import trio
 
-from lb.l7.events import access_log
+from lb.l7.events import access_log_on, write_access
 
 NORMAL = "--"
 NO_ROUTE = "PR"  # no SNI route and no default
@@ -89,8 +88,6 @@ class ConnectionRecord:
 
 def log_connection(record: ConnectionRecord) -> None:
     """Write the tcplog line for `record` (logger `caslb.access`, lb.accesslog's format)."""
-    if access_log.isEnabledFor(logging.INFO):
+    if access_log_on():
         record.t_total = trio.current_time() - record.started
-        access_log.handle(access_log.makeRecord(
-            access_log.name, logging.INFO, __file__, 0, "%s %s %s",
-            (record.client, record.frontend, record.termination), None, extra={"tcp": record}))
+        write_access((record.client, record.frontend, record.termination), {"tcp": record})

@@ -230,11 +230,17 @@ def access_log_on() -> bool:
     return access_log.isEnabledFor(logging.INFO)
 
 
+def write_access(summary: tuple[object, object, object], extra: dict[str, object]) -> None:
+    """Write one `caslb.access` line (the formatters of lb.logs render `extra`'s record).
+
+    makeRecord + handle is logger.info without its stack walk to find the caller's
+    source line, which no caslb format prints: paid per request and connection.
+    """
+    access_log.handle(access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0, "%s %s %s", summary, None, extra=extra))
+
+
 def log_access(record: RequestRecord) -> None:
     """Write the access log line for `record` (logger `caslb.access`, lb.accesslog's format)."""
     if access_log_on():
-        # makeRecord + handle is logger.info without its stack walk to find the
-        # caller's source line, which no caslb format prints: paid per request here.
-        access_log.handle(access_log.makeRecord(
-            access_log.name, logging.INFO, __file__, 0, "%s %s %s",
-            (record.client, record.method, record.path), None, extra={"http": record}))
+        write_access((record.client, record.method, record.path), {"http": record})
