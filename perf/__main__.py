@@ -3,7 +3,7 @@
     python -m perf                      list what is there
     python -m perf failover [--quick] [--designs a,b] [--faults x,y] [--out DIR]
     python -m perf idle [--connections N] [--designs a,b]
-    python -m perf probes [--seconds S] [--hogs N]
+    python -m perf probes [--seconds S] [--hogs N] [--idle-seconds S]
     python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
     python -m perf ha [--json FILE]    (root: network namespaces, keepalived)
 """
@@ -180,6 +180,9 @@ def idle(
 def probes(
     seconds: Annotated[float, typer.Option(help="Seconds per phase.")] = 60.0,
     hogs: Annotated[int, typer.Option(help="CPU-bound processes beside the load.")] = 6,
+    idle_seconds: Annotated[
+        float | None, typer.Option(help="Seconds of the idle phase (default: --seconds).")
+    ] = None,
 ) -> None:
     """What health checks cost idle, and whether a saturated balancer blames servers.
 
@@ -188,7 +191,7 @@ def probes(
     from perf.probecost import measure
 
     with tempfile.TemporaryDirectory(prefix="caslb-probes-") as tmp:
-        for line in trio.run(measure, seconds, hogs, Path(tmp)):
+        for line in trio.run(measure, seconds, hogs, Path(tmp), idle_seconds):
             typer.echo(line)
 
 

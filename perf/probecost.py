@@ -122,8 +122,10 @@ async def _detection(farm: Farm, balancer: Balancer, limit: float = 30.0) -> flo
     return None
 
 
-async def measure(seconds: float, hog_count: int, workdir: Path) -> list[str]:
-    """Run the three phases; the report's lines."""
+async def measure(
+    seconds: float, hog_count: int, workdir: Path, idle_seconds: float | None = None
+) -> list[str]:
+    """Run the three phases (idle for `idle_seconds`, else `seconds`); the report's lines."""
     missing = tools.ensure("wrk")
     out: list[str] = []
     async with running_farm(workdir) as farm:
@@ -139,7 +141,8 @@ async def measure(seconds: float, hog_count: int, workdir: Path) -> list[str]:
             balancer = Balancer(proc, admin, listen["https"], log)
             await _wait_up(balancer)
             await trio.sleep(2)  # past the start-up checks
-            per_check, share = await _cpu_per_check(balancer, seconds)
+            per_check, share = await _cpu_per_check(
+                balancer, seconds if idle_seconds is None else idle_seconds)
             checks = await balancer.checks_run()
             out.append(f"idle: {per_check:.2f} ms of CPU per check, {share:.1f} % of a core "
                        f"({checks} checks so far)")
