@@ -277,7 +277,7 @@ class Balancer:
                 listen, pools=self.pools, metrics=self.metrics,
                 last_check=self.states.last_result,
                 check_progress=self.states.check_progress, token=admin.token,
-                on_admin=self._on_admin, on_reload=self._on_reload,
+                hosts=admin.names, on_admin=self._on_admin, on_reload=self._on_reload,
                 on_internal_error=self.metrics.internal_error,
                 guard=self.guard,
                 task_status=task_status,

@@ -8,6 +8,9 @@ that, each a function that returns the refusal, or None to let it pass:
 
 * `misdirected`: only Host values that name this listener are served (421),
   which defeats DNS rebinding: the browser still sends the attacker's name.
+  A listener bound to every address (0.0.0.0, ::) cannot know its own, so
+  there any IP literal with its port is served: a literal has no name to
+  rebind.
 * `foreign_origin`: a browser sends `Origin` on cross-origin requests; any
   value but this API's own origin is refused (403).
 * `unmarked`: a state change must carry `Content-Type: application/json` or
@@ -20,8 +23,10 @@ that, each a function that returns the refusal, or None to let it pass:
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from lb.admin.messages import JSON, Reply, Request
 from lb.config import is_loopback
@@ -33,33 +38,60 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 """How a loopback listener is named in Host, beside its own bound address."""
 
 
+@dataclass(frozen=True)
+class ListenerHosts:
+    """The Host values that name an admin listener: its names, and, when it is
+    bound to every address, any IP literal with one of its `wildcard_ports`."""
+
+    names: frozenset[str]
+    wildcard_ports: frozenset[int] = frozenset()
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        host = host.lower()
+        if host in self.names:
+            return True
+        address, colon, port = host.rpartition(":")
+        if not colon or not port.isdigit() or int(port) not in self.wildcard_ports:
+            return False
+        try:
+            ipaddress.ip_address(address[1:-1] if address.startswith("[") else address)
+        except ValueError:
+            return False
+        return ":" not in address or address.startswith("[")
+
+
 def listener_hosts(
     addresses: Iterable[tuple[str, int]], names: Iterable[str] = ()
-) -> frozenset[str]:
-    """The Host values (lower-cased) that name an admin listener bound to `addresses`.
+) -> ListenerHosts:
+    """The Host values that name an admin listener bound to `addresses`.
 
     Args:
         addresses: the bound (host, port) of each listening socket.
-        names: further names the listener is reached by; each is accepted as
-            given and with each bound port.
+        names: further names the listener is reached by (`[admin] names`); each
+            is accepted as given and with each bound port.
     """
     hosts: set[str] = set()
     ports = set()
+    wildcard_ports = set()
     for host, port in addresses:
         ports.add(port)
+        if host in ("0.0.0.0", "::"):
+            wildcard_ports.add(port)
         hosts.add(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if is_loopback(host):
             hosts.update(f"{name}:{port}" for name in LOOPBACK_NAMES)
     for name in names:
         hosts.add(name)
         hosts.update(f"{name}:{port}" for port in ports)
-    return frozenset(h.lower() for h in hosts)
+    return ListenerHosts(frozenset(h.lower() for h in hosts), frozenset(wildcard_ports))
 
 
-def misdirected(request: Request, hosts: frozenset[str]) -> Reply | None:
+def misdirected(request: Request, hosts: ListenerHosts) -> Reply | None:
     """421 unless the request's Host names this listener."""
     host = request.headers.get("host", "")
-    if host.lower() in hosts:
+    if host in hosts:
         return None
     return Reply.error(421, f"host {host!r} is not this admin API")
 

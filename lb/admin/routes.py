@@ -17,7 +17,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lb.admin.guard import foreign_origin, misdirected, unauthorized, unmarked
+from lb.admin.guard import (
+    ListenerHosts,
+    foreign_origin,
+    misdirected,
+    unauthorized,
+    unmarked,
+)
 from lb.admin.messages import HTML, Reply, Request, gzipped
 from lb.metrics import Metrics
 from lb.metrics.collectors import LastCheckLookup, no_check_results
@@ -71,7 +77,7 @@ class AdminContext:
 
     pools: Mapping[str, Pool]
     metrics: Metrics
-    hosts: frozenset[str]
+    hosts: ListenerHosts
     last_check: LastCheckLookup = no_check_results
     check_progress: ProgressLookup = no_progress
     token: str | None = None

@@ -108,12 +108,16 @@ def _read_admin(table: Table | None) -> AdminConfig:
         return AdminConfig()
     bind = read_bind(table, "bind", f"127.0.0.1:{DEFAULT_ADMIN_PORT}")
     token = table.string("token")
+    names = tuple(n.lower() for n in table.strings("names") or ())
+    for i, name in enumerate(names):
+        if not name or any(c.isspace() or c in "/@" for c in name):
+            table.error("names", f"entry {i + 1} must be a host name, got {name!r}")
     table.finish()
     if bind is None:
-        return AdminConfig(token=token)
+        return AdminConfig(token=token, names=names)
     if not is_loopback(bind[0]) and token is None:
         table.error("bind", f"binding {bind[0]} off loopback requires admin.token")
-    return AdminConfig(host=bind[0], port=bind[1], token=token)
+    return AdminConfig(host=bind[0], port=bind[1], token=token, names=names)
 
 
 def _read_logging(table: Table | None) -> LoggingConfig:

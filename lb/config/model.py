@@ -241,11 +241,14 @@ class AdminConfig:
         host: address to bind (loopback unless a token is set).
         port: port to bind.
         token: bearer token required for POST actions, None for none.
+        names: host names the API is reached by, served beside its addresses
+            (any other name gets 421: the defence against DNS rebinding).
     """
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_ADMIN_PORT
     token: str | None = None
+    names: tuple[str, ...] = ()
 
 
 LOG_FORMATS = ("text", "json")

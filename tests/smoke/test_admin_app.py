@@ -25,10 +25,11 @@ async def echo(stream: trio.abc.Stream) -> None:
             await stream.send_all(data)
 
 
-def config_text(server_port: int) -> str:
+def config_text(server_port: int, admin_extra: str = "") -> str:
     return f"""
 [admin]
 bind = "127.0.0.1:1"  # never bound: the test hands over its own sockets
+{admin_extra}
 
 [servers.echo]
 address = "127.0.0.1:{server_port}"
@@ -61,12 +62,12 @@ async def admin_status(address: tuple[str, int]) -> bytes:
         return bytes(await stream.receive_some(65536))[:12]
 
 
-async def start_balancer(nursery: trio.Nursery) -> Balancer:
+async def start_balancer(nursery: trio.Nursery, admin_extra: str = "") -> Balancer:
     """An echo server, and the app in front of it with a TCP frontend and the admin API."""
     [server] = await nursery.start(
         lambda task_status: trio.serve_tcp(echo, 0, host="127.0.0.1", task_status=task_status)
     )
-    config = parse(tomllib.loads(config_text(server.socket.getsockname()[1])))
+    config = parse(tomllib.loads(config_text(server.socket.getsockname()[1], admin_extra)))
     frontend = await trio.open_tcp_listeners(0, host="127.0.0.1")
     admin = await trio.open_tcp_listeners(0, host="127.0.0.1")
     app: Balancer = await nursery.start(lambda task_status: serve(
@@ -131,3 +132,20 @@ async def test_an_admin_bug_is_counted_in_internal_errors_and_the_process_stays_
     assert internal_errors(after, "admin") == 1
     assert not app.stopped.is_set()
     assert await round_trip(app.addresses["tcp"], b"still here") == b"still here"
+
+
+async def status_as(address: tuple[str, int], host: str) -> bytes:
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(f"GET /status HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        return bytes(await stream.receive_some(65536))[:12]
+
+
+async def test_admin_names_from_the_config_are_served_and_other_names_misdirected(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_balancer(nursery, 'names = ["LB1.lab.example"]')
+    assert app.admin_address is not None
+    port = app.admin_address[1]
+    assert await status_as(app.admin_address, f"lb1.lab.example:{port}") == b"HTTP/1.1 200"
+    assert await status_as(app.admin_address, f"lb2.lab.example:{port}") == b"HTTP/1.1 421"
