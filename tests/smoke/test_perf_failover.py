@@ -72,7 +72,7 @@ def test_quick_crash_matrix_is_sane(tmp_path: Path) -> None:
         # before the fault every protocol worked without error
         baseline = {k: p["baseline_errors"] for k, p in figures["protocols"].items()}
         assert not any(baseline.values()), (s["design"], baseline, _errors_before(s, t["fault_at"]))
-        assert {"owa", "ews", "mapi", "rpc", "owa-new"} <= set(figures["protocols"])
+        assert {"owa", "ews-ntlm", "mapi", "rpc", "owa-new"} <= set(figures["protocols"])
         # the new-connections load ran: at least one second's worth over the whole load
         rate = doc["settings"]["mix"]["new_connections_per_second"]
         assert rate > 0 and figures["protocols"]["owa-new"]["requests"] >= rate
