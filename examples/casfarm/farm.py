@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from casfarm.gate import FarmAuth
 from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.traffic import TrafficProfile
+from casfarm.vdirs import VDIRS
 
 MAX_SERVERS = 200
 FIRST_HOST = 11  # cas1 at 127.0.0.11, cas2 at 127.0.0.12, ...
@@ -242,7 +243,7 @@ async def running(
     control: bool = True,
     control_host: str = "127.0.0.1",
     control_port: int = 0,
-    auth: bool = False,
+    auth: bool | Collection[str] = False,
     users: Mapping[str, str] | None = None,
     owa_session_timeout: float = PRIVATE_TIMEOUT,
     hosts: Sequence[str] | None = None,
@@ -269,7 +270,8 @@ async def running(
         control_host: its loopback address.
         control_port: its port (0: ephemeral).
         auth: authenticate as Exchange does (NTLM/Negotiate, Basic on ActiveSync,
-            forms on OWA/ECP); off, every request is served anonymously.
+            forms on OWA/ECP): True on every vdir, or on the vdirs named (e.g.
+            ["ews"]); off, every request is served anonymously.
         users: user name → password of the lab domain (None: `LAB_USERS`,
             alice / Passw0rd), for auth.
         owa_session_timeout: seconds an OWA/ECP session cookie lasts.
@@ -290,7 +292,11 @@ async def running(
     distinct = distinct_addresses or hosts is not None
     wanted_ports = [_ports_for(base_ports, i, distinct) for i in range(servers)]
     domain = namespace.split(".", 1)[1]
-    farm_auth = FarmAuth.lab(domain, users, owa_session_timeout) if auth else None
+    vdirs = None if auth is True else frozenset(auth or ())
+    unknown = sorted((vdirs or frozenset()) - {v.name for v in VDIRS})
+    if unknown:
+        raise ValueError(f"auth names unknown vdirs {unknown!r}")
+    farm_auth = FarmAuth.lab(domain, users, owa_session_timeout, vdirs) if auth else None
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:

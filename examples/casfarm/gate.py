@@ -37,10 +37,18 @@ class FarmAuth:
     Attributes:
         accounts: the users who may log on.
         sessions: OWA/ECP session cookies, shared by every server.
+        vdirs: the vdirs that authenticate (None: all, as Exchange); the others
+            serve anonymously, so a lab can authenticate one protocol's clients
+            and leave the rest as they were.
     """
 
     accounts: Accounts
     sessions: forms.Sessions = field(default_factory=forms.Sessions)
+    vdirs: frozenset[str] | None = None
+
+    def covers(self, vdir: str) -> bool:
+        """Whether requests to `vdir` must authenticate."""
+        return self.vdirs is None or vdir in self.vdirs
 
     @classmethod
     def lab(
@@ -48,10 +56,11 @@ class FarmAuth:
         dns_domain: str,
         users: Mapping[str, str] | None = None,
         owa_session_timeout: float = forms.PRIVATE_TIMEOUT,
+        vdirs: frozenset[str] | None = None,
     ) -> FarmAuth:
         """The farm's authentication for `dns_domain` (default users: `LAB_USERS`)."""
         accounts = Accounts.for_domain(dns_domain, LAB_USERS if users is None else users)
-        return cls(accounts, forms.Sessions(timeout=owa_session_timeout))
+        return cls(accounts, forms.Sessions(timeout=owa_session_timeout), vdirs)
 
     def logins(self) -> list[str]:
         """Each user as curl's -u takes it: DOMAIN\\name:password."""
@@ -86,7 +95,7 @@ async def unauthorized(ex: HttpExchange, challenges: tuple[str, ...]) -> None:
 async def admit(ex: HttpExchange, server: ServerRuntime, vdir: Vdir, conn: ConnectionAuth) -> bool:
     """True when the request may reach `vdir`'s application; else it has been answered."""
     auth = server.auth
-    if auth is None:
+    if auth is None or not auth.covers(vdir.name):
         return True
     if vdir.name in FORMS_VDIRS:
         return await _forms(ex, auth, trio.current_time())

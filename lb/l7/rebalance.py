@@ -29,6 +29,11 @@ re-encrypting), and the connection left is closed rather than parked for
 other clients, as an NTLM-bound farm shares none. (A connection whose server
 is drained, DOWN or ejected is left at its next request, as before:
 lb.l7.policy.keep_upstream.)
+
+Seam. tests/smoke/test_ntlm_shared_upstream.py replaces `request_pins`,
+`response_pins` (as lb.l7.relay imported it), `RECHECK_EVERY` (here and in
+lb.l7.upstream) and `moves`, to show that without them two interleaved NTLM
+logons fail: keep these names module-level, read at call time.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ import trio
 from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
 from perf.failover.http import HttpConnection, exchange, header
 from perf.failover.mail import imap_session, pop_session, smtp_session
-from perf.failover.model import CHOSEN_AS, KEPT_ALIVE, NEW_CONNECTIONS
+from perf.failover.model import CHOSEN_AS, KEPT_ALIVE, NEW_CONNECTIONS, NTLM_EWS
+from perf.failover.ntlmclient import NtlmClient
 from perf.failover.recorder import Recorder
 
 
@@ -389,6 +390,9 @@ async def run_clients(
                 if endpoint is None:
                     continue
                 for _ in range(count):
-                    client = Client(protocol, endpoint, recorder, timeouts, mix, index)
+                    client: Client | NtlmClient = (
+                        NtlmClient(endpoint, recorder, timeouts.connect, timeouts.request,
+                                   timeouts.think, index) if protocol == NTLM_EWS
+                        else Client(protocol, endpoint, recorder, timeouts, mix, index))
                     nursery.start_soon(client.run)
                     index += 1

@@ -83,9 +83,13 @@ def parse_ready(line: str) -> FarmInfo:
 @asynccontextmanager
 async def running_farm(
     workdir: Path, *, servers: int = 3, heartbeat: float = 2.0, pending_period: float = 1.0,
-    health_cache_delay: float = 0.0,
+    health_cache_delay: float = 0.0, auth_vdirs: tuple[str, ...] = (),
 ) -> AsyncIterator[Farm]:
-    """Start a farm process in `workdir`; stop it on exit."""
+    """Start a farm process in `workdir`; stop it on exit.
+
+    `auth_vdirs` authenticate as Exchange does (NTLM, lab user alice); the
+    others serve anonymously, as the anonymous clients of the mix expect.
+    """
     argv = [
         python(),
         "-m",
@@ -95,6 +99,7 @@ async def running_farm(
         f"--pending-period={pending_period}",
         f"--health-cache-delay={health_cache_delay}",
         f"--cert-dir={workdir / 'farm-certs'}",
+        f"--auth-vdirs={','.join(auth_vdirs)}",
     ]
     async with child(argv, stdin=True, log=workdir / "farm.log") as proc:
         info = parse_ready(await proc.readline(30.0))

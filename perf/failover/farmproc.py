@@ -76,6 +76,7 @@ async def serve(args: argparse.Namespace) -> None:
         control=False,
         hosts=args.hosts.split(",") if args.hosts else None,
         base_ports={"https": args.https_port} if args.https_port else None,
+        auth=[v for v in args.auth_vdirs.split(",") if v],
     ) as farm:
         print(json.dumps({"ready": describe(farm)}), flush=True)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -100,6 +101,7 @@ def main() -> None:
     parser.add_argument("--pending-period", type=float, default=1.0)
     parser.add_argument("--health-cache-delay", type=float, default=0.0)
     parser.add_argument("--cert-dir", type=Path, required=True)
+    parser.add_argument("--auth-vdirs", default="", help="comma-separated vdirs that log on")
     parser.add_argument("--namespace", default="mail.lab.local")
     # A farm in a network namespace of its own (perf ha): its addresses and HTTPS port.
     parser.add_argument("--hosts", default="", help="comma-separated, one per server")

@@ -67,5 +67,9 @@ def fault_plans(slow_seconds: float) -> dict[str, FaultPlan]:
         ),
         _farm_fault("slow", f"every answer {slow_seconds:g} s late (§6 #4)", seconds=slow_seconds),
         _farm_fault("errors", "5xx on real requests behind a green probe (§6 #11)"),
+        _farm_fault(
+            "app_pool_stopped", "EWS's application pool stopped: its vdir 503s, health too",
+            vdir="ews",
+        ),
     )
     return {p.name: p for p in plans}

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 # long as it works), and the protocol whose pool the balancer picks for each.
 NEW_CONNECTIONS = "owa-new"
 KEPT_ALIVE = "owa-kept"
-CHOSEN_AS = {NEW_CONNECTIONS: "owa", KEPT_ALIVE: "owa"}
+# Outlook-style EWS clients that log on with NTLM once per connection
+# (perf.failover.ntlmclient); the farm authenticates EWS when they run.
+NTLM_EWS = "ews-ntlm"
+CHOSEN_AS = {NEW_CONNECTIONS: "owa", KEPT_ALIVE: "owa", NTLM_EWS: "ews"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,27 @@ class RequestRecord:
     def ok(self) -> bool:
         """True when the client got the answer it wanted."""
         return self.error is None
+
+
+@dataclass(frozen=True)
+class AuthAttempt:
+    """One request of an authenticating client, with the logons it cost.
+
+    Attributes:
+        client: which client (its index in the mix).
+        started: when the request began.
+        finished: when it was answered or given up.
+        served: answered as the user (neither refused nor failed).
+        logons: NTLM handshakes run for it (0 on a connection already logged on).
+        refused: 401s refusing it or its handshake (a CHALLENGE is not one).
+    """
+
+    client: int
+    started: float
+    finished: float
+    served: bool
+    logons: int
+    refused: int
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,7 @@ class ScenarioRecord:
         farm_counts: per server request counts read from the farm at fault,
             clear and end (keys "fault", "clear", "end").
         notes: free-text remarks about how this scenario was run.
+        auth: the requests of the authenticating clients, logons counted.
     """
 
     design: str
@@ -104,3 +129,4 @@ class ScenarioRecord:
     samples: tuple[ChoiceSample, ...]
     farm_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    auth: tuple[AuthAttempt, ...] = ()

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import trio
 
-from perf.failover.model import RequestRecord
+from perf.failover.model import AuthAttempt, RequestRecord
 
 
 class Recorder:
@@ -19,6 +19,7 @@ class Recorder:
         self.origin = trio.current_time()
         self.servers = tuple(s.lower() for s in servers)
         self.records: list[RequestRecord] = []
+        self.auth: list[AuthAttempt] = []
 
     def now(self) -> float:
         """Seconds since the load started."""
@@ -27,6 +28,10 @@ class Recorder:
     def add(self, protocol: str, started: float, server: str | None, error: str | None) -> None:
         """Log one finished request begun at `started` (from `now()`)."""
         self.records.append(RequestRecord(protocol, started, self.now(), server, error))
+
+    def add_auth(self, attempt: AuthAttempt) -> None:
+        """Log one finished request of an authenticating client."""
+        self.auth.append(attempt)
 
     def server_named(self, text: str | None) -> str | None:
         """The farm server a header or banner names, lower case, or None.

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from perf.failover.authcost import AUTH_HEAD, auth_cost, auth_rows
 from perf.failover.measures import ProtocolFigures, ScenarioFigures, per_second, scenario_figures
 from perf.failover.model import (
     KEPT_ALIVE,
     NEW_CONNECTIONS,
+    AuthAttempt,
     ChoiceSample,
     RequestRecord,
     ScenarioRecord,
@@ -40,7 +42,15 @@ def record_json(record: ScenarioRecord) -> dict[str, Any]:
             for r in record.requests
         ],
         "samples": [{"at": round(s.at, 4), "chosen": dict(s.chosen)} for s in record.samples],
+        "auth_columns": list(AUTH_COLUMNS),
+        "auth": [
+            [a.client, round(a.started, 4), round(a.finished, 4), a.served, a.logons, a.refused]
+            for a in record.auth
+        ],
     }
+
+
+AUTH_COLUMNS = ("client", "started", "finished", "served", "logons", "refused")
 
 
 def figures_json(figures: ScenarioFigures) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def write_run(
     doc = {
         "settings": settings,
         "scenarios": [
-            {**record_json(r), "figures": figures_json(f)}
+            {**record_json(r), "figures": figures_json(f), "auth_cost": _cost_json(r)}
             for r, f in zip(records, figures, strict=True)
         ],
     }
@@ -176,7 +186,14 @@ def write_run(
     notes = dict.fromkeys(f"- {r.design}: {n}" for r in records for n in r.notes[1:])
     if notes:
         preamble += "\nNotes:\n" + "\n".join(notes) + "\n"
-    (out_dir / "results.md").write_text(markdown(figures, preamble))
+    text = markdown(figures, preamble)
+    if rows := auth_rows(records):
+        text += (
+            "\n### What each design cost the NTLM clients\n\nOutlook-style EWS clients, one "
+            "NTLM logon per connection (docs/benchmarks.md says how each count is made).\n\n"
+            f"{AUTH_HEAD}\n" + "\n".join(rows) + "\n"
+        )
+    (out_dir / "results.md").write_text(text)
     for r, f in zip(records, figures, strict=True):
         ok, failed = per_second(r.requests, r.timeline.end_at)
         svg = timeline_svg(
@@ -205,7 +222,15 @@ def record_from_json(doc: dict[str, Any]) -> ScenarioRecord:
         samples=tuple(ChoiceSample(s["at"], s["chosen"]) for s in doc["samples"]),
         farm_counts=doc["farm_counts"],
         notes=tuple(doc["notes"]),
+        auth=tuple(
+            AuthAttempt(**dict(zip(AUTH_COLUMNS, row, strict=True))) for row in doc.get("auth", ())
+        ),
     )
+
+
+def _cost_json(record: ScenarioRecord) -> dict[str, Any] | None:
+    cost = auth_cost(record)
+    return None if cost is None else dataclasses.asdict(cost)
 
 
 def read_run(path: Path) -> tuple[list[ScenarioRecord], dict[str, Any]]:

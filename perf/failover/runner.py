@@ -21,7 +21,7 @@ from perf.failover.clients import run_clients
 from perf.failover.designs.base import Design, Running
 from perf.failover.farm import running_farm
 from perf.failover.faults import FaultPlan
-from perf.failover.model import ChoiceSample, ScenarioRecord, Timeline
+from perf.failover.model import CHOSEN_AS, NTLM_EWS, ChoiceSample, ScenarioRecord, Timeline
 from perf.failover.recorder import Recorder
 from perf.failover.settings import RunSettings
 
@@ -68,7 +68,8 @@ async def run_scenario(
     counts: dict[str, dict[str, int]] = {}
     async with (
         running_farm(workdir, heartbeat=settings.mix.long_poll,
-                     health_cache_delay=settings.health_cache_delay) as farm,
+                     health_cache_delay=settings.health_cache_delay,
+                     auth_vdirs=_auth_vdirs(settings)) as farm,
         design.start(farm.info, settings.probes, workdir) as running,
     ):
         recorder = Recorder(farm.info.names)
@@ -107,7 +108,13 @@ async def run_scenario(
         samples=tuple(samples),
         farm_counts=counts,
         notes=(*_notes(design, settings), *running.notes),
+        auth=tuple(sorted(recorder.auth, key=lambda a: (a.client, a.started))),
     )
+
+
+def _auth_vdirs(settings: RunSettings) -> tuple[str, ...]:
+    """The vdirs the farm authenticates: those of the mix's NTLM clients."""
+    return (CHOSEN_AS[NTLM_EWS],) if settings.mix.clients.get(NTLM_EWS) else ()
 
 
 async def run_matrix(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perf.failover.clients import ClientTimeouts, LoadMix
-from perf.failover.model import KEPT_ALIVE
+from perf.failover.model import KEPT_ALIVE, NTLM_EWS
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ FULL_MIX = LoadMix(
     clients={
         "owa": 4,
         KEPT_ALIVE: 9,
-        "ews": 3,
+        NTLM_EWS: 6,
         "autodiscover": 2,
         "mapi": 2,
         "eas": 2,
@@ -62,7 +62,7 @@ FULL_MIX = LoadMix(
 )
 QUICK_MIX = LoadMix(
     clients={
-        "owa": 2, KEPT_ALIVE: 6, "ews": 1, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1,
+        "owa": 2, KEPT_ALIVE: 6, NTLM_EWS: 3, "autodiscover": 1, "mapi": 1, "eas": 1, "rpc": 1,
         "imap": 1,
     },
     long_poll=1.0,

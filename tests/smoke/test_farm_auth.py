@@ -177,3 +177,16 @@ async def test_without_auth_the_farm_serves_anonymously(farm: casfarm.Farm) -> N
     assert farm.describe()["auth"] == {
         "domain": "LAB", "users": ["alice"], "owa_session_timeout": 8 * 3600.0,
     }  # fmt: skip
+
+
+async def test_auth_on_named_vdirs_only_leaves_the_others_anonymous() -> None:
+    async with casfarm.running(servers=1, auth=["ews"]) as farm:
+        client = await _client(farm)
+        ews = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+        assert (ews.status, _challenges(ews)) == (401, WINDOWS)
+        mapi = await client.request("POST", "/mapi/emsmdb/?MailboxId=a@lab.local", body=b"x")
+        assert mapi.status == 200
+        await client.aclose()
+    with pytest.raises(ValueError, match="unknown vdirs"):
+        async with casfarm.running(servers=1, auth=["nope"]):
+            pass

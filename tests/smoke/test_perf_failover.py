@@ -72,10 +72,18 @@ def test_quick_crash_matrix_is_sane(tmp_path: Path) -> None:
         # before the fault every protocol worked without error
         baseline = {k: p["baseline_errors"] for k, p in figures["protocols"].items()}
         assert not any(baseline.values()), (s["design"], baseline, _errors_before(s, t["fault_at"]))
-        assert {"owa", "ews", "mapi", "rpc", "owa-new"} <= set(figures["protocols"])
+        assert {"owa", "ews-ntlm", "mapi", "rpc", "owa-new"} <= set(figures["protocols"])
         # the new-connections load ran: at least one second's worth over the whole load
         rate = doc["settings"]["mix"]["new_connections_per_second"]
         assert rate > 0 and figures["protocols"]["owa-new"]["requests"] >= rate
+        # every NTLM client logged on once before the fault, and nothing moved it;
+        # after it, whoever lost cas1 logged on again and was served
+        cost = s["auth_cost"]
+        clients = doc["settings"]["mix"]["clients"]["ews-ntlm"]
+        assert (cost["clients"], cost["baseline_logons"]) == (clients, clients), cost
+        assert cost["refused"] <= cost["reauths"] <= clients, cost  # one lost server each
+        served_after = [a for a in s["auth"] if a[1] >= t["clear_at"] and a[3]]
+        assert {a[0] for a in served_after} == {a[0] for a in s["auth"]}, cost
         if s["design"] == "dns-rr":
             assert s["samples"] == [] and figures["detection"] is None
         else:
