@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from perf import caslbrun, tools
+from perf import caslbrun, pyprofile, tools
 from perf.net import free_port, wait_listening
 from perf.procfs import cpu_seconds
 
@@ -295,16 +295,20 @@ def report(
 
 
 def print_profile(workdir: Path, backend: int, connections: int, seconds: float) -> None:
-    """One throughput round against `caslb run` under cProfile; the top of its own time."""
+    """One throughput round against `caslb run` under cProfile: where a request's time goes.
+
+    Prints own time and calls per request by package and the top 30 functions
+    (perf.pyprofile).
+    """
     out = workdir / "caslb.prof"
     port = free_port()
     with caslb(port, backend, workdir, profile=out):
-        wrk(port, connections, seconds)
-    stream = io.StringIO()
-    stats = pstats.Stats(str(out), stream=stream)
-    stats.sort_stats("tottime").print_stats(18)
-    print("\ncaslb hot path (cProfile, by own time):")
-    print("\n".join(line for line in stream.getvalue().splitlines() if line.strip())[-2600:])
+        measure = wrk(port, connections, seconds)
+    stats = pstats.Stats(str(out), stream=io.StringIO())
+    requests = max(1, measure.requests)
+    print(f"\ncaslb under cProfile: {measure.requests} requests in the profiled round")
+    print(pyprofile.render(pyprofile.by_package(stats, requests), "by package:"))
+    print(pyprofile.render(pyprofile.top_functions(stats, requests, 30), "top functions:"))
 
 
 def main(argv: list[str] | None = None) -> int:
