@@ -26,7 +26,16 @@ from perf.failover.procs import REPO_ROOT
 from perf.net import wait_listening
 
 # cProfile wants a script file; this one is the `caslb` console script.
-_ENTRY = "from lb.cli import main\nmain()\n"
+# A profiled caslb: cProfile off until SIGUSR1, off again and written at SIGUSR2,
+# so that a profile holds one load round and none of the start-up (imports,
+# regex compiles, TLS contexts), which in a round of seconds outweighs it.
+_PROFILED_ENTRY = """import cProfile, signal, sys
+from lb.cli import main
+profile, out = cProfile.Profile(), sys.argv.pop(1)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (profile.disable(), profile.dump_stats(out)))
+main()
+"""
 
 
 def servers_up(document: dict[str, Any]) -> bool:
@@ -44,7 +53,8 @@ def servers_up(document: dict[str, Any]) -> bool:
 def argv(
     config: Path, workers: int = 1, profile: Path | None = None, access_log: bool = False
 ) -> list[str]:
-    """The command line: the console script, or the same under cProfile."""
+    """The command line: the console script, or caslb with a profiler that
+    SIGUSR1 starts and SIGUSR2 stops, writing its stats to `profile`."""
     # HAProxy runs without a log in the benches, so caslb does too unless asked
     args = ["run", str(config)] + ([] if access_log else ["--no-access-log"])
     if workers > 1:
@@ -52,8 +62,8 @@ def argv(
     if profile is None:
         return [*CASLB_COMMAND, *args]
     entry = profile.with_suffix(".entry.py")
-    entry.write_text(_ENTRY)
-    return [sys.executable, "-m", "cProfile", "-o", str(profile), str(entry), *args]
+    entry.write_text(_PROFILED_ENTRY)
+    return [sys.executable, str(entry), str(profile), *args]
 
 
 @contextlib.contextmanager
@@ -94,8 +104,7 @@ def running(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                # a profiled run writes its stats on the way out: give it time
-                proc.wait(15 if profile else 5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

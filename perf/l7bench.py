@@ -18,8 +18,9 @@ Everything runs on 127.0.0.1 in separate processes:
 Around each load the bench reads the proxy's CPU time (user + system, the
 workers included) from /proc and prints it per request. It also prints the
 ratios the targets in docs/benchmarks.md are stated in. With --profile it runs
-caslb once more under `python -m cProfile` for one throughput round and prints
-where the time goes. `--quick` measures caslb and HAProxy only, 2 s per measure,
+caslb once more under cProfile, switched on for one throughput round only, and
+prints per request where the time goes, by package and by function. `--quick`
+measures caslb and HAProxy only, 2 s per measure,
 for CI. It needs `haproxy` and `wrk`, installs them with apt-get when it can,
 and says so when they are missing.
 """
@@ -29,16 +30,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import pstats
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from perf import caslbrun, tools
+from perf import caslbrun, pyprofile, tools
 from perf.net import free_port, wait_listening
 from perf.procfs import cpu_seconds
 
@@ -295,16 +299,30 @@ def report(
 
 
 def print_profile(workdir: Path, backend: int, connections: int, seconds: float) -> None:
-    """One throughput round against `caslb run` under cProfile; the top of its own time."""
+    """One throughput round against `caslb run` under cProfile: where a request's time goes.
+
+    The profiler runs only for the round (caslbrun's SIGUSR1 and SIGUSR2), after
+    a one-second warm-up.
+
+    Prints own time and calls per request by package and the top 30 functions
+    (perf.pyprofile).
+    """
     out = workdir / "caslb.prof"
     port = free_port()
-    with caslb(port, backend, workdir, profile=out):
-        wrk(port, connections, seconds)
-    stream = io.StringIO()
-    stats = pstats.Stats(str(out), stream=stream)
-    stats.sort_stats("tottime").print_stats(18)
-    print("\ncaslb hot path (cProfile, by own time):")
-    print("\n".join(line for line in stream.getvalue().splitlines() if line.strip())[-2600:])
+    with caslb(port, backend, workdir, profile=out) as pid:
+        wrk(port, connections, 1)  # warm up: first connections, lazy imports
+        os.kill(pid, signal.SIGUSR1)
+        measure = wrk(port, connections, seconds)
+        os.kill(pid, signal.SIGUSR2)
+        for _ in range(100):  # the stats are written from caslb's signal handler
+            if out.exists():
+                break
+            time.sleep(0.1)
+    stats = pstats.Stats(str(out), stream=io.StringIO())
+    requests = max(1, measure.requests)
+    print(f"\ncaslb under cProfile: {measure.requests} requests in the profiled round")
+    print(pyprofile.render(pyprofile.by_package(stats, requests), "by package:"))
+    print(pyprofile.render(pyprofile.top_functions(stats, requests, 30), "top functions:"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.smoke
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_quick(module: str) -> str:
+def _run_quick(module: str, *extra: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", module, "--quick"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", module, "--quick", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=90, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -59,3 +59,20 @@ def test_l7bench_quick_reports_caslb_cpu_per_request() -> None:
     out = _run_quick("perf.l7bench")
     assert float(_column(out, "caslb", "CPU µs/req")) > 0, out
     assert float(_column(out, "caslb", "req/s")) > 0, out
+
+
+def test_l7bench_profile_charges_the_round_to_h11_lb_and_trio() -> None:
+    """The profiled round holds requests and no start-up: the packages a request
+    runs through have time and calls per request; nothing is charged to the imports."""
+    missing = tools.ensure("haproxy", "wrk")
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}")
+    out = _run_quick("perf.l7bench", "--profile")
+    rounds = re.search(r"caslb under cProfile: (\d+) requests in the profiled round", out)
+    assert rounds is not None and int(rounds.group(1)) > 0, out
+    table = out[out.index("by package:"):out.index("top functions:")]
+    rows = {line.split()[-1]: line.split() for line in table.splitlines()[2:] if line.strip()}
+    for package in ("h11", "lb", "trio"):
+        assert float(rows[package][0]) > 0 and float(rows[package][1]) > 1, table
+    # start-up (imports, compiles) would show in the standard library's share
+    assert float(rows["other"][2].rstrip("%")) < 5, table
