@@ -50,7 +50,7 @@ from casfarm.farm import DEMO_CONTROL_PORT, DEMO_PORTS, Farm, running
 from casfarm.faults import FaultKind
 from casfarm.responder import LAB_POLICY, ResponderPolicy
 from casfarm.server import PORT_KINDS, FarmServer
-from casfarm.traffic import TrafficProfile
+from casfarm.trafficprofile import TrafficProfile
 from casfarm.vdirs import VDIRS, Vdir
 
 __all__ = [

@@ -26,7 +26,7 @@ from casfarm.forms import PRIVATE_TIMEOUT
 from casfarm.gate import FarmAuth
 from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
-from casfarm.traffic import TrafficProfile
+from casfarm.trafficprofile import TrafficProfile
 
 MAX_SERVERS = 200
 FIRST_HOST = 11  # cas1 at 127.0.0.11, cas2 at 127.0.0.12, ...

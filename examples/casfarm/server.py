@@ -42,7 +42,8 @@ from casfarm.gate import FarmAuth
 from casfarm.http import HttpExchange, next_request_id, serve_http
 from casfarm.listeners import ListenerSlot, SlotMode
 from casfarm.mail import serve_imap, serve_pop, serve_smtp
-from casfarm.traffic import TrafficProfile, answer
+from casfarm.traffic import answer
+from casfarm.trafficprofile import TrafficProfile
 from casfarm.vdirs import Vdir
 from casfarm.wire import LineTooLong, ResetConnection, reset_now
 
