@@ -54,6 +54,8 @@ async def answer(ex: HttpExchange, server: ServerRuntime, conn: ConnectionAuth) 
     await server.gate()
     if vdir is not None and not await admit(ex, server, vdir, conn):
         return
+    if vdir is not None:
+        ex.server_headers += tuple(server.backend_headers())  # proxied to the mailbox server
     status = request_failure(server.faults, vdir)
     if status is not None:
         server.counters.faulted(FaultKind.ERRORS.value, _counter_name(ex.target, vdir))
