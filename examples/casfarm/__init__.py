@@ -31,11 +31,17 @@ heartbeat, pending_period, oab_size, rpc_out_interval, cert_dir, namespace,
 control, control_host, control_port, auth (False: every request anonymous;
 True: NTLM/Negotiate, Basic and OWA forms as Exchange, docs/exchange.md §1.4),
 users (default `LAB_USERS`, the lab user LAB\\alice / Passw0rd),
-owa_session_timeout.
+owa_session_timeout, idle_close, mailbox_server.
 Every vdir answers `GET /<vdir>/healthcheck.htm` with 200 and
 `200 OK<br/><fqdn>` while its component is Active or Draining, a TCP reset
 when it (or ServerWideOffline) is Inactive, and HTTP.sys's 503 when its app
-pool is stopped. Responses carry `X-FEServer: CAS1`.
+pool is stopped. Responses carry `X-FEServer: CAS1`; answers proxied to the
+mailbox server also `X-CalculatedBETarget`/`X-BEServer` naming it (mailbox_server,
+default mbx1.<domain>). Idle keep-alive HTTPS connections close after idle_close
+seconds (IIS connectionTimeout, 120). IMAP and POP ports refuse connections while
+their service is stopped (ImapProxy/PopProxy/ServerWideOffline Inactive); SMTP
+refuses MAIL FROM with 452 4.3.2 while HubTransport drains.
+`farm.start_maintenance("cas1")` / `end_maintenance` run Microsoft's sequence.
 
 Faults: crash, blackhole, hang, hang_tls, slow (seconds), app_pool_stopped
 (vdir), errors (vdir, status), flap (seconds = half-period), wrong_body,
@@ -50,7 +56,7 @@ from casfarm.farm import DEMO_CONTROL_PORT, DEMO_PORTS, Farm, running
 from casfarm.faults import FaultKind
 from casfarm.responder import LAB_POLICY, ResponderPolicy
 from casfarm.server import PORT_KINDS, FarmServer
-from casfarm.traffic import TrafficProfile
+from casfarm.trafficprofile import TrafficProfile
 from casfarm.vdirs import VDIRS, Vdir
 
 __all__ = [

@@ -85,6 +85,7 @@ class Component(enum.Enum):
     IMAP_PROXY = "ImapProxy"
     POP_PROXY = "PopProxy"
     FRONTEND_TRANSPORT = "FrontendTransport"
+    HUB_TRANSPORT = "HubTransport"
     SERVER_WIDE_OFFLINE = "ServerWideOffline"
 
     @classmethod
@@ -170,6 +171,18 @@ class ComponentStates:
         return (
             self.effective(Component.SERVER_WIDE_OFFLINE) is not inactive
             and self.effective(component) is not inactive
+        )
+
+    def accepts_mail(self) -> bool:
+        """Whether SMTP takes a new transaction (MAIL FROM).
+
+        Besides FrontendTransport and ServerWideOffline, transport must not be
+        draining: maintenance drains HubTransport first (docs/exchange.md §2.5),
+        and a server whose transport drains takes no new messages.
+        """
+        return (
+            self.accepts_sessions(Component.FRONTEND_TRANSPORT)
+            and self.effective(Component.HUB_TRANSPORT) is ComponentState.ACTIVE
         )
 
     def describe(self) -> dict[str, dict[str, object]]:

@@ -19,6 +19,8 @@ class ServerCounts:
         connections: accepted connections by listener ("https", "imap", ...).
         errors: connections that ended on an unexpected server-side error.
         faulted: real requests a fault answered, by (fault kind, vdir name).
+        idle_closed: keep-alive HTTP connections the server closed for idling
+            past its connectionTimeout.
     """
 
     requests: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -28,6 +30,7 @@ class ServerCounts:
     faulted: MappingProxyType[tuple[str, str], int] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    idle_closed: int = 0
 
     @property
     def total_requests(self) -> int:
@@ -44,6 +47,7 @@ class ServerCounts:
             "faulted": [
                 {"fault": f, "vdir": v, "requests": n} for (f, v), n in self.faulted.items()
             ],
+            "idle_closed": self.idle_closed,
             "total_requests": self.total_requests,
         }
 
@@ -61,6 +65,7 @@ class Counters:
         self._connections: Counter[str] = Counter()
         self._errors = 0
         self._faulted: Counter[tuple[str, str]] = Counter()
+        self._idle_closed = 0
 
     def request(self, what: str) -> None:
         """Count one real request (or mail session) of `what`."""
@@ -82,6 +87,10 @@ class Counters:
         """Count one real request of `vdir` that the fault `fault` answered."""
         self._faulted[fault, vdir] += 1
 
+    def idle_closed(self) -> None:
+        """Count one keep-alive connection closed for idling."""
+        self._idle_closed += 1
+
     def snapshot(self) -> ServerCounts:
         """An immutable copy of the counters."""
         return ServerCounts(
@@ -90,4 +99,5 @@ class Counters:
             connections=MappingProxyType(dict(self._connections)),
             errors=self._errors,
             faulted=MappingProxyType(dict(self._faulted)),
+            idle_closed=self._idle_closed,
         )

@@ -10,6 +10,7 @@ of them are plain calls from inside the trio run that owns the farm.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -24,9 +25,10 @@ from casfarm.counters import ServerCounts
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
 from casfarm.forms import PRIVATE_TIMEOUT
 from casfarm.gate import FarmAuth
+from casfarm.http import IIS_CONNECTION_TIMEOUT
 from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
-from casfarm.traffic import TrafficProfile
+from casfarm.trafficprofile import TrafficProfile
 from casfarm.vdirs import VDIRS
 
 MAX_SERVERS = 200
@@ -124,6 +126,20 @@ class Farm:
         runtime.set_component(
             Component.parse(component), ComponentState.parse(state), Requester.parse(requester)
         )
+
+    def start_maintenance(self, server: str) -> None:
+        """Microsoft's maintenance sequence, farm side: drain transport, then go offline.
+
+        HubTransport Draining first (new mail goes elsewhere), then
+        ServerWideOffline Inactive, both with requester Maintenance.
+        """
+        self.set_component(server, Component.HUB_TRANSPORT, ComponentState.DRAINING)
+        self.set_component(server, Component.SERVER_WIDE_OFFLINE, ComponentState.INACTIVE)
+
+    def end_maintenance(self, server: str) -> None:
+        """The sequence reversed: ServerWideOffline Active, then HubTransport Active."""
+        self.set_component(server, Component.SERVER_WIDE_OFFLINE, ComponentState.ACTIVE)
+        self.set_component(server, Component.HUB_TRANSPORT, ComponentState.ACTIVE)
 
     def inject(
         self,
@@ -247,6 +263,8 @@ async def running(
     users: Mapping[str, str] | None = None,
     owa_session_timeout: float = PRIVATE_TIMEOUT,
     hosts: Sequence[str] | None = None,
+    idle_close: float = IIS_CONNECTION_TIMEOUT,
+    mailbox_server: str | None = None,
 ) -> AsyncIterator[Farm]:
     """Run a simulated CAS farm for the duration of the `async with` block.
 
@@ -277,6 +295,10 @@ async def running(
         owa_session_timeout: seconds an OWA/ECP session cookie lasts.
         hosts: each server's address, one per server, for a farm in a network
             namespace of its own (tests of an HA pair); overrides distinct_addresses.
+        idle_close: seconds an idle keep-alive HTTP connection stays open before
+            the server closes it (IIS connectionTimeout, 120 by default).
+        mailbox_server: FQDN of the mailbox server the front ends proxy to, named
+            by X-CalculatedBETarget and X-BEServer (None: mbx1.<domain>).
 
     Raises:
         ValueError: a bad argument, named.
@@ -288,6 +310,8 @@ async def running(
     if "." not in namespace:
         raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
     profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
+    if not (math.isfinite(idle_close) and idle_close > 0):
+        raise ValueError(f"idle_close must be a finite number > 0, got {idle_close!r}")
     HealthCache(delay=health_cache_delay)  # validates before anything is bound
     distinct = distinct_addresses or hosts is not None
     wanted_ports = [_ports_for(base_ports, i, distinct) for i in range(servers)]
@@ -297,6 +321,7 @@ async def running(
     if unknown:
         raise ValueError(f"auth names unknown vdirs {unknown!r}")
     farm_auth = FarmAuth.lab(domain, users, owa_session_timeout, vdirs) if auth else None
+    mailbox = mailbox_server or f"mbx1.{domain}"
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:
@@ -318,6 +343,8 @@ async def running(
                     health_cache_delay=health_cache_delay,
                     nursery=nursery,
                     auth=farm_auth,
+                    mailbox=mailbox,
+                    idle_close=idle_close,
                 )
                 runtimes.append(runtime)
             farm = Farm(runtimes, namespace, ca.ca_path, farm_auth)

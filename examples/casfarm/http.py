@@ -6,7 +6,10 @@ starts the next cycle when both sides are done. An exchange writes a whole
 response (head, body, end) in one socket send, because a head and body written
 apart stall behind Nagle and delayed ACKs; long answers stream through
 `start`/`send`/`end`. Reading a body first answers `Expect: 100-continue` with
-`100 Continue`, as IIS does. A handler that wants the connection reset (an unhealthy
+`100 Continue`, as IIS does. A connection that stays idle between requests
+for `idle_close` seconds (IIS's connectionTimeout, 120 s by default) is closed
+with a FIN, as IIS closes it; a request in progress, however long, is never
+cut by it. A handler that wants the connection reset (an unhealthy
 health check) raises `ResetConnection`; a peer that breaks the protocol gets a
 400 and a close, never an exception that could reach the listener.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import http
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 import h11
@@ -28,6 +32,7 @@ _BAD_REQUEST = (
     b"Server: Microsoft-HTTPAPI/2.0\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 )
 _request_ids = itertools.count(1)
+IIS_CONNECTION_TIMEOUT = 120.0  # <limits connectionTimeout="00:02:00"> of a site
 
 Header = tuple[str, str]
 
@@ -190,11 +195,24 @@ class HttpExchange:
 Handler = Callable[[HttpExchange], Awaitable[None]]
 
 
-async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+class IdleClose(Exception):
+    """The connection idled past the connectionTimeout before a request began."""
+
+
+async def _next_request(
+    stream: trio.abc.Stream, conn: h11.Connection, idle_close: float
+) -> h11.Request | None:
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(_RECEIVE)))
+            # Idle means no byte of the next request yet; a head that has begun
+            # arriving is not idle, and gets no deadline here.
+            idle = not conn.trailing_data[0] and conn.their_state is h11.IDLE
+            with trio.move_on_after(idle_close if idle else math.inf) as waited:
+                data = await stream.receive_some(_RECEIVE)
+            if waited.cancelled_caught:
+                raise IdleClose
+            conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
             return event
@@ -202,7 +220,11 @@ async def _next_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Re
 
 
 async def serve_http(
-    stream: trio.abc.Stream, handler: Handler, server_headers: Callable[[], Sequence[Header]]
+    stream: trio.abc.Stream,
+    handler: Handler,
+    server_headers: Callable[[], Sequence[Header]],
+    idle_close: float = IIS_CONNECTION_TIMEOUT,
+    on_idle_close: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve keep-alive HTTP/1.1 on `stream` until either side closes.
 
@@ -210,13 +232,19 @@ async def serve_http(
         stream: a connected stream (usually a server-side SSLStream).
         handler: answers one exchange; may raise ResetConnection.
         server_headers: the headers stamped on each application response.
+        idle_close: seconds without a request after which the connection is
+            closed (IIS connectionTimeout).
+        on_idle_close: called when that happens (the server counts it).
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
     while True:
         try:
-            request = await _next_request(stream, conn)
+            request = await _next_request(stream, conn, idle_close)
         except h11.RemoteProtocolError:
             await stream.send_all(_BAD_REQUEST)
+            return
+        except IdleClose:
+            on_idle_close()
             return
         if request is None:
             return

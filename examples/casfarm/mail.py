@@ -4,9 +4,12 @@ Theory of operation: each session is a line dialogue over a trio stream with
 Exchange's banners and answers. A server-side STARTTLS (IMAP STARTTLS, POP
 STLS, SMTP STARTTLS) wraps the same transport in TLS and drops anything the
 client pipelined in clear. Maintenance shows as Exchange shows it
-(docs/exchange.md §2.5): IMAP and POP refuse new sessions (`* BYE` / `-ERR`, then
-close) when ServerWideOffline or their proxy component is Inactive; SMTP keeps
-its banner and EHLO and answers `452 4.3.2 Service not active` to MAIL FROM.
+(docs/exchange.md §2.5): IMAP and POP are stopped when ServerWideOffline or
+their proxy component is Inactive, so their ports refuse connections
+(casfarm.slotplan); a session accepted just before the stop is greeted with
+`* BYE` / `-ERR` and closed. SMTP keeps its banner and EHLO and answers
+`452 4.3.2 Service not active` to MAIL FROM while FrontendTransport or
+ServerWideOffline is Inactive or HubTransport is not Active.
 Logins are accepted whatever the credentials: the farm proves reachability,
 not mailboxes.
 """
@@ -199,7 +202,7 @@ async def serve_smtp(stream: trio.abc.Stream, server: ServerRuntime, *, submissi
         elif verb == "MAIL":
             if not greeted:
                 await session.send("503 5.5.2 Send hello first")
-            elif not server.visible_states().accepts_sessions(Component.FRONTEND_TRANSPORT):
+            elif not server.visible_states().accepts_mail():
                 await session.send("452 4.3.2 Service not active")
             else:
                 envelope = _Envelope()

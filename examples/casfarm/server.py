@@ -39,10 +39,12 @@ from casfarm.components import (
 from casfarm.counters import Counters
 from casfarm.faults import Fault, FaultKind, FaultSet, HealthAnswer, healthcheck_answer, stamped
 from casfarm.gate import FarmAuth
-from casfarm.http import HttpExchange, next_request_id, serve_http
-from casfarm.listeners import ListenerSlot, SlotMode
+from casfarm.http import IIS_CONNECTION_TIMEOUT, HttpExchange, next_request_id, serve_http
+from casfarm.listeners import ListenerSlot
 from casfarm.mail import serve_imap, serve_pop, serve_smtp
-from casfarm.traffic import TrafficProfile, answer
+from casfarm.slotplan import slot_mode
+from casfarm.traffic import answer
+from casfarm.trafficprofile import TrafficProfile
 from casfarm.vdirs import Vdir
 from casfarm.wire import LineTooLong, ResetConnection, reset_now
 
@@ -102,6 +104,10 @@ class ServerRuntime:
         health_cache_delay: seconds before a component change shows.
         nursery: where listeners and connections run.
         auth: the farm's accounts and sessions (None: every request anonymous).
+        mailbox: FQDN of the mailbox (back-end) server every front end proxies
+            the lab user's requests to, e.g. "mbx1.lab.local".
+        idle_close: seconds an idle keep-alive HTTP connection stays open (IIS
+            connectionTimeout).
     """
 
     def __init__(
@@ -117,8 +123,12 @@ class ServerRuntime:
         health_cache_delay: float,
         nursery: trio.Nursery,
         auth: FarmAuth | None = None,
+        mailbox: str = "mbx1.lab.local",
+        idle_close: float = IIS_CONNECTION_TIMEOUT,
     ) -> None:
         self.name = name
+        self.mailbox = mailbox
+        self.idle_close = idle_close
         self.auth = auth
         self.fqdn = fqdn
         self.host = host
@@ -131,6 +141,8 @@ class ServerRuntime:
         self._changed = trio.Event()
         self._connections: set[_Connection] = set()
         self._parked: list[trio.SocketStream] = []
+        self._nursery = nursery
+        self._started = False
         self._slots = {
             kind: ListenerSlot(kind, host, ports.get(kind, 0), self._serve_connection, nursery)
             for kind in PORT_KINDS
@@ -139,12 +151,13 @@ class ServerRuntime:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Bind every port and start accepting."""
-        for slot in self._slots.values():
-            slot.set_mode(SlotMode.OPEN)
+        """Bind every port and start accepting (the mail ports whose service runs)."""
+        self._started = True
+        self._apply_slots()
 
     def stop(self) -> None:
         """Release every port and reset every connection."""
+        self._started = False
         for slot in self._slots.values():
             slot.close()
         self._reset_connections()
@@ -168,6 +181,21 @@ class ServerRuntime:
         """Record one requester's state for one component, effective now."""
         now = trio.current_time()
         self._health = self._health.record(self.states.set(component, state, requester, now), now)
+        self._apply_slots()
+        if self._health.delay > 0:
+            # The services see the change only once the cache does.
+            self._nursery.start_soon(self._apply_slots_after, self._health.delay)
+
+    async def _apply_slots_after(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self._apply_slots()
+
+    def _apply_slots(self) -> None:
+        if not self._started:
+            return
+        seen = self.visible_states()
+        for kind, slot in self._slots.items():
+            slot.set_mode(slot_mode(kind, self.faults, seen))
 
     def visible_states(self) -> ComponentStates:
         """The states the health responder acts on now (after the cache delay)."""
@@ -192,15 +220,13 @@ class ServerRuntime:
         self.faults = faults
         crashed = faults.has(FaultKind.CRASH)
         holed = faults.has(FaultKind.BLACKHOLE)
-        mode = SlotMode.CLOSED if crashed else SlotMode.BLACKHOLE if holed else SlotMode.OPEN
         if crashed and not before.has(FaultKind.CRASH):
             self._reset_connections()
         elif holed and not before.has(FaultKind.BLACKHOLE):
             self._freeze_connections()
         if not holed:
             self._reset_parked()
-        for slot in self._slots.values():
-            slot.set_mode(mode)
+        self._apply_slots()
         # Wake answers held by hang/hang_tls so they re-read the faults.
         self._changed.set()
         self._changed = trio.Event()
@@ -237,9 +263,19 @@ class ServerRuntime:
         return [
             ("Server", "Microsoft-IIS/10.0"),
             ("request-id", next_request_id()),
-            ("X-CalculatedBETarget", self.fqdn),
             ("X-FEServer", self.name.upper()),
             ("X-Powered-By", "ASP.NET"),
+        ]
+
+    def backend_headers(self) -> list[tuple[str, str]]:
+        """What a proxied answer adds: the mailbox server it was proxied to.
+
+        Any front end proxies a mailbox's requests to the same back end, so these
+        name the mailbox server, never this front end.
+        """
+        return [
+            ("X-CalculatedBETarget", self.mailbox),
+            ("X-BEServer", self.mailbox.split(".", 1)[0].upper()),
         ]
 
     # -- connections -------------------------------------------------------
@@ -290,7 +326,10 @@ class ServerRuntime:
             async def answer_on_this_connection(exchange: HttpExchange) -> None:
                 await answer(exchange, self, conn)
 
-            await serve_http(stream, answer_on_this_connection, self.response_headers)
+            await serve_http(
+                stream, answer_on_this_connection, self.response_headers, self.idle_close,
+                on_idle_close=lambda: self.counters.idle_closed(),
+            )
         elif kind in ("imap", "imaps"):
             await serve_imap(stream, self, starttls=kind == "imap")
         elif kind in ("pop", "pops"):

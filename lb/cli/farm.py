@@ -165,6 +165,7 @@ async def _run_farm(
     run_for: float | None,
     child: bool,
     users: dict[str, str] | None,
+    idle_close: float,
 ) -> None:
     async with casfarm.running(
         servers=servers,
@@ -178,6 +179,7 @@ async def _run_farm(
         auth=users is not None,
         users=users,
         responder=casfarm.LAB_POLICY if managed_availability else None,
+        idle_close=idle_close,
     ) as farm:
         if child:
             typer.echo(f"{READY} {farm.control_url}")
@@ -238,6 +240,8 @@ def farm(
             help=f"A lab user as NAME:PASSWORD, repeatable (default: {LAB_USER_HINT}).",
         ),
     ] = None,
+    idle_close: Annotated[float, typer.Option(
+        min=0.001, help="Seconds an idle HTTPS keep-alive lasts (IIS connectionTimeout).")] = 120.0,
     run_for: Annotated[
         float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
     ] = None,
@@ -260,20 +264,9 @@ def farm(
     if not ephemeral:
         _refuse_taken(servers, distinct_addresses)
     try:
-        run_or_exit(
-            _run_farm,
-            servers,
-            ephemeral,
-            distinct_addresses,
-            cert_dir,
-            heartbeat,
-            pending_period,
-            health_cache_delay,
-            managed_availability,
-            run_for,
-            child,
-            users,
-        )
+        run_or_exit(_run_farm, servers, ephemeral, distinct_addresses, cert_dir, heartbeat,
+                    pending_period, health_cache_delay, managed_availability, run_for, child,
+                    users, idle_close)
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")
 

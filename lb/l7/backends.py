@@ -84,12 +84,14 @@ class Picked:
         retries: connect retries spent on other servers.
         last_error: the last connect error, if any.
         connect_time: seconds the connect took (0 for a reused connection).
+        reused: the connection carried an earlier request of this client.
     """
 
     upstream: UpstreamConnection | None
     retries: int
     last_error: str = ""
     connect_time: float = 0.0
+    reused: bool = False
 
 
 def _ejected(backend: Backend, now: float) -> frozenset[str]:
@@ -140,7 +142,7 @@ class ClientUpstreams:
         if current is not None:
             kept, member = self._keeps(current, backend, now)
             if kept:
-                return Picked(current, 0)
+                return Picked(current, 0, reused=True)
             self.drop(pool_name)
         retries, last_error = 0, ""
         retry = backend.settings.retry

@@ -8,6 +8,8 @@ The driver (lb.l7.proxy) asks; these answer with values it acts on:
   only an idempotent request without a body, only before any response byte
   reached the client, only once, and only when the server failed (an error or
   the pool's reset), never when the client did;
+- whether a failure on a kept connection was the server closing it as it
+  idled (`closed_while_kept`): replayed on the same server, blamed on nobody;
 - what an attempt says about the server, for passive health and outlier
   detection (`outcome_of`): a client that left, a bad request, a stalled body
   or the pool's own reset say nothing; a broken or silent server is a gateway
@@ -82,6 +84,20 @@ def should_replay(
         and not replayed
         and termination in _REPLAYED_AFTER
     )
+
+
+def closed_while_kept(
+    *, reused: bool, response_started: bool, termination: Termination | None
+) -> bool:
+    """Whether a kept connection failed because the server had just closed it.
+
+    A server closes idle keep-alive connections (IIS after its connectionTimeout,
+    120 s by default); one that does so as a request crosses the close fails
+    the request before any response byte. That says nothing about the server's
+    health, and the server is fine to try again on a fresh connection, as
+    HAProxy does for idempotent requests on a reused connection.
+    """
+    return reused and not response_started and termination is Termination.UPSTREAM_ERROR
 
 
 def termination_after(

@@ -15,7 +15,8 @@ answer) lb.l7.policy's.
 
 Failures (retried where the pool's retry policy says, lb.retry): a connect
 failure is retried (nothing was sent); an idempotent request without a body
-whose upstream fails before any response byte is replayed once. Otherwise the
+whose upstream fails before any response byte is replayed once (on the same
+server, unblamed, when it was a kept connection the server had just closed). Otherwise the
 client gets 502 (504 on a response timeout) if no response byte reached it
 yet, else the connection is cut. Every attempt's outcome feeds passive health
 and the pool's outlier detector; an ejected server is excluded from picks.
@@ -340,7 +341,9 @@ class ClientSession:
             termination = policy.termination_after(
                 attempt.termination, reset_by_pool=upstream.reset_by_pool
             )
-            self._after_attempt(pool_name, backend, relay, attempt, termination)
+            stale = policy.closed_while_kept(reused=picked.reused, termination=termination,
+                                             response_started=attempt.response.started)
+            self._after_attempt(pool_name, backend, relay, attempt, termination, blame=not stale)
             if policy.should_replay(
                 method=request.method,
                 has_body=has_body,
@@ -350,7 +353,8 @@ class ClientSession:
                 may_retry=backend.settings.retry.attempts > 1,
             ):
                 replayed = (attempt, termination)
-                tried.append(upstream.member.name)
+                if not stale:  # else the same server, on a fresh connection
+                    tried.append(upstream.member.name)
                 retries += 1
                 self.ctx.events.retried(pool_name, upstream.member.name, "upstream_error")
                 continue
@@ -379,20 +383,14 @@ class ClientSession:
         return Served(status, termination, attempt.request.bytes_in, attempt.response.bytes_out,
                       server, retries, attempt.response.done, *timers)
 
-    def _after_attempt(
-        self,
-        pool_name: str,
-        backend: Backend,
-        relay: Relay,
-        attempt: Attempt,
-        termination: Termination | None,
-    ) -> None:
+    def _after_attempt(self, pool_name: str, backend: Backend, relay: Relay, attempt: Attempt,
+                       termination: Termination | None, *, blame: bool = True) -> None:
         upstream = relay.upstream
         kept = termination is None and attempt.response.done and upstream.finish_cycle()
         if not kept:  # else kept for this client's next request
             self.upstreams.drop(pool_name)
         upstream.pinned |= attempt.response.pins  # its next request answers the challenge here
         outcome = policy.outcome_of(termination, attempt.response.status)
-        if outcome is not None:
+        if outcome is not None and blame:
             reason = termination.value if termination else f"status {attempt.response.status}"
             self.upstreams.observe(pool_name, backend, upstream.member, outcome, reason)

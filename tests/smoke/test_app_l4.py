@@ -13,6 +13,7 @@ import casfarm
 import trio
 
 from lb.app import Balancer
+from probes.checks import Reason
 from tests.farmclient import HttpClient, client_context
 from tests.smoke.test_app_l7 import NAMESPACE, balancer, wait_for
 
@@ -149,3 +150,26 @@ async def test_imap_and_pop_starttls_pass_through_checked_and_survive_a_crash() 
                 answer = await trio.to_thread.run_sync(
                     starttls_session, kind, host, port, farm.ca_path)
                 assert answer == ("OK" if kind == "imap" else "+OK") + " SSLSocket", answer
+
+
+async def test_maintenance_stops_imap_and_pop_the_checks_see_refused_and_the_server_returns(
+) -> None:
+    async with casfarm.running(servers=2) as farm, balancer(farm, l4_config(farm, "l4")) as app:
+        farm.start_maintenance("cas1")
+        for kind in ("imap", "pop"):
+            pool = app.pools[kind]
+            await wait_for(lambda: not pool.member("cas1").eligible)  # noqa: B023
+            last = app.states.last_result(kind, "cas1")
+            assert last is not None and last.reason is Reason.REFUSED, last
+            assert pool.member("cas2").eligible
+        for kind in ("imaps", "pops"):
+            host, port = app.addresses[kind]
+            answer = await trio.to_thread.run_sync(mail_session, kind, host, port, farm.ca_path)
+            assert answer == ("OK" if kind == "imaps" else "+OK"), answer
+        before = farm.counts("cas1").requests
+        assert "imap" not in before and "pop" not in before
+        farm.end_maintenance("cas1")
+        for kind in ("imap", "pop"):
+            pool = app.pools[kind]
+            await wait_for(lambda: pool.member("cas1").eligible)  # noqa: B023
+            assert app.states.last_result(kind, "cas1").ok  # type: ignore[union-attr]

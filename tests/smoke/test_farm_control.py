@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -246,3 +247,20 @@ async def test_metrics_count_requests_and_faults_per_server_and_vdir(
     assert active[("fault", "errors"), ("server", "cas1")] == 0
     connections = _samples(text, "casfarm_connections_total")
     assert connections[("listener", "https"), ("server", "cas2")] == 1
+
+
+async def test_cli_drains_hub_transport_and_smtp_refuses_new_mail(farm: casfarm.Farm) -> None:
+    assert farm.control_url is not None
+    result = await _cli("farm", "set", "cas2", "HubTransport", "Draining",
+                        "--control", farm.control_url)
+    assert result.exit_code == 0, result.output
+    assert "HubTransport=Draining" in result.output
+    s = farm.server("cas2")
+
+    def mail_from() -> int:
+        with smtplib.SMTP(s.host, s.ports["smtp"], timeout=5) as smtp:
+            smtp.ehlo("client.lab.local")
+            code, _ = smtp.mail("a@lab.local")
+        return code
+
+    assert await trio.to_thread.run_sync(mail_from) == 452

@@ -348,3 +348,43 @@ async def test_answers_carry_iis_reason_phrases(farm: casfarm.Farm) -> None:
         response = await client.request(method, target, body=b"x")
         assert (response.status, response.reason) == (status, reason), target
     await client.aclose()
+
+
+async def test_proxied_answers_name_the_mailbox_server_and_the_front_end_names_itself(
+    farm: casfarm.Farm,
+) -> None:
+    seen = {}
+    for name in ("cas1", "cas2"):
+        client = await _client(farm, name)
+        try:
+            for path in ("/EWS/Exchange.asmx", "/mapi/emsmdb/", "/OAB/x/oab.xml", "/owa/"):
+                response = await client.request("GET", path)
+                assert response.header("x-feserver") == name.upper()
+                seen[name, path] = (
+                    response.header("x-calculatedbetarget"), response.header("x-beserver")
+                )
+            health = await client.request("GET", "/EWS/healthcheck.htm")
+        finally:
+            await client.aclose()
+        # Answered by the front end itself: nothing was proxied.
+        assert health.header("x-feserver") == name.upper()
+        assert health.header("x-beserver") is None
+    # Any front end proxies the mailbox to the same back end, never to itself.
+    assert set(seen.values()) == {("mbx1.lab.local", "MBX1")}
+
+
+async def test_a_logon_challenge_is_the_front_ends_own_answer() -> None:
+    async with casfarm.running(servers=1, auth=True, mailbox_server="exmbx7.lab.local") as farm:
+        client = await _client(farm)
+        try:
+            challenge = await client.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")
+            logged_on = await client.request(
+                "GET", "/Microsoft-Server-ActiveSync?Cmd=FolderSync",
+                [("Authorization", "Basic YWxpY2U6UGFzc3cwcmQ=")],
+            )
+        finally:
+            await client.aclose()
+    assert challenge.status == 401 and challenge.header("x-beserver") is None
+    assert challenge.header("x-feserver") == "CAS1"
+    assert logged_on.header("x-calculatedbetarget") == "exmbx7.lab.local"
+    assert logged_on.header("x-beserver") == "EXMBX7"

@@ -75,38 +75,28 @@ def _imaps_with_sni(host: str, port: int, ctx: ssl.SSLContext, sni: str) -> str:
         return str(status)
 
 
-def _imap_refused(host: str, port: int) -> bytes:
-    opened: list[imaplib.IMAP4] = []
-
-    class _Tracked(imaplib.IMAP4):
-        # imaplib leaks its socket when the greeting is refused; keep it to close it.
-        def _create_socket(self, timeout: float | None) -> socket.socket:
-            opened.append(self)
-            made: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
-            return made
-
-    try:
-        with pytest.raises(imaplib.IMAP4.error) as caught:
-            _Tracked(host, port, timeout=5)
-    finally:
-        for client in opened:
-            client.file.close()
-            client.sock.close()
-    return str(caught.value).encode()
+def _imap_login(host: str, port: int) -> str:
+    with imaplib.IMAP4(host, port, timeout=5) as imap:
+        status, _ = imap.login("user@lab.local", "any password")
+        imap.logout()
+    return str(status)
 
 
 @pytest.mark.parametrize("component", ["ImapProxy", "ServerWideOffline"])
-async def test_imap_refuses_new_sessions_when_inactive(farm: casfarm.Farm, component: str) -> None:
-    farm.set_component("cas1", component, "Inactive")
+async def test_imap_is_refused_while_stopped_and_logs_on_after(
+    farm: casfarm.Farm, component: str
+) -> None:
     s = farm.server("cas1")
-    message = await trio.to_thread.run_sync(_imap_refused, s.host, s.ports["imap"])
-    assert b"BYE" in message
+    farm.set_component("cas1", component, "Inactive")
+    for port in (s.ports["imap"], s.ports["imaps"]):
+        with pytest.raises(ConnectionRefusedError):
+            await trio.to_thread.run_sync(_imap_login, s.host, port)
     assert "imap" not in farm.counts("cas1").requests
     other = farm.server("cas2")
-    seen = await trio.to_thread.run_sync(
-        _imap_dialogue, other.host, other.ports["imap"], other.fqdn, _ctx(farm)
-    )
-    assert seen[-1] == "BYE"
+    assert await trio.to_thread.run_sync(_imap_login, other.host, other.ports["imap"]) == "OK"
+    farm.set_component("cas1", component, "Active")
+    assert await trio.to_thread.run_sync(_imap_login, s.host, s.ports["imap"]) == "OK"
+    assert farm.counts("cas1").requests == {"imap": 1}
 
 
 def _pop_dialogue(host: str, port: int, ctx: ssl.SSLContext) -> list[object]:
@@ -153,30 +143,29 @@ async def test_pops_implicit_tls(farm: casfarm.Farm) -> None:
     assert welcome.startswith(b"+OK")
 
 
-def _pop_refused(host: str, port: int) -> str:
-    opened: list[poplib.POP3] = []
-
-    class _Tracked(poplib.POP3):
-        # poplib leaks its socket when the greeting is -ERR; keep it to close it.
-        def _create_socket(self, timeout: float) -> socket.socket:
-            opened.append(self)
-            made: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
-            return made
-
+def _pop_login(host: str, port: int) -> bytes:
+    pop = poplib.POP3(host, port, timeout=5)
     try:
-        with pytest.raises(poplib.error_proto) as caught:
-            _Tracked(host, port, timeout=5)
+        pop.user("user@lab.local")
+        answer = pop.pass_("secret")
+        pop.quit()
     finally:
-        for client in opened:
-            client.close()
-    return str(caught.value)
+        pop.close()
+    return answer
 
 
-async def test_pop_refuses_new_sessions_when_pop_proxy_inactive(farm: casfarm.Farm) -> None:
-    farm.set_component("cas2", "PopProxy", "Inactive", requester="HealthApi")
+@pytest.mark.parametrize("component", ["PopProxy", "ServerWideOffline"])
+async def test_pop_is_refused_while_stopped_and_logs_on_after(
+    farm: casfarm.Farm, component: str
+) -> None:
     s = farm.server("cas2")
-    message = await trio.to_thread.run_sync(_pop_refused, s.host, s.ports["pop"])
-    assert message.startswith("b'-ERR")
+    farm.set_component("cas2", component, "Inactive", requester="HealthApi")
+    for port in (s.ports["pop"], s.ports["pops"]):
+        with pytest.raises(ConnectionRefusedError):
+            await trio.to_thread.run_sync(_pop_login, s.host, port)
+    farm.set_component("cas2", component, "Active", requester="HealthApi")
+    answer = await trio.to_thread.run_sync(_pop_login, s.host, s.ports["pop"])
+    assert answer == b"+OK User successfully logged on."
 
 
 def _smtp_send(host: str, port: int, ctx: ssl.SSLContext, submission: bool) -> list[object]:
@@ -220,17 +209,51 @@ def _smtp_in_maintenance(host: str, port: int) -> tuple[bytes, int, tuple[int, b
     return banner, code, mail
 
 
-@pytest.mark.parametrize("component", ["FrontendTransport", "ServerWideOffline"])
+@pytest.mark.parametrize(
+    ("component", "state"),
+    [
+        ("FrontendTransport", "Inactive"),
+        ("ServerWideOffline", "Inactive"),
+        ("HubTransport", "Draining"),
+        ("HubTransport", "Inactive"),
+    ],
+)
 async def test_smtp_in_maintenance_accepts_ehlo_then_452_after_mail_from(
-    farm: casfarm.Farm, component: str
+    farm: casfarm.Farm, component: str, state: str
 ) -> None:
-    farm.set_component("cas2", component, "Inactive")
+    farm.set_component("cas2", component, state)
     s = farm.server("cas2")
     banner, code, mail = await trio.to_thread.run_sync(
         _smtp_in_maintenance, s.host, s.ports["smtp"]
     )
     assert code == 250 and banner.startswith(b"cas2.lab.local Hello")
     assert mail == (452, b"4.3.2 Service not active")
+    farm.set_component("cas2", component, "Active")
+    sent = await trio.to_thread.run_sync(_smtp_send, s.host, s.ports["smtp"], _ctx(farm), False)
+    assert sent[-3:] == [{}, 250, 250]
+
+
+async def test_maintenance_drains_hub_transport_first_and_stops_imap_pop(
+    farm: casfarm.Farm,
+) -> None:
+    s = farm.server("cas3")
+    farm.start_maintenance("cas3")
+    components = farm.describe_server("cas3")["components"]
+    assert isinstance(components, dict)
+    hub, offline = components["HubTransport"], components["ServerWideOffline"]
+    assert hub == {"state": "Draining", "requesters": {"Maintenance": "Draining"}}
+    assert offline == {"state": "Inactive", "requesters": {"Maintenance": "Inactive"}}
+    entries = farm.runtime("cas3").states.entries
+    hub_at = entries[casfarm.Component.HUB_TRANSPORT, casfarm.Requester.MAINTENANCE].timestamp
+    off_at = entries[casfarm.Component.SERVER_WIDE_OFFLINE, casfarm.Requester.MAINTENANCE].timestamp
+    assert hub_at <= off_at
+    _, _, mail = await trio.to_thread.run_sync(_smtp_in_maintenance, s.host, s.ports["smtp"])
+    assert mail[0] == 452
+    with pytest.raises(ConnectionRefusedError):
+        await trio.to_thread.run_sync(_imap_login, s.host, s.ports["imaps"])
+    farm.end_maintenance("cas3")
+    assert farm.component_state("cas3", "HubTransport") is casfarm.ComponentState.ACTIVE
+    assert await trio.to_thread.run_sync(_imap_login, s.host, s.ports["imap"]) == "OK"
 
 
 async def test_smtp_out_of_order_and_unknown_commands(farm: casfarm.Farm) -> None:

@@ -104,10 +104,14 @@ async def test_maintenance_is_seen_by_smtp_while_tcp_still_passes(farm: casfarm.
     tcp = await run_check(CheckSpec(CheckKind.TCP, tls=False), target(farm, "smtp"))
     assert tcp.ok
     assert (smtp.reason, smtp.detail) == (Reason.NOT_ACTIVE, "MAIL: 452 4.3.2 Service not active")
+    # IMAP4 and POP3 are stopped: their ports refuse the connection.
     imap = await run_check(CheckSpec(CheckKind.IMAP, ca_file=ca), target(farm, "imaps"))
     pop = await run_check(CheckSpec(CheckKind.POP, ca_file=ca), target(farm, "pops"))
-    assert imap.reason is pop.reason is Reason.NOT_ACTIVE
+    assert imap.reason is pop.reason is Reason.REFUSED
     assert (await probe_http(farm)).reason is Reason.RESET
+    farm.set_component("cas1", "ServerWideOffline", "Active", requester="Maintenance")
+    assert (await run_check(CheckSpec(CheckKind.IMAP, ca_file=ca), target(farm, "imaps"))).ok
+    assert (await run_check(CheckSpec(CheckKind.POP, ca_file=ca), target(farm, "pops"))).ok
 
 
 async def test_crash_refuses_mail_too(farm: casfarm.Farm) -> None:
