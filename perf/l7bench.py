@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import pstats
 import re
@@ -115,13 +116,7 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        caslbrun.stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -186,6 +181,18 @@ def wrk(port: int, connections: int, seconds: float, pid: int | None = None) -> 
     before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
     spent = cpu_seconds(pid) - before if pid is not None else 0.0
+    measure = read_wrk(out)
+    if pid is None or not measure.requests:
+        return measure
+    return dataclasses.replace(measure, cpu_us=spent * 1e6 / measure.requests)
+
+
+def read_wrk(out: str) -> Measure:
+    """Requests/s, p50, p99, errors (socket errors and non-2xx/3xx) from wrk --latency output.
+
+    Raises:
+        RuntimeError: when the output lacks one of them (wrk failed).
+    """
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
@@ -194,14 +201,12 @@ def wrk(port: int, connections: int, seconds: float, pid: int | None = None) -> 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if rps is None or p50 is None or p99 is None or total is None:
         raise RuntimeError(f"cannot read wrk output:\n{out}")
-    requests = int(total.group(1))
     return Measure(
         float(rps.group(1)),
         _ms(p50.group(1)),
         _ms(p99.group(1)),
         errors + (int(non2xx.group(1)) if non2xx else 0),
-        requests,
-        spent * 1e6 / requests if pid is not None and requests else None,
+        int(total.group(1)),
     )
 
 
