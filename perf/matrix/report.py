@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.matrix.plan import BODIES, IDLE_LAYERS, L4_PROXIES, L7_PROXIES
+from perf.matrix.summary import summary
 from perf.matrix.svg import write_curves
 
 L7_GROUPS = [(tls, ka) for tls in (False, True) for ka in (True, False)]
@@ -44,7 +45,9 @@ def _loads(document: dict[str, Any]) -> str:
 
 
 def _head(document: dict[str, Any]) -> list[str]:
-    versions = ", ".join(document.get("versions", {}).values())
+    # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://…" and the like, first words only
+    versions = ", ".join(v.split(" - ")[0].split(" Copyright")[0].split(" (")[0]
+                         for v in document.get("versions", {}).values())
     pins = document.get("pinning", {})
     return [
         f"## Benchmark matrix{' (--quick)' if document.get('quick') else ''}", "",
@@ -111,7 +114,8 @@ def _idle(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(document: dict[str, Any], svgs: list[str]) -> str:
     """The tables of results.md, then the curves and the rows that failed."""
-    lines = _head(document) + _l7(document["l7"]) + _l4(document["l4"]) + _idle(document["idle"])
+    lines = [*_head(document), "", "### Summary", "", summary(document)]
+    lines += _l7(document["l7"]) + _l4(document["l4"]) + _idle(document["idle"])
     if svgs:
         lines += ["", "### Scaling curves", ""] + [f"![{s}]({s})" for s in svgs]
     failed = document.get("failed") or {}
