@@ -91,11 +91,13 @@ bind = "{host}:{port}"
 mode = "http"
 default_pool = "bench"
 max_connections = 100000
+"""
 
-[pools.bench]
-servers = [{{ name = "s1", address = "{host}:{target}" }}]
+CHECKED_POOL = """
+[pools.{pool}]
+servers = [{{ name = "{server}", address = "{host}:{target}" }}]
 
-[pools.bench.check]
+[pools.{pool}.check]
 kind = "healthcheck"
 path = "{check}"
 tls = false
@@ -104,9 +106,15 @@ rise = 1
 """
 
 
+def checked_pool(pool: str, server: str, target: int, check: str = CHECK) -> str:
+    """A caslb pool of one static server on 127.0.0.1, checked at `check` every 2 s."""
+    return CHECKED_POOL.format(pool=pool, server=server, host=HOST, target=target, check=check)
+
+
 def caslb_config(port: int, target: int, admin: int) -> str:
     """The caslb TOML of the bench: `port` in front of the backend on `target`."""
-    return CASLB_CFG.format(host=HOST, port=port, target=target, admin=admin, check=CHECK)
+    frontend = CASLB_CFG.format(host=HOST, port=port, admin=admin)
+    return frontend + checked_pool("bench", "s1", target)
 
 
 @contextlib.contextmanager

@@ -13,8 +13,9 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.l7bench import CHECK, checked_pool
+
 HOST = "127.0.0.1"
-CHECK = "/owa/healthcheck.htm"
 
 
 def _hard_nofile() -> int:
@@ -88,17 +89,7 @@ mode = "http"
 default_pool = "origin"
 max_connections = {MAXCONN}
 tls = {{ cert = "{pem}", key = "{pem}" }}
-
-[pools.origin]
-servers = [{{ name = "origin", address = "{HOST}:{ports.origin}" }}]
-
-[pools.origin.check]
-kind = "healthcheck"
-path = "{CHECK}"
-tls = false
-inter = "2s"
-rise = 1
-"""
+""" + checked_pool("origin", "origin", ports.origin)
 
 
 def caslb_l4(ports: L4Ports) -> str:
