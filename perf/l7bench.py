@@ -163,6 +163,7 @@ class Measure:
     errors: int
     requests: int = 0
     cpu_us: float | None = None
+    max_ms: float | None = None  # the slowest request wrk saw
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -207,6 +208,8 @@ def read_wrk(out: str) -> Measure:
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # "Latency   avg   stdev   max   +/- stdev" of the thread stats
+    slowest = re.search(r"^[ \t]+Latency[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", out, re.M)
     if rps is None or p50 is None or p99 is None or total is None:
         raise RuntimeError(f"cannot read wrk output:\n{out}")
     return Measure(
@@ -215,6 +218,7 @@ def read_wrk(out: str) -> Measure:
         _ms(p99.group(1)),
         errors + (int(non2xx.group(1)) if non2xx else 0),
         int(total.group(1)),
+        max_ms=_ms(slowest.group(1)) if slowest else None,
     )
 
 

@@ -33,6 +33,7 @@ class Outcome:
     cpu_unit: str = "µs/req"
     p50_ms: float | None = None
     p99_ms: float | None = None
+    max_ms: float | None = None
     errors: int = 0
     ratio: float | None = None  # throughput over HAProxy's in the same row
 
@@ -81,7 +82,8 @@ def run_l7(row: L7Row, proxy: Proxy, seconds: float) -> Outcome:
     measure = read_wrk(done.stdout + done.stderr)
     total, each = _per_op(spent, measure.requests, 1e6)
     return Outcome(row.key, measure.rps, measure.requests, total, each, os.getloadavg()[0],
-                   p50_ms=measure.p50_ms, p99_ms=measure.p99_ms, errors=measure.errors)
+                   p50_ms=measure.p50_ms, p99_ms=measure.p99_ms, max_ms=measure.max_ms,
+                   errors=measure.errors)
 
 
 def iperf3_argv(row: L4Row, proxy: Proxy, seconds: float) -> list[str]:

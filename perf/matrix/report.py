@@ -72,12 +72,13 @@ def _l7(rows: list[dict[str, Any]]) -> list[str]:
             continue
         out += ["", f"### L7 {'TLS-terminated' if tls else 'plain'}, "
                 f"{'keep-alive' if ka else 'new connection per request (Connection: close)'}",
-                "", "| body | conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | vs HAProxy "
-                "| errors | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+                "", "| body | conns | proxy | req/s | p50 ms | p99 ms | max ms | CPU µs/req "
+                "| vs HAProxy | errors | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in _order(group, L7_PROXIES):
             out.append(
                 f"| {r['body']} | {r['connections']} | {r['proxy']} | {_num(r['throughput'])} "
-                f"| {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} | {_cpu(r)} "
+                f"| {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} "
+                f"| {_num(r.get('max_ms'), 1)} | {_cpu(r)} "
                 f"| {_ratio(r['ratio'])} | {r['errors']} | {r['load']:.1f} |")
     return out
 

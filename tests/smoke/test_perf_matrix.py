@@ -48,7 +48,7 @@ def test_quick_matrix_measures_every_row_and_stops_every_process(tmp_path: Path)
     l7 = {r["key"]: r for r in document["l7"]}
     assert set(l7) == L7_KEYS
     for row in l7.values():
-        for field in ("throughput", "cpu_per_op", "p50_ms", "p99_ms", "ratio", "load"):
+        for field in ("throughput", "cpu_per_op", "p50_ms", "p99_ms", "max_ms", "ratio", "load"):
             assert row[field] > 0, (row["key"], field, row)
         assert row["errors"] == 0, row
     assert l7["l7 haproxy c16 100B plain ka"]["ratio"] == 1.0

@@ -12,6 +12,7 @@ import trustme
 
 from lb.config import load
 from perf import tools
+from perf.l7bench import read_wrk
 from perf.matrix import configs, idlemem, report, runner, summary, svg
 from perf.matrix.configs import L4Ports, L7Ports
 
@@ -69,7 +70,7 @@ def _l7(proxy: str, conns: int, rps: float) -> dict[str, Any]:
     return {"key": f"l7 {proxy} c{conns} 100B plain ka", "proxy": proxy, "connections": conns,
             "body": "100B", "tls": False, "keepalive": True, "throughput": rps,
             "cpu_per_op": 300.0 if proxy == "caslb" else 12.0, "cpu_by_process": [300.0],
-            "p50_ms": 1.0, "p99_ms": 4.0, "errors": 0, "load": 1.5}
+            "p50_ms": 1.0, "p99_ms": 4.0, "max_ms": 9.5, "errors": 0, "load": 1.5}
 
 
 def test_ratios_are_against_haproxy_in_the_same_row_only() -> None:
@@ -89,8 +90,31 @@ def test_report_has_a_line_per_row_the_summary_and_a_curve_per_proxy() -> None:
     runner.add_ratios(rows)
     document = {"l7": rows, "l4": [], "idle": [], "failed": {"l7 nginx c1": "why"}}
     text = report.markdown(document, ["l7-100B-plain-keepalive.svg"])
-    assert "| 100B | 64 | caslb | 1,000 | 1.00 | 4.00 | 300 | 0.03× | 0 | 1.5 |" in text
+    assert "| 100B | 64 | caslb | 1,000 | 1.00 | 4.00 | 9.5 | 300 | 0.03× | 0 | 1.5 |" in text
     assert "| … CPU per request, µs | 300 | 12 |" in summary.summary(document)
     assert "- `l7 nginx c1`: why" in text
     picture = svg.curve_svg("t", rows)
     assert picture.count("<polyline") == 4  # two proxies, two panels
+
+
+WRK_OUT = """Running 1s test @ http://127.0.0.1:8080/bench/100B
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.90ms    2.10ms   1.21s    91.20%
+    Req/Sec     3.20k   120.00     3.40k    70.00%
+  Latency Distribution
+     50%    4.89ms
+     75%    5.30ms
+     90%    6.01ms
+     99%   12.59ms
+  3197 requests in 1.00s, 1.01MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:   3197.00
+Transfer/sec:      1.01MB
+"""
+
+
+def test_wrk_output_gives_percentiles_the_slowest_request_and_errors() -> None:
+    measure = read_wrk(WRK_OUT)
+    assert (measure.rps, measure.requests, measure.errors) == (3197.0, 3197, 3)
+    assert (measure.p50_ms, measure.p99_ms, measure.max_ms) == (4.89, 12.59, 1210.0)
