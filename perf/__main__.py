@@ -6,6 +6,7 @@
     python -m perf probes [--seconds S] [--hogs N] [--idle-seconds S]
     python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
     python -m perf ha [--json FILE]    (root: network namespaces, keepalived)
+    python -m perf matrix [--quick] [--seconds S] [--proxies a,b] [--out DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def listing() -> str:
     lines += ["  idle       memory per idle proxied connection (caslb and HAProxy)"]
     lines += ["  hostile    attacks beside well-behaved clients, then a soak with reloads"]
     lines += ["  probes     CPU per health check, false DOWNs and detection under saturation"]
-    lines += ["  ha         a keepalived pair in network namespaces: failover and failback", ""]
+    lines += ["  ha         a keepalived pair in network namespaces: failover and failback"]
+    lines += ["  matrix     L7/L4 throughput, latency, CPU per op and idle memory vs HAProxy", ""]
     lines.append("designs:")
     for d in DESIGNS.values():
         reason = d.unavailable()
@@ -241,6 +243,39 @@ def ha(
         typer.echo(line)
     if json_out is not None:
         json_out.write_text(json.dumps(result.as_json(), indent=1) + "\n")
+
+
+@app.command()
+def matrix(
+    quick: Annotated[bool, typer.Option(
+        help="Smoke: caslb and HAProxy, one body, 1 and 16 connections, 1 s each.")] = False,
+    seconds: Annotated[float, typer.Option(min=1, max=10, help="Per row.")] = 2.0,
+    proxies: Annotated[str | None, typer.Option(help="Comma-separated proxies (full run).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default perf/results).")] = None,
+) -> None:
+    """Every proxy through every row: results.json, results.md and SVG scaling curves.
+
+    Example: python -m perf matrix --quick --out /tmp/matrix
+    """
+    from perf.matrix import plan as plans
+    from perf.matrix.report import write_run
+    from perf.matrix.runner import missing_tools, run
+
+    missing = missing_tools()
+    if missing:
+        typer.echo(f"perf matrix: missing {', '.join(missing)}", err=True)
+        raise typer.Exit(1)
+    chosen = _split(proxies, dict.fromkeys(plans.L7_PROXIES), "proxy")
+    plan = plans.quick(seconds if seconds != 2.0 else 1.0) if quick else plans.full(
+        seconds, tuple(chosen) or plans.L7_PROXIES)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = out or Path("perf/results") / f"matrix-{'quick-' if quick else ''}{stamp}"
+    with tempfile.TemporaryDirectory(prefix="caslb-matrix-") as tmp:
+        document = run(plan, Path(tmp), typer.echo)
+    document["quick"] = quick
+    write_run(out_dir, document)
+    typer.echo((out_dir / "results.md").read_text())
+    typer.echo(f"results in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -76,8 +76,11 @@ def running(
     profile: Path | None = None,
     limit: float = 20.0,
     access_log: bool = False,
+    prefix: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run caslb on `config` until the block ends; SIGTERM, then SIGKILL.
+
+    `prefix` goes before the command line, e.g. `taskset -c 1` to pin it.
 
     Yields once every port in `listen` accepts, every worker serves and the
     admin API on `admin` shows every server UP with a passed check.
@@ -90,7 +93,7 @@ def running(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            argv(config, workers, profile, access_log), cwd=REPO_ROOT, env=env,
+            [*prefix, *argv(config, workers, profile, access_log)], cwd=REPO_ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
@@ -101,13 +104,18 @@ def running(
             raise RuntimeError(f"caslb not ready: {exc}\n{text}") from None
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM, `grace` seconds to exit, then SIGKILL; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_ready(

@@ -11,6 +11,8 @@ descriptor limits are raised to the hard limit first; the balancer inherits them
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -30,8 +32,16 @@ GREETING = b"*"
 
 
 def raise_nofile(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE toward `wanted` (at most the hard limit)."""
+    """Raise the soft RLIMIT_NOFILE toward `wanted` (at most the hard limit).
+
+    As root the hard limit is raised first when it is below `wanted` (10k
+    proxied connections are 20k descriptors in the proxy).
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 and hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import pstats
@@ -94,11 +95,13 @@ bind = "{host}:{port}"
 mode = "http"
 default_pool = "bench"
 max_connections = 100000
+"""
 
-[pools.bench]
-servers = [{{ name = "s1", address = "{host}:{target}" }}]
+CHECKED_POOL = """
+[pools.{pool}]
+servers = [{{ name = "{server}", address = "{host}:{target}" }}]
 
-[pools.bench.check]
+[pools.{pool}.check]
 kind = "healthcheck"
 path = "{check}"
 tls = false
@@ -107,9 +110,15 @@ rise = 1
 """
 
 
+def checked_pool(pool: str, server: str, target: int, check: str = CHECK) -> str:
+    """A caslb pool of one static server on 127.0.0.1, checked at `check` every 2 s."""
+    return CHECKED_POOL.format(pool=pool, server=server, host=HOST, target=target, check=check)
+
+
 def caslb_config(port: int, target: int, admin: int) -> str:
     """The caslb TOML of the bench: `port` in front of the backend on `target`."""
-    return CASLB_CFG.format(host=HOST, port=port, target=target, admin=admin, check=CHECK)
+    frontend = CASLB_CFG.format(host=HOST, port=port, admin=admin)
+    return frontend + checked_pool("bench", "s1", target)
 
 
 @contextlib.contextmanager
@@ -119,13 +128,7 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        caslbrun.stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -164,6 +167,7 @@ class Measure:
     errors: int
     requests: int = 0
     cpu_us: float | None = None
+    max_ms: float | None = None  # the slowest request wrk saw
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -190,22 +194,35 @@ def wrk(port: int, connections: int, seconds: float, pid: int | None = None) -> 
     before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
     spent = cpu_seconds(pid) - before if pid is not None else 0.0
+    measure = read_wrk(out)
+    if pid is None or not measure.requests:
+        return measure
+    return dataclasses.replace(measure, cpu_us=spent * 1e6 / measure.requests)
+
+
+def read_wrk(out: str) -> Measure:
+    """Requests/s, p50, p99, errors (socket errors and non-2xx/3xx) from wrk --latency output.
+
+    Raises:
+        RuntimeError: when the output lacks one of them (wrk failed).
+    """
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # "Latency   avg   stdev   max   +/- stdev" of the thread stats
+    slowest = re.search(r"^[ \t]+Latency[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", out, re.M)
     if rps is None or p50 is None or p99 is None or total is None:
         raise RuntimeError(f"cannot read wrk output:\n{out}")
-    requests = int(total.group(1))
     return Measure(
         float(rps.group(1)),
         _ms(p50.group(1)),
         _ms(p99.group(1)),
         errors + (int(non2xx.group(1)) if non2xx else 0),
-        requests,
-        spent * 1e6 / requests if pid is not None and requests else None,
+        int(total.group(1)),
+        max_ms=_ms(slowest.group(1)) if slowest else None,
     )
 
 

@@ -37,6 +37,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live descendant, parents first."""
+    found = [pid]
+    for child in _children(pid):
+        found += process_tree(child)
+    return found
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User plus system CPU of `pid` alone (no children), in seconds."""
+    # utime and stime: fields 14-15 of proc(5), 11-12 once the name is cut
+    return sum(int(f) for f in _stat(pid)[11:13]) / _TICK
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU of `pid` and every live descendant, in seconds.
 

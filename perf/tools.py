@@ -38,3 +38,10 @@ def ensure(*tools: str) -> list[str]:
     if missing:
         _apt_install(missing)
     return [t for t in tools if which(t) is None]
+
+
+def ensure_file(path: str, package: str) -> bool:
+    """Install `package` if `path` (a file it ships, e.g. an nginx module) is missing."""
+    if not os.path.exists(path):
+        _apt_install((package,))
+    return os.path.exists(path)

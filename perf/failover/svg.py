@@ -16,14 +16,14 @@ PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
 FAILED_COLOUR = "#d62728"
 
 
-def _nice_ceiling(value: int) -> int:
+def nice_ceiling(value: int) -> int:
     for step in (5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000):
         if value <= step:
             return step
     return value
 
 
-def _polyline(points: Sequence[tuple[float, float]], colour: str, dash: str = "") -> str:
+def polyline(points: Sequence[tuple[float, float]], colour: str, dash: str = "") -> str:
     coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     extra = f' stroke-dasharray="{dash}"' if dash else ""
     return f'<polyline fill="none" stroke="{colour}" stroke-width="1.6"{extra} points="{coords}"/>'
@@ -49,7 +49,7 @@ def timeline_svg(
         A standalone SVG document.
     """
     seconds = max([len(failed), *(len(v) for v in ok_by_server.values()), 1])
-    peak = _nice_ceiling(max([1, *failed, *(max(v, default=0) for v in ok_by_server.values())]))
+    peak = nice_ceiling(max([1, *failed, *(max(v, default=0) for v in ok_by_server.values())]))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(sec: float) -> float:
@@ -78,16 +78,16 @@ def timeline_svg(
     legend_y = TOP + 10
     for i, (server, counts) in enumerate(sorted(ok_by_server.items())):
         colour = PALETTE[i % len(PALETTE)]
-        parts.append(_polyline([(x(s + 0.5), y(c)) for s, c in enumerate(counts)], colour))
-        parts.append(_legend(legend_y, colour, f"{server} ok/s"))
+        parts.append(polyline([(x(s + 0.5), y(c)) for s, c in enumerate(counts)], colour))
+        parts.append(legend(legend_y, colour, f"{server} ok/s"))
         legend_y += 16
-    parts.append(_polyline([(x(s + 0.5), y(c)) for s, c in enumerate(failed)], FAILED_COLOUR))
-    parts.append(_legend(legend_y, FAILED_COLOUR, "failed/s"))
+    parts.append(polyline([(x(s + 0.5), y(c)) for s, c in enumerate(failed)], FAILED_COLOUR))
+    parts.append(legend(legend_y, FAILED_COLOUR, "failed/s"))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
 
-def _legend(at_y: float, colour: str, label: str) -> str:
+def legend(at_y: float, colour: str, label: str) -> str:
     lx = WIDTH - RIGHT + 12
     return (
         f'<line x1="{lx}" x2="{lx + 18}" y1="{at_y}" y2="{at_y}" stroke="{colour}" '
