@@ -18,12 +18,15 @@ from pathlib import Path
 
 import trio
 
+from casfarm.auth import LAB_USERS
 from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
+from casfarm.ewsstream import EwsStore
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
 from casfarm.forms import PRIVATE_TIMEOUT
 from casfarm.gate import FarmAuth
+from casfarm.mailbox import Mailbox
 from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.traffic import TrafficProfile
@@ -237,6 +240,7 @@ async def running(
     pending_period: float = 5.0,
     oab_size: int = 4 << 20,
     rpc_out_interval: float = 1.0,
+    ews_keepalive: float = 40.0,
     cert_dir: str | Path | None = None,
     namespace: str = "mail.lab.local",
     control: bool = True,
@@ -262,6 +266,7 @@ async def running(
         pending_period: seconds between MAPI PENDING keep-alives.
         oab_size: bytes of an OAB download.
         rpc_out_interval: seconds between RTS PDUs on an RPC_OUT_DATA channel.
+        ews_keepalive: seconds between keep-alives on a quiet EWS event stream.
         cert_dir: where to write ca.pem and the server certificates (None: a
             temporary folder removed on exit).
         namespace: the shared name in every certificate, e.g. "mail.lab.local".
@@ -285,12 +290,13 @@ async def running(
         raise ValueError(f"hosts names {len(hosts)} address(es) for {servers} server(s)")
     if "." not in namespace:
         raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
-    profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
+    profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval, ews_keepalive)
     HealthCache(delay=health_cache_delay)  # validates before anything is bound
     distinct = distinct_addresses or hosts is not None
     wanted_ports = [_ports_for(base_ports, i, distinct) for i in range(servers)]
     domain = namespace.split(".", 1)[1]
     farm_auth = FarmAuth.lab(domain, users, owa_session_timeout) if auth else None
+    store = EwsStore(Mailbox.for_users(LAB_USERS if users is None else users, domain))
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:
@@ -312,6 +318,7 @@ async def running(
                     health_cache_delay=health_cache_delay,
                     nursery=nursery,
                     auth=farm_auth,
+                    ews=store,
                 )
                 runtimes.append(runtime)
             farm = Farm(runtimes, namespace, ca.ca_path, farm_auth)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
-from casfarm.auth import ConnectionAuth
+from casfarm.auth import LAB_USERS, ConnectionAuth
 from casfarm.certs import ServerTls
 from casfarm.components import (
     Component,
@@ -37,11 +37,13 @@ from casfarm.components import (
     Requester,
 )
 from casfarm.counters import Counters
+from casfarm.ewsstream import EwsStore
 from casfarm.faults import Fault, FaultKind, FaultSet, HealthAnswer, healthcheck_answer, stamped
 from casfarm.gate import FarmAuth
 from casfarm.http import HttpExchange, next_request_id, serve_http
 from casfarm.listeners import ListenerSlot, SlotMode
 from casfarm.mail import serve_imap, serve_pop, serve_smtp
+from casfarm.mailbox import Mailbox
 from casfarm.traffic import TrafficProfile, answer
 from casfarm.vdirs import Vdir
 from casfarm.wire import LineTooLong, ResetConnection, reset_now
@@ -102,6 +104,7 @@ class ServerRuntime:
         health_cache_delay: seconds before a component change shows.
         nursery: where listeners and connections run.
         auth: the farm's accounts and sessions (None: every request anonymous).
+        ews: the farm's mailbox, shared by every server (None: one of its own).
     """
 
     def __init__(
@@ -117,9 +120,11 @@ class ServerRuntime:
         health_cache_delay: float,
         nursery: trio.Nursery,
         auth: FarmAuth | None = None,
+        ews: EwsStore | None = None,
     ) -> None:
         self.name = name
         self.auth = auth
+        self.ews = ews or EwsStore(Mailbox.for_users(LAB_USERS, fqdn.split(".", 1)[-1]))
         self.fqdn = fqdn
         self.host = host
         self.namespace = namespace

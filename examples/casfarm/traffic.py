@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
+from casfarm import ews
 from casfarm.auth import ConnectionAuth
+from casfarm.ewsstream import stream_events
 from casfarm.faults import FaultKind, HealthAnswer, request_failure
 from casfarm.gate import admit, unauthorized
 from casfarm.http import HttpExchange
@@ -62,15 +65,17 @@ class TrafficProfile:
         pending_period: seconds between MAPI `PENDING` keep-alives (X-PendingPeriod).
         oab_size: bytes of an OAB `.lzx` download.
         rpc_out_interval: seconds between RTS PDUs on an RPC_OUT_DATA channel.
+        ews_keepalive: seconds between keep-alives on a quiet EWS event stream.
     """
 
     heartbeat: float = 30.0
     pending_period: float = 5.0
     oab_size: int = 4 << 20
     rpc_out_interval: float = 1.0
+    ews_keepalive: float = 40.0
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat", "pending_period", "rpc_out_interval"):
+        for name in ("heartbeat", "pending_period", "rpc_out_interval", "ews_keepalive"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -200,19 +205,13 @@ async def _ecp(ex: HttpExchange, server: ServerRuntime) -> None:
 
 async def _ews(ex: HttpExchange, server: ServerRuntime) -> None:
     if ex.method == "POST":
-        await ex.read_body()
-        body = (
-            '<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s='
-            '"http://schemas.xmlsoap.org/soap/envelope/"><s:Header><h:ServerVersionInfo '
-            'MajorVersion="15" MinorVersion="1" MajorBuildNumber="2507" '
-            'xmlns:h="http://schemas.microsoft.com/exchange/services/2006/types"/></s:Header>'
-            "<s:Body><m:GetFolderResponse xmlns:m="
-            '"http://schemas.microsoft.com/exchange/services/2006/messages"><m:ResponseMessages>'
-            '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-            "</m:ResponseCode></m:GetFolderResponseMessage></m:ResponseMessages>"
-            "</m:GetFolderResponse></s:Body></s:Envelope>"
-        )
-        await ex.respond(200, body.encode(), [_XML])
+        store = server.ews
+        result = ews.handle(await ex.read_body(), store.mailbox, time.time())
+        store.changed()
+        if isinstance(result, ews.Stream):
+            await stream_events(ex, store, result, server.profile.ews_keepalive)
+        else:
+            await ex.respond(result.status, result.body, result.headers)
     elif ex.method in ("GET", "HEAD"):
         await ex.read_body(0)
         await ex.respond(200, b'<?xml version="1.0"?><wsdl:definitions/>', [_XML])
