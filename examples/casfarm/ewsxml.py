@@ -156,3 +156,14 @@ def fault(code: str, message: str, violation: str = "") -> bytes:
         f'<e:Message xmlns:e="{ERRORS}">{text(message)}</e:Message>{extra}'
         "</detail></s:Fault></s:Body></s:Envelope>"
     ).encode()
+
+
+# A whole, valid EWS request (GetFolder of the inbox), for probes and tests that only need
+# an answer that is a 200.
+SAMPLE_REQUEST = (
+    f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP}" xmlns:m="{MESSAGES}" '
+    f'xmlns:t="{TYPES}"><s:Header><t:RequestServerVersion Version="Exchange2016"/></s:Header>'
+    "<s:Body><m:GetFolder><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape>"
+    '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder></s:Body>'
+    "</s:Envelope>"
+).encode()
