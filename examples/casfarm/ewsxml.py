@@ -158,6 +158,7 @@ def fault(code: str, message: str, violation: str = "") -> bytes:
     ).encode()
 
 
+SAMPLE_REQUEST_FILE = "ews-getfolder.xml"  # where casfarm writes it, beside its CA
 # A whole, valid EWS request (GetFolder of the inbox), for probes and tests that only need
 # an answer that is a 200.
 SAMPLE_REQUEST = (

@@ -23,6 +23,7 @@ from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
 from casfarm.ewsstream import EwsStore
+from casfarm.ewsxml import SAMPLE_REQUEST, SAMPLE_REQUEST_FILE
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
 from casfarm.forms import PRIVATE_TIMEOUT
 from casfarm.gate import FarmAuth
@@ -301,6 +302,8 @@ async def running(
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:
         ca = FarmCA(folder)
+        # A valid EWS request beside the CA, for curl -d @... (a bare POST is a SOAP fault).
+        (folder / SAMPLE_REQUEST_FILE).write_bytes(SAMPLE_REQUEST)
         async with trio.open_nursery() as nursery:
             runtimes = []
             for i in range(servers):

@@ -8,6 +8,7 @@ from collections import Counter
 
 import casfarm
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from lb.app import Balancer
 from tests.smoke.test_admin_app import admin_get
@@ -15,14 +16,16 @@ from tests.smoke.test_app_l7 import balancer, client, farm_config, spread
 
 
 async def post_ews(
-    app: Balancer, farm: casfarm.Farm, n: int, sources: list[str]
+    app: Balancer, farm: casfarm.Farm, n: int, sources: list[str], body: bytes = SOAP
 ) -> Counter[tuple[str, int]]:
     """`n` EWS calls, each on a new connection from the next of `sources`, by (server, status)."""
     seen: Counter[tuple[str, int]] = Counter()
     for i in range(n):
         c = await client(app, farm, sources[i % len(sources)])
         try:
-            response = await c.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            response = await c.request("POST", "/EWS/Exchange.asmx", body=body)
+            if response.status == 500:
+                assert b"<s:Fault>" in response.body and b"ErrorSchemaValidation" in response.body
         finally:
             await c.aclose()
         seen[(response.header("x-feserver") or "?", response.status)] += 1
@@ -61,6 +64,19 @@ async def test_one_ews_client_whose_calls_fault_ejects_no_server() -> None:
         seen = await post_ews(app, farm, 30, ["127.0.3.1"])
         assert seen[("CAS1", 500)] == 10  # it keeps its share: the fault is the caller's
         assert app.pools["ews"].ejections.ejected(trio.current_time()) == frozenset()
+
+
+async def test_one_ews_client_sending_bad_soap_ejects_no_server() -> None:
+    """casfarm's own SOAP fault (HTTP 500, soap:Fault ErrorSchemaValidation) from every server,
+    to one client: the client's fault, not the servers'."""
+    async with casfarm.running(servers=3) as farm, balancer(farm, farm_config(farm)) as app:
+        seen = await post_ews(app, farm, 30, ["127.0.3.2"], body=b"<not-soap/>")
+        assert {status for _, status in seen} == {500} and sum(seen.values()) == 30
+        assert len({server for server, _ in seen}) == 3
+        assert app.pools["ews"].ejections.ejected(trio.current_time()) == frozenset()
+        # The same faults from many clients do eject: the exemption is for one client only.
+        await post_ews(app, farm, 30, [f"127.0.4.{i}" for i in range(1, 31)], body=b"<not-soap/>")
+        assert app.pools["ews"].ejections.ejected(trio.current_time()) != frozenset()
 
 
 async def get_owa(app: Balancer, farm: casfarm.Farm, n: int, source: str) -> Counter[str]:

@@ -96,7 +96,10 @@ async def test_a_streaming_subscription_receives_new_mail(mode: str) -> None:
     async with casfarm.running(servers=2, auth=True, ews_keepalive=0.2) as farm, \
             ews_endpoint(farm, mode) as where:  # fmt: skip
         listener, sender = account(*where), account(*where)
-        subscription = await trio.to_thread.run_sync(lambda: listener.inbox.subscribe_to_streaming())
+        # Every touch of an exchangelib folder may be I/O: in the worker thread, never here.
+        subscription = await trio.to_thread.run_sync(
+            lambda: listener.inbox.subscribe_to_streaming()
+        )
         before = _ews_requests(farm)
 
         def listen() -> list[str]:
