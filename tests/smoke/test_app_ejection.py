@@ -24,8 +24,8 @@ async def post_ews(
         c = await client(app, farm, sources[i % len(sources)])
         try:
             response = await c.request("POST", "/EWS/Exchange.asmx", body=body)
-            if response.status == 500:
-                assert b"<s:Fault>" in response.body and b"ErrorSchemaValidation" in response.body
+            if body != SOAP:  # casfarm's own answer to bad SOAP, not an injected error page
+                assert response.status == 500 and b"ErrorSchemaValidation" in response.body
         finally:
             await c.aclose()
         seen[(response.header("x-feserver") or "?", response.status)] += 1
