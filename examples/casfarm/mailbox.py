@@ -27,6 +27,7 @@ FOLDERS: dict[str, tuple[str, str, str | None]] = {
 }
 CHANGE_KEY = "CQAAABYAAAA="
 MAX_ITEMS = 1000  # a lab mailbox; the oldest go first
+MAX_SUBSCRIPTIONS = 1000
 
 
 def folder_id(name: str) -> str:
@@ -140,12 +141,15 @@ class Mailbox:
                 sub.pending.extend(
                     Event(k, stored.item_id, folder, now) for k in kinds if k in sub.kinds
                 )
+                del sub.pending[:-MAX_ITEMS]  # a subscription nobody streams must not grow
         return stored
 
     def subscribe(self, folders: Sequence[str], kinds: Sequence[str]) -> str:
         """A new streaming subscription; its SubscriptionId."""
         ident = self._next("subscription")
         self.subscriptions[ident] = Subscription(frozenset(folders), frozenset(kinds))
+        while len(self.subscriptions) > MAX_SUBSCRIPTIONS:  # no client can grow the farm
+            del self.subscriptions[next(iter(self.subscriptions))]  # the oldest goes
         return ident
 
     def take_events(self, subscription: str) -> list[Event]:

@@ -12,7 +12,7 @@ from casfarm import ews
 from casfarm.ewsstream import EwsStore, stream_events
 from casfarm.ewsxml import ERRORS, MESSAGES, SAMPLE_REQUEST, SOAP, TYPES
 from casfarm.http import HttpExchange, serve_http
-from casfarm.mailbox import Mailbox, Message, Recipient
+from casfarm.mailbox import MAX_ITEMS, MAX_SUBSCRIPTIONS, Mailbox, Message, Recipient
 
 M, T = f"{{{MESSAGES}}}", f"{{{TYPES}}}"
 
@@ -128,3 +128,16 @@ async def test_a_stream_keeps_alive_delivers_events_and_closes_at_its_timeout(
         nursery.cancel_scope.cancel()
     assert seen == [(10, "OK"), (15, "event"), (25, "OK"), (35, "OK"), (45, "OK"), (55, "OK"),
                     (60, "Closed")]  # fmt: skip
+
+
+def test_subscriptions_and_their_pending_events_are_bounded() -> None:
+    box = mailbox()
+    first = box.subscribe(["inbox"], ["CreatedEvent"])
+    for _ in range(MAX_SUBSCRIPTIONS):
+        box.subscribe(["drafts"], ["CreatedEvent"])
+    assert len(box.subscriptions) == MAX_SUBSCRIPTIONS and first not in box.subscriptions
+    kept = next(iter(box.subscriptions))
+    me = Recipient("alice", "alice@lab.local")
+    for _ in range(MAX_ITEMS + 5):
+        box.add("drafts", Message("", "", "s", "", "Text", me, (), ""), "t", new_mail=False)
+    assert len(box.take_events(kept)) == MAX_ITEMS and len(box.messages) == MAX_ITEMS
