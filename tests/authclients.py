@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 from requests.adapters import HTTPAdapter
 from requests_ntlm import HttpNtlmAuth
 
@@ -62,7 +63,7 @@ class Seen:
     server: str
 
 
-async def post(session: requests.Session, url: str, body: bytes = b"<soap/>") -> Seen:
+async def post(session: requests.Session, url: str, body: bytes = SOAP) -> Seen:
     """POST from a worker thread, so the farm and caslb keep running in this trio run."""
 
     def blocking() -> Seen:
@@ -84,7 +85,8 @@ async def curl_ntlm(
     argv = [
         "curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{num_connects}",
         "--ntlm", "-u", f"{user}:{password}", "--cacert", str(ca_path),
-        "--resolve", f"{name}:{port}:{host}", "-X", "POST", "-d", "<soap/>",
+        "--resolve", f"{name}:{port}:{host}", "-X", "POST",
+        "-H", "Content-Type: text/xml", "-d", SOAP.decode(),
         f"https://{name}:{port}{path}",
     ]  # fmt: skip
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)

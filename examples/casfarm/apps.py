@@ -8,9 +8,12 @@ method the vdir does not take. Authentication has already been decided
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
+from casfarm import ews as soap
 from casfarm.answers import HTML, JSON, XML, method_not_allowed
+from casfarm.ewsstream import stream_events
 from casfarm.gate import unauthorized
 from casfarm.http import HttpExchange
 
@@ -49,21 +52,15 @@ async def ecp(ex: HttpExchange, server: ServerRuntime) -> None:
 
 
 async def ews(ex: HttpExchange, server: ServerRuntime) -> None:
-    """EWS: a SOAP answer to a POST, the WSDL to a GET."""
+    """EWS: SOAP over the farm's mailbox for a POST (casfarm.ews), the WSDL to a GET."""
     if ex.method == "POST":
-        await ex.read_body()
-        body = (
-            '<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s='
-            '"http://schemas.xmlsoap.org/soap/envelope/"><s:Header><h:ServerVersionInfo '
-            'MajorVersion="15" MinorVersion="1" MajorBuildNumber="2507" '
-            'xmlns:h="http://schemas.microsoft.com/exchange/services/2006/types"/></s:Header>'
-            "<s:Body><m:GetFolderResponse xmlns:m="
-            '"http://schemas.microsoft.com/exchange/services/2006/messages"><m:ResponseMessages>'
-            '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-            "</m:ResponseCode></m:GetFolderResponseMessage></m:ResponseMessages>"
-            "</m:GetFolderResponse></s:Body></s:Envelope>"
-        )
-        await ex.respond(200, body.encode(), [XML])
+        store = server.ews
+        result = soap.handle(await ex.read_body(), store.mailbox, time.time())
+        store.changed()
+        if isinstance(result, soap.Stream):
+            await stream_events(ex, store, result, server.profile.ews_keepalive)
+        else:
+            await ex.respond(result.status, result.body, result.headers)
     elif ex.method in ("GET", "HEAD"):
         await ex.read_body(0)
         await ex.respond(200, b'<?xml version="1.0"?><wsdl:definitions/>', [XML])

@@ -19,13 +19,17 @@ from pathlib import Path
 
 import trio
 
+from casfarm.auth import LAB_USERS
 from casfarm.certs import FarmCA
 from casfarm.components import Component, ComponentState, HealthCache, Requester
 from casfarm.counters import ServerCounts
+from casfarm.ewsstream import EwsStore
+from casfarm.ewsxml import SAMPLE_REQUEST, SAMPLE_REQUEST_FILE
 from casfarm.faults import DEFAULT_ERROR_STATUS, Fault, FaultKind
 from casfarm.forms import PRIVATE_TIMEOUT
 from casfarm.gate import FarmAuth
 from casfarm.http import IIS_CONNECTION_TIMEOUT
+from casfarm.mailbox import Mailbox
 from casfarm.responder import Action, Monitor, ResponderPolicy, ServerView, step
 from casfarm.server import PORT_KINDS, FarmServer, ServerRuntime
 from casfarm.trafficprofile import TrafficProfile
@@ -254,6 +258,7 @@ async def running(
     pending_period: float = 5.0,
     oab_size: int = 4 << 20,
     rpc_out_interval: float = 1.0,
+    ews_keepalive: float = 40.0,
     cert_dir: str | Path | None = None,
     namespace: str = "mail.lab.local",
     control: bool = True,
@@ -281,6 +286,7 @@ async def running(
         pending_period: seconds between MAPI PENDING keep-alives.
         oab_size: bytes of an OAB download.
         rpc_out_interval: seconds between RTS PDUs on an RPC_OUT_DATA channel.
+        ews_keepalive: seconds between keep-alives on a quiet EWS event stream.
         cert_dir: where to write ca.pem and the server certificates (None: a
             temporary folder removed on exit).
         namespace: the shared name in every certificate, e.g. "mail.lab.local".
@@ -309,7 +315,7 @@ async def running(
         raise ValueError(f"hosts names {len(hosts)} address(es) for {servers} server(s)")
     if "." not in namespace:
         raise ValueError(f"namespace must be a dotted name, got {namespace!r}")
-    profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval)
+    profile = TrafficProfile(heartbeat, pending_period, oab_size, rpc_out_interval, ews_keepalive)
     if not (math.isfinite(idle_close) and idle_close > 0):
         raise ValueError(f"idle_close must be a finite number > 0, got {idle_close!r}")
     HealthCache(delay=health_cache_delay)  # validates before anything is bound
@@ -322,10 +328,13 @@ async def running(
         raise ValueError(f"auth names unknown vdirs {unknown!r}")
     farm_auth = FarmAuth.lab(domain, users, owa_session_timeout, vdirs) if auth else None
     mailbox = mailbox_server or f"mbx1.{domain}"
+    store = EwsStore(Mailbox.for_users(LAB_USERS if users is None else users, domain))
     temp = cert_dir is None
     folder = Path(tempfile.mkdtemp(prefix="casfarm-")) if cert_dir is None else Path(cert_dir)
     try:
         ca = FarmCA(folder)
+        # A valid EWS request beside the CA, for curl -d @... (a bare POST is a SOAP fault).
+        (folder / SAMPLE_REQUEST_FILE).write_bytes(SAMPLE_REQUEST)
         async with trio.open_nursery() as nursery:
             runtimes = []
             for i in range(servers):
@@ -345,6 +354,7 @@ async def running(
                     auth=farm_auth,
                     mailbox=mailbox,
                     idle_close=idle_close,
+                    ews=store,
                 )
                 runtimes.append(runtime)
             farm = Farm(runtimes, namespace, ca.ca_path, farm_auth)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
-from casfarm.auth import ConnectionAuth
+from casfarm.auth import LAB_USERS, ConnectionAuth
 from casfarm.certs import ServerTls
 from casfarm.components import (
     Component,
@@ -37,11 +37,13 @@ from casfarm.components import (
     Requester,
 )
 from casfarm.counters import Counters
+from casfarm.ewsstream import EwsStore
 from casfarm.faults import Fault, FaultKind, FaultSet, HealthAnswer, healthcheck_answer, stamped
 from casfarm.gate import FarmAuth
 from casfarm.http import IIS_CONNECTION_TIMEOUT, HttpExchange, next_request_id, serve_http
 from casfarm.listeners import ListenerSlot
 from casfarm.mail import serve_imap, serve_pop, serve_smtp
+from casfarm.mailbox import Mailbox
 from casfarm.slotplan import slot_mode
 from casfarm.traffic import answer
 from casfarm.trafficprofile import TrafficProfile
@@ -108,6 +110,7 @@ class ServerRuntime:
             the lab user's requests to, e.g. "mbx1.lab.local".
         idle_close: seconds an idle keep-alive HTTP connection stays open (IIS
             connectionTimeout).
+        ews: the farm's mailbox, shared by every server (None: one of its own).
     """
 
     def __init__(
@@ -125,11 +128,13 @@ class ServerRuntime:
         auth: FarmAuth | None = None,
         mailbox: str = "mbx1.lab.local",
         idle_close: float = IIS_CONNECTION_TIMEOUT,
+        ews: EwsStore | None = None,
     ) -> None:
         self.name = name
         self.mailbox = mailbox
         self.idle_close = idle_close
         self.auth = auth
+        self.ews = ews or EwsStore(Mailbox.for_users(LAB_USERS, fqdn.split(".", 1)[-1]))
         self.fqdn = fqdn
         self.host = host
         self.namespace = namespace

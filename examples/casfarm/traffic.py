@@ -7,7 +7,8 @@ proxy module's health check (docs/exchange.md §2.3), then the `errors` fault, t
 the vdir's own traffic. Long-lived vdirs hold their answers as Exchange does:
 ActiveSync Ping until the heartbeat, MAPI NotificationWait with PENDING every
 X-PendingPeriod, Outlook Anywhere's IN channel never answered and its OUT
-channel streaming for as long as the client stays.
+channel streaming for as long as the client stays, EWS GetStreamingEvents for its
+ConnectionTimeout. EWS itself is `casfarm.ews` (SOAP) over the farm's mailbox.
 
 The answers themselves live apart: casfarm.health (HTTP.sys and the health
 check), casfarm.apps (the short vdirs), casfarm.longlived (the held and

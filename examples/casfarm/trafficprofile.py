@@ -15,15 +15,17 @@ class TrafficProfile:
         pending_period: seconds between MAPI `PENDING` keep-alives (X-PendingPeriod).
         oab_size: bytes of an OAB `.lzx` download.
         rpc_out_interval: seconds between RTS PDUs on an RPC_OUT_DATA channel.
+        ews_keepalive: seconds between keep-alives on a quiet EWS event stream.
     """
 
     heartbeat: float = 30.0
     pending_period: float = 5.0
     oab_size: int = 4 << 20
     rpc_out_interval: float = 1.0
+    ews_keepalive: float = 40.0
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat", "pending_period", "rpc_out_interval"):
+        for name in ("heartbeat", "pending_period", "rpc_out_interval", "ews_keepalive"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

@@ -37,6 +37,7 @@ from typing import Annotated, Any
 import casfarm
 import trio
 import typer
+from casfarm.ewsxml import SAMPLE_REQUEST_FILE
 
 from lb import logs
 from lb.app import Balancer
@@ -162,7 +163,8 @@ def design_lines(config: Config, namespace: str, certs: Path) -> str:
         lines.append(f"  {DESIGNS[fe.mode]:<11} {fe.host}:{fe.port}  https://{namespace}:{fe.port}/owa/\n"
                      f"    curl --ntlm -u '{login}' --cacert {certs / 'ca.pem'}"
                      f" --resolve {name}:{fe.port}:{fe.host}"
-                     f" -s -o /dev/null -w '%{{http_code}} ' -X POST {url}/EWS/Exchange.asmx")
+                     f" -s -o /dev/null -w '%{{http_code}} ' -H 'Content-Type: text/xml'"
+                     f" -d @{certs / SAMPLE_REQUEST_FILE} {url}/EWS/Exchange.asmx")
     return "\n".join(lines)
 
 

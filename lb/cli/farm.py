@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import casfarm
 import trio
 import typer
+from casfarm.ewsxml import SAMPLE_REQUEST_FILE
 
 from lb.cli._app import app
 from lb.cli._http import JsonApiError, JsonStatusError, fetch_json
@@ -128,7 +129,8 @@ def banner(farm: casfarm.Farm) -> str:
         f"https://{first.fqdn}:{https}/owa/healthcheck.htm",
         f"  curl --ntlm -u '{farm.auth.logins()[0] if farm.auth else 'none:'}' --cacert {ca} "
         f"--resolve "
-        f"{first.fqdn}:{https}:{first.host} -X POST https://{first.fqdn}:{https}/EWS/Exchange.asmx",
+        f"{first.fqdn}:{https}:{first.host} -H 'Content-Type: text/xml' "
+        f"-d @{ca.parent / SAMPLE_REQUEST_FILE} https://{first.fqdn}:{https}/EWS/Exchange.asmx",
         f"  openssl s_client -connect {first.host}:{first.ports['imaps']} "
         f"-servername {first.fqdn} -CAfile {ca}",
         f"  openssl s_client -connect {first.host}:{first.ports['smtp']} -starttls smtp "

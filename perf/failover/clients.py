@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST
 
 from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
 from perf.failover.http import HttpConnection, exchange, header
@@ -99,11 +100,7 @@ class LoadMix:
             )
 
 
-SOAP = (
-    b'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap='
-    b'"http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetFolder/></soap:Body>'
-    b"</soap:Envelope>"
-)
+SOAP = SAMPLE_REQUEST  # a whole GetFolder: casfarm answers anything less with a SOAP fault
 POX = (
     b'<?xml version="1.0"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/'
     b'autodiscover/outlook/requestschema/2006"><Request><EMailAddress>user1@lab.local'

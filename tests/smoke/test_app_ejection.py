@@ -8,10 +8,12 @@ from collections import Counter
 
 import casfarm
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from lb.app import Balancer
+from tests.authclients import ntlm_session, post
 from tests.smoke.test_admin_app import admin_get
-from tests.smoke.test_app_l7 import balancer, client, farm_config, spread
+from tests.smoke.test_app_l7 import NAMESPACE, balancer, client, farm_config, spread, wait_for
 
 
 async def post_ews(
@@ -22,7 +24,7 @@ async def post_ews(
     for i in range(n):
         c = await client(app, farm, sources[i % len(sources)])
         try:
-            response = await c.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            response = await c.request("POST", "/EWS/Exchange.asmx", body=SOAP)
         finally:
             await c.aclose()
         seen[(response.header("x-feserver") or "?", response.status)] += 1
@@ -60,6 +62,24 @@ async def test_one_ews_client_whose_calls_fault_ejects_no_server() -> None:
         farm.inject("cas1", "errors", vdir="ews", status=500)  # a SOAP fault, to this client
         seen = await post_ews(app, farm, 30, ["127.0.3.1"])
         assert seen[("CAS1", 500)] == 10  # it keeps its share: the fault is the caller's
+        assert app.pools["ews"].ejections.ejected(trio.current_time()) == frozenset()
+
+
+async def test_one_ews_client_sending_bad_soap_ejects_no_server() -> None:
+    """casfarm's own SOAP fault (HTTP 500, soap:Fault ErrorSchemaValidation), 30 times to one
+    NTLM client: the client's fault, not the servers', so every server stays in the pool."""
+    async with casfarm.running(servers=3, auth=True) as farm, \
+            balancer(farm, farm_config(farm)) as app:  # fmt: skip
+        await wait_for(lambda: all(m.eligible for p in app.pools.values() for m in p.members))
+        host, port = app.addresses["https"]
+        session = ntlm_session(farm.ca_path, NAMESPACE)
+        url = f"https://{host}:{port}/EWS/Exchange.asmx"
+        seen = Counter()
+        for _ in range(30):
+            answer = await post(session, url, b"<not-soap/>")
+            seen[(answer.status, answer.server)] += 1
+        session.close()
+        assert {status for status, _ in seen} == {500}
         assert app.pools["ews"].ejections.ejected(trio.current_time()) == frozenset()
 
 

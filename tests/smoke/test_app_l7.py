@@ -10,6 +10,7 @@ from pathlib import Path
 
 import casfarm
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from lb.app import Balancer, serve
 from lb.config import parse
@@ -115,7 +116,7 @@ async def test_keep_alive_client_uses_one_upstream_connection_per_pool() -> None
         c = await client(app, farm)
         try:
             answered = {(await c.request("GET", "/owa/")).header("x-feserver") for _ in range(5)}
-            ews = {(await c.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")).header(
+            ews = {(await c.request("POST", "/EWS/Exchange.asmx", body=SOAP)).header(
                 "x-feserver") for _ in range(3)}
         finally:
             await c.aclose()
@@ -155,7 +156,7 @@ async def test_errors_behind_a_green_probe_eject_the_server_after_three() -> Non
             # Many users: one client alone cannot eject, and EWS's 500s need two.
             c = await client(app, farm, f"127.0.1.{1 + i}")
             try:
-                response = await c.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+                response = await c.request("POST", "/EWS/Exchange.asmx", body=SOAP)
             finally:
                 await c.aclose()
             statuses[(response.header("x-feserver") or "?", response.status)] += 1

@@ -19,6 +19,7 @@ from pathlib import Path
 import casfarm
 import trio
 import trustme
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from tests.farmclient import HttpClient, https_client
 from tests.smoke.test_cli_run import CASLB, free_port, member, post, wait_status
@@ -148,7 +149,7 @@ async def test_sighup_serves_a_renewed_certificate_and_ca_under_traffic(tmp_path
             # Re-encryption to the ews pool verifies with its renewed CA file too.
             ews = await connect(https, tmp_path)
             try:
-                response = await ews.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+                response = await ews.request("POST", "/EWS/Exchange.asmx", body=SOAP)
             finally:
                 await ews.aclose()
             assert response.status == 200 and response.header("x-feserver") in {"CAS1", "CAS2"}

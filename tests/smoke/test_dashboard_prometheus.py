@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import casfarm
 import pytest
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from tests.farmclient import https_client
 from tests.smoke.prometheus import EXAMPLES, finite_values, running_prometheus, scrape_config
@@ -59,7 +60,7 @@ async def http_round(farm: casfarm.Farm, port: int, source: str = "127.0.0.1") -
                                 server_hostname=NAMESPACE, local_address=source)
     try:
         for method, path in VDIR_REQUESTS:
-            body = b"<x/>" if method == "POST" else b""
+            body = SOAP if method == "POST" else b""
             response = await client.request(method, path, body=body)
             assert response.status < 500, (path, response.status)
     finally:
@@ -78,7 +79,7 @@ async def ews_burst(port: int, farm: casfarm.Farm, n: int) -> None:
         client = await https_client("127.0.0.1", port, ca_path=farm.ca_path,
                                     server_hostname=NAMESPACE, local_address=f"127.0.4.{i + 1}")
         try:
-            await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)
         finally:
             await client.aclose()
 

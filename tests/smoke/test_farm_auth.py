@@ -11,6 +11,7 @@ import casfarm
 import pytest
 import spnego
 from casfarm import VDIRS
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from tests.authclients import LOGIN, PASSWORD, curl_ntlm, ntlm_session, post
 from tests.farmclient import HttpClient, https_client
@@ -93,7 +94,7 @@ async def test_curl_ntlm_logs_on_over_one_connection(farm: casfarm.Farm) -> None
 async def _type3_for(client: HttpClient, ntlm_client: spnego.ContextProxy) -> bytes:
     token = base64.b64encode(ntlm_client.step() or b"").decode()
     challenge = await client.request("POST", "/EWS/Exchange.asmx", [("Authorization",
-                                     f"NTLM {token}")], b"<soap/>")  # fmt: skip
+                                     f"NTLM {token}")], SOAP)  # fmt: skip
     assert challenge.status == 401
     [offer] = _challenges(challenge)
     answer = ntlm_client.step(base64.b64decode(offer.split(" ", 1)[1]))
@@ -106,9 +107,9 @@ async def test_the_handshake_is_bound_to_its_connection(farm: casfarm.Farm) -> N
     first, second = await _client(farm), await _client(farm)
     answer = await _type3_for(first, spnego.client("alice", PASSWORD, protocol="ntlm"))
     auth = [("Authorization", "NTLM " + base64.b64encode(answer).decode())]
-    moved = await second.request("POST", "/EWS/Exchange.asmx", auth, b"<soap/>")
+    moved = await second.request("POST", "/EWS/Exchange.asmx", auth, SOAP)
     assert (moved.status, _challenges(moved)) == (401, WINDOWS)
-    kept = await first.request("POST", "/EWS/Exchange.asmx", auth, b"<soap/>")
+    kept = await first.request("POST", "/EWS/Exchange.asmx", auth, SOAP)
     assert kept.status == 200 and b"NoError" in kept.body
     # The first connection is now alice's; the second is still nobody's.
     assert (await first.request("GET", "/OAB/x/oab.xml")).status == 200
@@ -171,7 +172,7 @@ async def test_without_auth_the_farm_serves_anonymously(farm: casfarm.Farm) -> N
     async with casfarm.running(servers=1) as anonymous:
         assert anonymous.auth is None and anonymous.describe()["auth"] is None
         client = await _client(anonymous)
-        assert (await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")).status == 200
+        assert (await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)).status == 200
         assert (await client.request("GET", "/owa/")).status == 200
         await client.aclose()
     assert farm.describe()["auth"] == {

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import casfarm
 import pytest
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
@@ -228,7 +229,7 @@ async def test_metrics_count_requests_and_faults_per_server_and_vdir(
     await web.request("GET", "/owa/")
     await _post(control, "/api/inject", {"server": "cas2", "fault": "errors", "vdir": "ews"})
     for _ in range(3):
-        assert (await web.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")).status == 500
+        assert (await web.request("POST", "/EWS/Exchange.asmx", body=SOAP)).status == 500
     response = await control.request("GET", "/metrics")
     await web.aclose()
     await control.aclose()

@@ -7,6 +7,7 @@ import ssl
 import casfarm
 import pytest
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from tests.farmclient import HttpClient, https_client, open_tls, was_reset
 
@@ -162,15 +163,15 @@ async def test_errors_fail_real_requests_behind_a_green_probe(farm: casfarm.Farm
     farm.inject("cas3", "errors", vdir="ews")
     client = await _client(farm, "cas3")
     assert (await client.request("GET", "/EWS/healthcheck.htm")).status == 200
-    soap = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+    soap = await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)
     assert soap.status == 500
     assert soap.header("x-feserver") == "CAS3"
     assert (await client.request("GET", "/owa/")).status == 200
     farm.inject("cas3", "errors", status=503)
     assert (await client.request("GET", "/owa/")).status == 503
-    assert (await client.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")).status == 500
+    assert (await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)).status == 500
     farm.clear("cas3", "errors")
-    assert (await client.request("POST", "/EWS/Exchange.asmx", body=b"<x/>")).status == 200
+    assert (await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)).status == 200
     await client.aclose()
 
 

@@ -10,6 +10,7 @@ import h11
 import pytest
 import trio
 from casfarm import VDIRS
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from tests.farmclient import HttpClient, https_client, open_tls, was_reset
 
@@ -97,7 +98,7 @@ async def test_stopped_app_pool_answers_httpsys_503_for_that_vdir_only(farm: cas
     await client.aclose()
     client = await _client(farm)
     soap = await client.request(
-        "POST", "/EWS/Exchange.asmx", [("Content-Type", "text/xml")], b"<x/>"
+        "POST", "/EWS/Exchange.asmx", [("Content-Type", "text/xml")], SOAP
     )
     assert soap.status == 503
     await client.aclose()
@@ -156,7 +157,7 @@ async def test_short_traffic_on_each_vdir(farm: casfarm.Farm) -> None:
         ("GET", "/owa/", [], b"", 200, b"<form"),
         ("POST", "/owa/service.svc?action=GetFolder", [], b"{}", 200, b"Success"),
         ("GET", "/ecp/", [], b"", 200, b"Exchange admin center"),
-        ("POST", "/EWS/Exchange.asmx", [("Content-Type", "text/xml")], b"<soap/>", 200, b"NoError"),
+        ("POST", "/EWS/Exchange.asmx", [("Content-Type", "text/xml")], SOAP, 200, b"NoError"),
         ("POST", "/Autodiscover/Autodiscover.xml", [], b"<Autodiscover/>", 200, b"EwsUrl"),
         ("GET", "/autodiscover/autodiscover.json?Protocol=EWS", [], b"", 200, b"Url"),
         ("OPTIONS", "/Microsoft-Server-ActiveSync", [], b"", 200, b""),
@@ -321,7 +322,7 @@ async def test_running_rejects_bad_arguments_by_name(kwargs: dict[str, Any], mat
 
 async def test_expect_100_continue_gets_100_before_the_body_is_sent(farm: casfarm.Farm) -> None:
     client = await _client(farm)
-    body = b"<soap/>" * 300
+    body = SOAP
     headers = [("Expect", "100-continue"), ("Content-Length", str(len(body)))]
     await client.send_request("POST", "/EWS/Exchange.asmx", headers, end=False)
     with trio.fail_after(10):  # a guard against a hang, not a timing: no 100 means no answer
@@ -338,7 +339,7 @@ async def test_expect_100_continue_gets_100_before_the_body_is_sent(farm: casfar
 async def test_answers_carry_iis_reason_phrases(farm: casfarm.Farm) -> None:
     client = await _client(farm)
     cases = [
-        ("POST", "/EWS/Exchange.asmx", 200, "OK"),
+        ("POST", "/EWS/Exchange.asmx", 500, "Internal Server Error"),  # b"x" is no SOAP
         ("GET", "/nothing/here", 404, "Not Found"),
         ("PUT", "/EWS/Exchange.asmx", 405, "Method Not Allowed"),
         ("POST", "/mapi/emsmdb/", 200, "OK"),  # streamed: chunked head

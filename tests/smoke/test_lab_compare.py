@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import casfarm
+from casfarm.ewsxml import SAMPLE_REQUEST as SOAP
 
 from lb.app import Balancer
 from tests.farmclient import https_client
@@ -31,7 +32,7 @@ async def ews_statuses(app: Balancer, farm: casfarm.Farm, frontend: str) -> Coun
         client = await https_client(host, port, ca_path=farm.ca_path,
                                     server_hostname=EWS_NAME[frontend])
         try:
-            response = await client.request("POST", "/EWS/Exchange.asmx", body=b"<soap/>")
+            response = await client.request("POST", "/EWS/Exchange.asmx", body=SOAP)
         finally:
             await client.aclose()
         seen[response.status] += 1
