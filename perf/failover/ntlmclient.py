@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import h11
 import spnego
 import trio
+from casfarm.ewsxml import SAMPLE_REQUEST
 
 from perf.failover.connect import ClientError, Endpoint, map_os_error, open_stream
 from perf.failover.http import HttpConnection, exchange, header
@@ -38,7 +39,7 @@ USER = "LAB\\alice"
 PASSWORD = "Passw0rd"  # casfarm's lab user (casfarm.auth.LAB_USERS)
 EWS = "/EWS/Exchange.asmx"
 SOAP_HEADERS = (("Content-Type", "text/xml; charset=utf-8"),)
-SOAP = b'<?xml version="1.0"?><soap:Envelope><soap:Body><GetFolder/></soap:Body></soap:Envelope>'
+SOAP = SAMPLE_REQUEST  # a whole GetFolder: casfarm answers anything less with a SOAP fault
 STALE = frozenset({"reset", "eof"})
 
 

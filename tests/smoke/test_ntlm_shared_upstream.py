@@ -30,13 +30,12 @@ import pytest
 import spnego
 import trio
 
-from tests.authclients import PASSWORD
+from tests.authclients import PASSWORD, SOAP
 from tests.farmclient import HttpClient, Response, https_client
 from tests.smoke.test_app_l7 import NAMESPACE, balancer, farm_config, wait_for
 
 pytestmark = pytest.mark.smoke
 EWS = "/EWS/Exchange.asmx"
-SOAP = b"<soap/>"
 
 
 def _nginx() -> str:
