@@ -1,12 +1,14 @@
 """Where an L4 new connection's CPU goes: perf.l4bench's rate load through one `caslb run`.
 
 `python -m perf.l4profile [--seconds S]` starts the l4bench backend and caslb (the
-same config), then runs the 16-thread new-connections client three times: once
-plain (CPU per connection from /proc), once under `strace -c -f` (syscalls per
-connection) and once with cProfile on (Python calls per connection, the trio
-tasks, nurseries and cancel scopes each one makes, and the top functions by own
-time). The figures are what docs/benchmarks.md's "L4 CPU per new connection"
-cites; a profiler slows caslb, so only the plain round's CPU is a cost figure.
+same config), then runs the 16-thread new-connections client four times: plain
+(CPU per connection from /proc, user and system apart), under `strace -c -f`
+(syscalls per connection), under py-spy with native frames when it is installed
+(leaf functions and caslb frames), and with cProfile on (Python calls per
+connection, the trio tasks, nurseries and cancel scopes each one makes, the own
+time per package and the top functions). docs/benchmarks.md's "L4 CPU per new
+connection" cites them; a profiler slows caslb, so only the plain round's CPU is
+a cost figure.
 """
 
 from __future__ import annotations
