@@ -278,8 +278,10 @@ def accept_queued(listener: trio.abc.Listener[Any]) -> trio.abc.Stream | None:
 def _accept_from_backlog(sock: trio.socket.SocketType) -> trio.SocketStream | None:
     # trio's own accept always ends in a checkpoint; the stdlib call on the
     # same non-blocking fd does not. The borrowed socket object is detached so
-    # that it never closes the listener's fd.
-    raw = socket.socket(fileno=sock.fileno())
+    # that it never closes the listener's fd. Family, type and protocol are
+    # given so that the stdlib does not ask the kernel for them (getsockname and
+    # two getsockopt calls per try, most tries finding the backlog empty).
+    raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
     try:
         conn, _ = raw.accept()
     except (BlockingIOError, InterruptedError):

@@ -17,6 +17,7 @@ the supervisor starts each of them; it is not meant to be typed.
 from __future__ import annotations
 
 import enum
+import gc
 import logging
 import os
 import signal
@@ -187,6 +188,11 @@ def start(main: Callable[..., Awaitable[object]], *args: object) -> int:
         The exit status: 0, 1 when an address cannot be bound or a file read, 2
         for a setting a frontend refused (e.g. a certificate that does not load).
     """
+    # What is alive now (modules, the loaded config) lives as long as the process.
+    # Frozen, the cyclic collector stops walking it on every full collection:
+    # py-spy put gc at 7.5 % of an L4 new-connection load before, 2.4 % after.
+    gc.collect()
+    gc.freeze()
     try:
         run_or_exit(main, *args)
     except typer.Exit as exc:
