@@ -44,7 +44,7 @@ class HttpFrontendSettings:
     handshake_timeout: float = 10.0
     default_idle_timeout: float = 300.0
     max_connections: int = 10_000
-    receive_size: int = 64 * 1024
+    receive_size: int = 256 * 1024
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:

@@ -83,3 +83,43 @@ async def test_event_now_answers_need_data_rather_than_wait() -> None:
         response = await io.event_now()
         assert isinstance(response, h11.Response)
         assert response.status_code == 200
+
+
+
+async def _body_chunks(io: H11Stream) -> list[int]:
+    """The sizes of one request's body events, then a 204 so the next cycle starts."""
+    sizes = []
+    assert isinstance(await io.next_event(), h11.Request)
+    while isinstance(event := await io.next_event(), h11.Data):
+        sizes.append(len(event.data))
+    assert isinstance(event, h11.EndOfMessage)
+    io.conn.send(h11.Response(status_code=204, headers=[]))
+    io.conn.send(h11.EndOfMessage())
+    io.conn.start_next_cycle()
+    return sizes
+
+
+def _post(size: int) -> bytes:
+    head = f"POST /ews/ HTTP/1.1\r\nHost: mail.contoso.com\r\nContent-Length: {size}\r\n\r\n"
+    return head.encode() + b"x" * size
+
+
+async def test_a_bulk_body_is_read_in_growing_reads_and_a_small_one_in_a_first_size_read(
+) -> None:
+    # the TLS path (a stream, not a socket): every byte is there before the first read
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    io = H11Stream(receive, h11.Connection(h11.SERVER), receive_size=256 * 1024)
+    mib = 1024 * 1024
+    await send.send_all(_post(mib))
+    first = await _body_chunks(io)
+    assert sum(first) == mib
+    # reads of 64 KiB, 128 KiB, then 256 KiB: 6 events where a fixed 64 KiB made 16
+    assert len(first) <= 6
+    assert max(first) == 256 * 1024
+    await send.send_all(_post(100))
+    assert await _body_chunks(io) == [100]
+    # the small request's short read brought the read size back to the first size
+    await send.send_all(_post(mib))
+    again = await _body_chunks(io)
+    assert sum(again) == mib
+    assert again[0] <= 64 * 1024
