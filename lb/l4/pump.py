@@ -316,9 +316,10 @@ async def _copy_until_bulk(
     unyielded = 0  # rounds since the last trio checkpoint
     while True:
         flow.at = flow.src
-        try:
-            data = os.read(src_fd, COPY_CHUNK)
-        except BlockingIOError:
+        data = _read_now(src_fd)
+        if data is None:
+            # waited outside the except block: awaiting inside it would keep the
+            # BlockingIOError and its traceback alive as long as the flow is idle
             unyielded = 0
             await trio.lowlevel.wait_readable(src_fd)
             continue
@@ -338,13 +339,23 @@ async def _copy_until_bulk(
             await trio.lowlevel.checkpoint()
 
 
+def _read_now(fd: int) -> bytes | None:
+    """What the fd holds now (b"" at EOF), or None when a read would block."""
+    try:
+        return os.read(fd, COPY_CHUNK)
+    except BlockingIOError:
+        return None
+
+
 async def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view) :]
+            continue
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
+            pass
+        await trio.lowlevel.wait_writable(fd)  # outside the except, as in _copy_until_bulk
 
 
 async def _splice_loop(
