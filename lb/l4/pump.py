@@ -316,10 +316,11 @@ async def _copy_until_bulk(
     unyielded = 0  # rounds since the last trio checkpoint
     while True:
         flow.at = flow.src
-        data = _read_now(src_fd)
+        try:
+            data: bytes | None = os.read(src_fd, COPY_CHUNK)
+        except BlockingIOError:
+            data = None  # waited below: awaiting in here keeps the exception alive while idle
         if data is None:
-            # waited outside the except block: awaiting inside it would keep the
-            # BlockingIOError and its traceback alive as long as the flow is idle
             unyielded = 0
             await trio.lowlevel.wait_readable(src_fd)
             continue
@@ -339,14 +340,6 @@ async def _copy_until_bulk(
             await trio.lowlevel.checkpoint()
 
 
-def _read_now(fd: int) -> bytes | None:
-    """What the fd holds now (b"" at EOF), or None when a read would block."""
-    try:
-        return os.read(fd, COPY_CHUNK)
-    except BlockingIOError:
-        return None
-
-
 async def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -355,7 +348,7 @@ async def _write_all(fd: int, data: bytes) -> None:
             continue
         except BlockingIOError:
             pass
-        await trio.lowlevel.wait_writable(fd)  # outside the except, as in _copy_until_bulk
+        await trio.lowlevel.wait_writable(fd)  # not in the except, as in _copy_until_bulk
 
 
 async def _splice_loop(
