@@ -110,14 +110,19 @@ async def _open_many(port: int, count: int, clients: list[trio.SocketStream]) ->
                 raise RuntimeError("connection through the balancer got no greeting")
 
 
+async def prepare(count: int) -> tuple[list[trio.SocketListener], int, int]:
+    """Raise the fd limit for `count` proxied connections; the sink's listeners, its
+    port and a free port for the balancer's frontend."""
+    raise_nofile(2 * (count + WARMUP) + 1000)
+    back_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    return back_listeners, back_listeners[0].socket.getsockname()[1], free_port()
+
+
 async def measure(name: str, count: int) -> str:
     """Open `count` idle connections through one design and report RSS per connection."""
-    raise_nofile(2 * (count + WARMUP) + 1000)
+    back_listeners, back, front = await prepare(count)
     clients: list[trio.SocketStream] = []
     held: list[trio.SocketStream] = []
-    back_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    back = back_listeners[0].socket.getsockname()[1]
-    front = free_port()
     with TemporaryDirectory(prefix="caslb-idle-") as tmp:
         async with IDLE_DESIGNS[name](front, back, count, Path(tmp)) as proc:
             try:

@@ -317,8 +317,10 @@ async def _copy_until_bulk(
     while True:
         flow.at = flow.src
         try:
-            data = os.read(src_fd, COPY_CHUNK)
+            data: bytes | None = os.read(src_fd, COPY_CHUNK)
         except BlockingIOError:
+            data = None  # waited below: awaiting in here keeps the exception alive while idle
+        if data is None:
             unyielded = 0
             await trio.lowlevel.wait_readable(src_fd)
             continue
@@ -343,8 +345,10 @@ async def _write_all(fd: int, data: bytes) -> None:
     while view:
         try:
             view = view[os.write(fd, view) :]
+            continue
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
+            pass
+        await trio.lowlevel.wait_writable(fd)  # not in the except, as in _copy_until_bulk
 
 
 async def _splice_loop(

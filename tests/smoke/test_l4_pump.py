@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import socket
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 
 from lb.l4.pump import Mode, RelayResult, Side, close_after, relay, reset
 
@@ -181,3 +183,23 @@ async def receive_until_error(stream: trio.abc.ReceiveStream) -> int:
     except trio.BrokenResourceError:
         pass
     return total
+
+
+def _live(kind: type) -> int:
+    gc.collect()
+    return sum(isinstance(o, kind) for o in gc.get_objects())
+
+
+async def test_an_idle_relayed_connection_holds_no_exception() -> None:
+    # Waiting inside `except BlockingIOError:` keeps the exception and its
+    # traceback alive for as long as a flow is idle: over 1 KiB a connection.
+    before = _live(BlockingIOError)
+    async with relayed() as (client, server, results, nursery):
+        await client.send_all(b"hello")
+        assert await server.receive_some(16) == b"hello"
+        await server.send_all(b"*")
+        assert await client.receive_some(16) == b"*"
+        await trio.testing.wait_all_tasks_blocked()  # both flows parked on an empty source
+        assert _live(BlockingIOError) == before
+        nursery.cancel_scope.cancel()
+    assert not results
