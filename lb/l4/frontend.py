@@ -50,10 +50,11 @@ from lb import proxy_protocol
 from lb.boundary import log_internal_error
 from lb.dial import Peer, dial_for
 from lb.l4 import events as connlog
+from lb.l4.closing import close, close_after, reset
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.events import ConnectionRecord, L4Events
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
-from lb.l4.pump import PEER_ERRORS, IdleTimer, close, close_after, reset
+from lb.l4.pump import PEER_ERRORS, IdleTimer
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from lb.pool import Member, Pool

@@ -28,7 +28,6 @@ import enum
 import fcntl
 import os
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,7 +40,6 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _CAN_SPLICE = hasattr(os, "splice")
-_LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 # Errors that mean "this end is gone", as opposed to a bug in the relay.
 PEER_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -393,40 +391,3 @@ def _try_splice(src_fd: int, dst_fd: int, count: int) -> int:
         return os.splice(src_fd, dst_fd, count, flags=_SPLICE_FLAGS)
     except (BlockingIOError, InterruptedError):
         return -1
-
-
-async def reset(stream: trio.abc.Stream) -> None:
-    """Close a stream abortively: an RST for sockets, so the peer sees a failure."""
-    if isinstance(stream, trio.SocketStream):
-        with contextlib.suppress(OSError):
-            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    await close(stream)
-
-
-async def close(stream: trio.abc.Stream) -> None:
-    """Close a stream now, without waiting on the peer (like trio.aclose_forcefully).
-
-    A socket stream is closed synchronously: `SocketStream.aclose` does nothing
-    more, and skipping the cancel scope and checkpoint matters when thousands of
-    connections close per second. This also never raises Cancelled, so it is
-    safe in `finally` blocks of cancelled tasks.
-    """
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()
-    else:
-        await trio.aclose_forcefully(stream)
-
-
-async def close_after(
-    result: RelayResult, client: trio.abc.Stream, server: trio.abc.Stream
-) -> None:
-    """Close both ends the way the relay ended: a failure on one side resets the other.
-
-    Passing a reset on (instead of a clean FIN) keeps a truncated transfer from
-    looking complete to the peer that is still there.
-    """
-    for side, stream in ((Side.CLIENT, client), (Side.SERVER, server)):
-        if result.failed is None or result.failed is side:
-            await close(stream)
-        else:
-            await reset(stream)

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from lb.l4.pump import Mode, RelayResult, Side, close_after, relay, reset
+from lb.l4.closing import close_after, reset
+from lb.l4.pump import Mode, RelayResult, Side, relay
 
 MB = 1 << 20
 

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from lb.app import Balancer
-from lb.l4.pump import reset
+from lb.l4.closing import reset
 from tests.farmclient import HttpClient
 from tests.smoke.test_app_l7 import serving
 
