@@ -14,16 +14,15 @@ Theory of operation, per accepted connection:
    then one-label wildcard "*.example.com"); anything else goes to the default
    route, and with no default the client is reset. The bytes read are not lost:
    they become the start of the first flight.
-3. Attempts: pick a server (by the pool's retry policy: one not tried yet, or
-   the one that just failed), lease it, connect under the pool's
-   connect timeout, send the PROXY header if asked, replay the first flight and
+3. Attempts: pick a server (by the pool's retry policy: one not tried yet, or the
+   one that just failed), lease it, connect under the pool's connect timeout,
+   send the PROXY header if asked, replay the first flight and
    wait for the server's first bytes (lb/l4/first_response.py). A refused,
    reset or timed-out connect, a server that closes or resets first, and a
    server silent past the first-response timeout are reported to passive
-   detection and the next attempt made, at most 1 + retries in all (one with
-   retries off).
-   If the pool cancels the lease before the server answered (DOWN, MAINT), the
-   attempt is dropped and the next server tried, without a report.
+   detection and the next attempt made, at most 1 + retries (one with retries off).
+   A lease the pool cancels before the server answered (DOWN, MAINT) drops the
+   attempt; the next server is tried, without a report.
 4. Relay: once the server answered, its first bytes go to the client and the
    pump takes over (splice for socket pairs). From here there is no replay.
    When the lease scope is cancelled (reset on DOWN) or hits its deadline
