@@ -16,10 +16,11 @@ answer) lb.l7.policy's.
 Failures (retried where the pool's retry policy says, lb.retry): a connect
 failure is retried (nothing was sent); an idempotent request without a body
 whose upstream fails before any response byte is replayed once (on the same
-server, unblamed, when it was a kept connection the server had just closed). Otherwise the
-client gets 502 (504 on a response timeout) if no response byte reached it
-yet, else the connection is cut. Every attempt's outcome feeds passive health
-and the pool's outlier detector; an ejected server is excluded from picks.
+server, unblamed, when it was a kept connection the server had just closed).
+Otherwise the client gets 502 (504 on a response timeout) if no response byte
+reached it yet, else the connection is cut. Every attempt's outcome feeds
+passive health and the pool's outlier detector; an ejected server is excluded
+from picks.
 """
 
 from __future__ import annotations
