@@ -15,10 +15,13 @@ import dataclasses
 import datetime
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import trio
 import typer
+
+if TYPE_CHECKING:
+    from perf.failover.settings import RunSettings
 
 app = typer.Typer(
     name="perf",
@@ -82,18 +85,21 @@ def failover(
     health_cache_delay: Annotated[float, typer.Option(
         min=0, max=15, help="Seconds before the farm shows a component change (Exchange: <= 15).",
     )] = 0.0,
+    new_connections: Annotated[float | None, typer.Option(
+        min=0, help="Fresh TLS connections per second, one OWA GET each (default: the mix's 40).",
+    )] = None,
 ) -> None:
     """Run the failover matrix and write results.json, results.md and SVG timelines.
 
     Example: python -m perf failover --quick --designs dns-rr --faults crash --out /tmp/fo
+    (`--new-connections 160` for the warm-up runs of docs/benchmarks.md)
     """
     from perf.failover.designs import DESIGNS
     from perf.failover.faults import fault_plans
     from perf.failover.report import write_run
     from perf.failover.runner import run_matrix
-    from perf.failover.settings import FULL, QUICK
 
-    settings = dataclasses.replace(QUICK if quick else FULL, health_cache_delay=health_cache_delay)
+    settings = run_settings(quick, health_cache_delay, new_connections)
     plans = fault_plans(settings.slow_seconds)
     design_names = _split(designs, dict(DESIGNS), "design") or (
         [d for d in QUICK_DESIGNS if d in DESIGNS] if quick else list(DESIGNS)
@@ -115,6 +121,19 @@ def failover(
     write_run(out_dir, records, described, _preamble(quick, described))
     typer.echo((out_dir / "results.md").read_text())
     typer.echo(f"results in {out_dir}")
+
+
+def run_settings(
+    quick: bool, health_cache_delay: float, new_connections: float | None
+) -> RunSettings:
+    """The failover run's settings: the quick or full ones with the options applied."""
+    from perf.failover.settings import FULL, QUICK
+
+    settings = dataclasses.replace(QUICK if quick else FULL, health_cache_delay=health_cache_delay)
+    if new_connections is None:
+        return settings
+    mix = dataclasses.replace(settings.mix, new_connections_per_second=new_connections)
+    return dataclasses.replace(settings, mix=mix)
 
 
 def _preamble(quick: bool, settings: dict[str, object]) -> str:
