@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -22,6 +23,17 @@ async def open_plain(member: Member, timeout: float, dial: Dial = DIRECT) -> tri
     return await open_tcp(member.host, member.port, dial)
 
 
+# An admin reading "connect error" has to guess; these name the usual causes:
+# a local firewall or a transparent pool without CAP_NET_ADMIN (EPERM/EACCES),
+# and a route that is gone.
+_ERRNO_REASONS = {
+    errno.EPERM: "denied",
+    errno.EACCES: "denied",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.ENETUNREACH: "unreachable",
+}
+
+
 def failure_reason(exc: BaseException) -> str:
     """A short, stable name for why an upstream attempt failed (a log and report reason)."""
     if isinstance(exc, TimeoutError | trio.TooSlowError):
@@ -30,4 +42,6 @@ def failure_reason(exc: BaseException) -> str:
         return "refused"
     if isinstance(exc, ConnectionResetError | trio.BrokenResourceError):
         return "reset"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_REASONS:
+        return _ERRNO_REASONS[exc.errno]
     return "error"

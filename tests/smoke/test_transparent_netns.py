@@ -204,5 +204,5 @@ def test_without_the_capabilities_a_transparent_connect_fails_as_a_dead_server(
     assert l4.returncode != 0 and l4.stdout.decode() == " 000", l4  # reset, nothing relayed
     assert l7.returncode == 0 and l7.stdout.decode().endswith(" 503"), l7
     log = rig.unprivileged_log.read_text()
-    assert "l4-transparent-v4/cas1-v4: connect error" in log, log
+    assert "l4-transparent-v4/cas1-v4: connect denied" in log, log
     assert "connect to cas1-v4 failed: cas1-v4: [Errno 1] Operation not permitted" in log, log
