@@ -38,11 +38,9 @@ from lb.cli._config import load_or_exit
 from lb.cli._startup import run_or_exit
 from lb.cli.check import exit_on_file_errors, file_errors
 from lb.config import Config, ConfigError, load
+from lb.config.model import ADMIN_LISTENER
 
 log = logging.getLogger("caslb.run")
-
-# The listener name of the admin API, for socket activation's LISTEN_FDNAMES.
-ADMIN = "admin"
 
 
 async def apply_reload(balancer: Balancer, path: Path) -> None:
@@ -91,7 +89,7 @@ async def run_until_signalled(
     hears of each step (lb/sdnotify.py)."""
     given = {name: [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
              for name, socks in (passed or {}).items()}
-    admin = given.pop(ADMIN, None)
+    admin = given.pop(ADMIN_LISTENER, None)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             balancer: Balancer = await nursery.start(
@@ -167,7 +165,7 @@ def adopt_or_exit(config: Config, *, workers: bool) -> dict[str, list[socket.soc
     """The sockets systemd passed (lb/activation.py), by listener; a socket for none of
     `config`'s listeners, or passed to `--workers`, ends the command with status 2."""
     listeners = {fe.name: (fe.host, fe.port) for fe in config.frontends}
-    listeners[ADMIN] = (config.admin.host, config.admin.port)
+    listeners[ADMIN_LISTENER] = (config.admin.host, config.admin.port)
     try:
         passed = activation.assign(activation.passed_sockets(), listeners)
         if passed and workers:

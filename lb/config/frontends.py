@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lb.config.model import CertConfig, FrontendConfig, Mode, PoolConfig
+from lb.config.model import ADMIN_LISTENER, CertConfig, FrontendConfig, Mode, PoolConfig
 from lb.config.reader import Errors, Table, join, read_bind, resolve_file, show
 
 # Keys that only some modes use.
@@ -108,6 +108,9 @@ def _read_certs(table: Table, base_dir: Path | None) -> tuple[CertConfig, ...]:
 def read_frontend(name: str, table: Table, base_dir: Path | None) -> FrontendConfig | None:
     """One `[frontends.NAME]` table; None when it has errors (recorded)."""
     before = len(table.errors)
+    if name == ADMIN_LISTENER:
+        table.error(None, f'"{ADMIN_LISTENER}" names the admin API\'s listener; '
+                          "give the frontend another name")
     bind = read_bind(table, "bind", None)
     mode = table.choice("mode", Mode, None)
     if mode is None and not table.has("mode"):

@@ -233,6 +233,11 @@ class FrontendConfig:
         return tuple(dict.fromkeys(n for n in names if n is not None))
 
 
+ADMIN_LISTENER = "admin"
+"""The admin API's listener name (socket activation's FileDescriptorName), so no
+frontend may take it."""
+
+
 @dataclass(frozen=True)
 class AdminConfig:
     """The admin API listener.

@@ -171,6 +171,19 @@ def test_every_error_is_reported_at_once_with_its_key_path() -> None:
     ]
 
 
+def test_a_frontend_may_not_take_the_admin_apis_listener_name() -> None:
+    errors = _errors("""
+        [frontends.admin]
+        bind = "127.0.0.1:8080"
+        mode = "tcp"
+        pool = "p"
+        [pools.p]
+        servers = [{ name = "a", address = "127.0.0.21:80" }]
+    """)
+    assert errors == [("frontends.admin",
+                       '"admin" names the admin API\'s listener; give the frontend another name')]
+
+
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         parse({"frontends": {}, "bogus": 1, "grace": "x"})
