@@ -171,19 +171,6 @@ def test_every_error_is_reported_at_once_with_its_key_path() -> None:
     ]
 
 
-def test_a_frontend_may_not_take_the_admin_apis_listener_name() -> None:
-    errors = _errors("""
-        [frontends.admin]
-        bind = "127.0.0.1:8080"
-        mode = "tcp"
-        pool = "p"
-        [pools.p]
-        servers = [{ name = "a", address = "127.0.0.21:80" }]
-    """)
-    assert errors == [("frontends.admin",
-                       '"admin" names the admin API\'s listener; give the frontend another name')]
-
-
 def test_config_error_message_lists_every_problem() -> None:
     with pytest.raises(ConfigError) as info:
         parse({"frontends": {}, "bogus": 1, "grace": "x"})
@@ -215,6 +202,8 @@ def test_config_error_message_lists_every_problem() -> None:
          "frontends.b.bind", "127.0.0.1:1 is already bound by frontends.a"),
         ('[frontends.a]\nbind = "127.0.0.1:1"\nmode = "tcp"\npool = "p"\n[pools.p.check]\n'
          'kind = "tcp"', "pools.p.servers", "is required"),
+        ('[frontends.admin]\nbind = "127.0.0.1:1"\nmode = "tcp"\npool = "p"', "frontends.admin",
+         '"admin" names the admin API\'s listener; give the frontend another name'),
         ('[admin]\nbind = "0.0.0.0:9090"', "admin.bind",
          "binding 0.0.0.0 off loopback requires admin.token"),
         ('[pools.q]\nservers = [{ name = "s", address = "h" }]', "pools.q.servers[0]",
