@@ -284,9 +284,9 @@ def matrix(
     if missing:
         typer.echo(f"perf matrix: missing {', '.join(missing)}", err=True)
         raise typer.Exit(1)
-    chosen = _split(proxies, dict.fromkeys(plans.L7_PROXIES), "proxy")
+    chosen = _split(proxies, dict.fromkeys(plans.PROXIES), "proxy")
     plan = plans.quick(seconds if seconds != 2.0 else 1.0) if quick else plans.full(
-        seconds, tuple(chosen) or plans.L7_PROXIES)
+        seconds, tuple(chosen) or plans.PROXIES)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out or Path("perf/results") / f"matrix-{'quick-' if quick else ''}{stamp}"
     with tempfile.TemporaryDirectory(prefix="caslb-matrix-") as tmp:

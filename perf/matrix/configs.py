@@ -141,9 +141,13 @@ backend origin
 """
 
 
-def haproxy_l4(ports: L4Ports) -> str:
-    """HAProxy mode tcp with its defaults, a tcp check on each server."""
+def haproxy_l4(ports: L4Ports, *, splice: bool = False) -> str:
+    """HAProxy mode tcp with its defaults, a tcp check on each server; with `splice`,
+    its best bulk configuration: splice(2) both ways through 1 MiB pipes."""
     out = _HAPROXY_HEAD.format(mode="tcp")
+    if splice:  # bulk rows only: fewer connections, so its pipes fit the descriptor limit
+        out = out.replace(f"maxconn {MAXCONN}", "maxconn 4000\n    tune.pipesize 1048576", 1)
+        out += "    option splice-auto\n"
     for name, port, target in (("bulk", ports.bulk, ports.iperf), ("hold", ports.hold,
                                                                    ports.origin)):
         out += f"listen {name}\n    bind {HOST}:{port}\n"

@@ -12,7 +12,13 @@ BODIES = {"100B": 100, "10KiB": 10 * 1024, "1MiB": 1024 * 1024}
 
 # the proxies an L7 row can go through, in the order of the tables
 L7_PROXIES = ("caslb", "caslb-2w", "haproxy", "nginx", "mitmproxy")
-L4_PROXIES = ("caslb", "caslb-2w", "haproxy", "nginx")
+# HAProxy's defaults, and its best bulk configuration (splice, 1 MiB pipes)
+L4_PROXIES = ("caslb", "caslb-2w", "haproxy", "haproxy-splice", "nginx")
+# wrk straight at the origin, at 1 connection: the latency each proxy adds is
+# read against it
+DIRECT = "direct"
+PROXIES = ("caslb", "caslb-2w", "haproxy", "haproxy-splice", "nginx", "mitmproxy", DIRECT)
+DIRECT_ROW_KEY = "l7 direct c1 100B plain ka"
 IDLE_PROXIES = ("caslb", "haproxy", "nginx")
 IDLE_LAYERS = ("l4", "l7", "l7-tls")
 BASELINE = "haproxy"  # every throughput ratio is against it, in the same run
@@ -66,7 +72,7 @@ class Plan:
     def proxies(self) -> tuple[str, ...]:
         """Every proxy the plan starts, in table order."""
         used = {r.proxy for r in (*self.l7, *self.l4)} | set(self.idle_proxies)
-        return tuple(p for p in L7_PROXIES if p in used)
+        return tuple(p for p in PROXIES if p in used)
 
 
 def l7_rows(
@@ -80,11 +86,17 @@ def l7_rows(
     )
 
 
-def full(seconds: float, proxies: tuple[str, ...] = L7_PROXIES) -> Plan:
+def _direct(proxies: tuple[str, ...]) -> tuple[L7Row, ...]:
+    return (L7Row(DIRECT, 1, "100B", False, True),) if DIRECT in proxies else ()
+
+
+def full(seconds: float, proxies: tuple[str, ...] = PROXIES) -> Plan:
     """The whole matrix of issue 12."""
+    through = tuple(p for p in proxies if p in L7_PROXIES)
     return Plan(
         seconds=seconds,
-        l7=l7_rows(proxies, (1, 16, 64, 256), tuple(BODIES), (False, True), (True, False)),
+        l7=l7_rows(through, (1, 16, 64, 256), tuple(BODIES), (False, True), (True, False))
+        + _direct(proxies),
         l4=tuple(L4Row(p, s) for p in L4_PROXIES if p in proxies for s in (1, 8)),
         idle_counts=(1000, 5000, 10000),
         idle_layers=IDLE_LAYERS,
@@ -93,12 +105,13 @@ def full(seconds: float, proxies: tuple[str, ...] = L7_PROXIES) -> Plan:
 
 
 def quick(seconds: float = 1.0) -> Plan:
-    """The smoke subset: caslb against HAProxy, one body, two connection counts."""
+    """The smoke subset: caslb against HAProxy, one body, two connection counts (and
+    the origin direct at one), and HAProxy's splice configuration at L4."""
     proxies = ("caslb", BASELINE)
     return Plan(
         seconds=seconds,
-        l7=l7_rows(proxies, (1, 16), ("100B",), (False,), (True,)),
-        l4=tuple(L4Row(p, 1) for p in proxies),
+        l7=l7_rows(proxies, (1, 16), ("100B",), (False,), (True,)) + _direct((DIRECT,)),
+        l4=tuple(L4Row(p, 1) for p in (*proxies, "haproxy-splice")),
         idle_counts=(100, 200),
         idle_layers=("l4", "l7"),
         idle_proxies=proxies,

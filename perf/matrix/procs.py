@@ -18,6 +18,7 @@ from pathlib import Path
 from perf import caslbrun, tools
 from perf.matrix import configs, peer
 from perf.matrix.configs import L4Ports, L7Ports
+from perf.matrix.plan import DIRECT
 from perf.net import free_port, wait_listening
 
 STARTED: list[int] = []
@@ -58,6 +59,7 @@ class Origin:
 
     http: int
     iperf: int
+    pid: int  # the origin nginx: wrk's "direct" rows read its CPU
 
 
 @contextlib.contextmanager
@@ -75,10 +77,10 @@ def origin(workdir: Path, bodies: dict[str, int]) -> Iterator[Origin]:
     nginx = tools.which("nginx") or "nginx"
     iperf3 = ["iperf3", "-s", "-B", configs.HOST, "-p", str(iperf)]
     with (
-        started([*pin(CLIENT_PIN), nginx, "-c", str(cfg)], workdir / "origin.log", [http]),
+        started([*pin(CLIENT_PIN), nginx, "-c", str(cfg)], workdir / "origin.log", [http]) as pid,
         started([*pin(CLIENT_PIN), *iperf3], workdir / "iperf3.log", [iperf]),
     ):
-        yield Origin(http, iperf)
+        yield Origin(http, iperf, pid)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Proxy:
 
 
 def _command(name: str, cfg: Path) -> list[str]:
-    if name == "haproxy":
+    if name.startswith("haproxy"):
         return [tools.which("haproxy") or "haproxy", "-db", "-f", str(cfg)]
     if name == "nginx":
         return [tools.which("nginx") or "nginx", "-c", str(cfg)]
@@ -119,7 +121,13 @@ def _proxy(name: str, cfg: Path, text: str, ports: L7Ports | L4Ports,
 
 @contextlib.contextmanager
 def l7_proxy(name: str, origin_: Origin, pem: Path, workdir: Path) -> Iterator[Proxy]:
-    """`name`'s L7 process: a plain and a TLS frontend in front of the origin."""
+    """`name`'s L7 process: a plain and a TLS frontend in front of the origin.
+
+    "direct" starts nothing: its rows go straight to the origin (plain only).
+    """
+    if name == DIRECT:
+        yield Proxy(name, origin_.pid, L7Ports(origin_.http, 0, origin_.http))
+        return
     ports = L7Ports(free_port(), free_port(), origin_.http, free_port())
     texts = {
         "caslb": lambda: (workdir / f"{name}-l7.toml", configs.caslb_l7(ports, pem)),
@@ -140,6 +148,8 @@ def l4_proxy(name: str, origin_: Origin, workdir: Path) -> Iterator[Proxy]:
     texts = {
         "caslb": lambda: (workdir / f"{name}-l4.toml", configs.caslb_l4(ports)),
         "haproxy": lambda: (workdir / "haproxy-l4.cfg", configs.haproxy_l4(ports)),
+        "haproxy-splice": lambda: (workdir / "haproxy-splice-l4.cfg",
+                                   configs.haproxy_l4(ports, splice=True)),
         "nginx": lambda: (workdir / "nginx-l4.conf", configs.nginx_l4(workdir, ports)),
     }
     cfg, text = texts["caslb" if name.startswith("caslb") else name]()

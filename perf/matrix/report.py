@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from perf.matrix.plan import BODIES, IDLE_LAYERS, L4_PROXIES, L7_PROXIES
+from perf.matrix.plan import BODIES, IDLE_LAYERS, PROXIES
 from perf.matrix.summary import summary
 from perf.matrix.svg import write_curves
 
@@ -74,7 +74,7 @@ def _l7(rows: list[dict[str, Any]]) -> list[str]:
                 f"{'keep-alive' if ka else 'new connection per request (Connection: close)'}",
                 "", "| body | conns | proxy | req/s | p50 ms | p99 ms | max ms | CPU µs/req "
                 "| vs HAProxy | errors | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in _order(group, L7_PROXIES):
+        for r in _order(group, PROXIES):
             out.append(
                 f"| {r['body']} | {r['connections']} | {r['proxy']} | {_num(r['throughput'])} "
                 f"| {_num(r['p50_ms'], 2)} | {_num(r['p99_ms'], 2)} "
@@ -89,7 +89,7 @@ def _l4(rows: list[dict[str, Any]]) -> list[str]:
     out = ["", "### L4 bulk (iperf3 through a tcp relay)", "",
            "| streams | proxy | Gbit/s | CPU ms/GB | vs HAProxy | load |",
            "|---|---|---|---|---|---|"]
-    for r in _order(rows, L4_PROXIES):
+    for r in _order(rows, PROXIES):
         out.append(f"| {r['streams']} | {r['proxy']} | {_num(r['throughput'], 2)} | {_cpu(r)} "
                    f"| {_ratio(r['ratio'])} | {r['load']:.1f} |")
     return out
@@ -104,7 +104,7 @@ def _idle(rows: list[dict[str, Any]]) -> list[str]:
            "| layer | proxy | connections | RSS MiB | KiB per connection | vs HAProxy |",
            "|---|---|---|---|---|---|"]
     points = sorted(((r, p) for r in rows for p in r["points"]), key=lambda rp: (
-        IDLE_LAYERS.index(rp[0]["layer"]), rp[1]["connections"], L7_PROXIES.index(rp[0]["proxy"])))
+        IDLE_LAYERS.index(rp[0]["layer"]), rp[1]["connections"], PROXIES.index(rp[0]["proxy"])))
     for r, p in points:
         theirs = base.get((r["layer"], p["connections"]))
         ratio = f"{p['kib_per_connection'] / theirs:.1f}×" if theirs else "–"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from perf.matrix.plan import L7_PROXIES
+from perf.matrix.plan import DIRECT_ROW_KEY, PROXIES
 
 Row = dict[str, Any]
 # (what, the key of the row with {proxy} in it, the figure shown)
@@ -48,16 +48,28 @@ def _idle_line(document: dict[str, Any], layer: str, label: str,
     return [f"memory per idle connection, {label}, at {count:,}: KiB", *cells]
 
 
+def _added_line(rows: dict[str, Row], proxies: list[str]) -> str:
+    """The p50 each proxy adds at 1 connection over wrk straight at the origin."""
+    direct = rows[DIRECT_ROW_KEY]["p50_ms"]
+    cells = []
+    for p in proxies:
+        row = rows.get(DIRECT_ROW_KEY.replace("direct", p))
+        cells.append("–" if row is None or p == "direct" else f"{row['p50_ms'] - direct:.3f}")
+    return "| … added p50 at 1 connection (over direct), ms | " + " | ".join(cells) + " |"
+
+
 def summary(document: dict[str, Any]) -> str:
     """A Markdown table: a figure per line, a proxy per column; rows the run lacks left out."""
     rows = {r["key"]: r for r in (*document["l7"], *document["l4"])}
-    proxies = [p for p in L7_PROXIES
+    proxies = [p for p in PROXIES
                if any(r["proxy"] == p for r in rows.values())]
     lines = ["| measure | " + " | ".join(proxies) + " |", "|---" * (len(proxies) + 1) + "|"]
     for what, key, show in L7_LINES:
         cells = [show(rows[key.format(p)]) if key.format(p) in rows else "–" for p in proxies]
         if any(c != "–" for c in cells):
             lines.append(f"| {what} | " + " | ".join(cells) + " |")
+        if key == DIRECT_ROW_KEY.replace("direct", "{}") and DIRECT_ROW_KEY in rows:
+            lines.append(_added_line(rows, proxies))
     for layer, label in IDLE_LINES:
         line = _idle_line(document, layer, label, proxies)
         if line:

@@ -14,7 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from perf.failover.svg import LEFT, PALETTE, RIGHT, WIDTH, legend, polyline
-from perf.matrix.plan import BODIES, L7_PROXIES
+from perf.matrix.plan import BODIES, PROXIES
 
 PANEL, GAP, TOP = 220, 60, 40
 HEIGHT = TOP + 2 * PANEL + GAP + 40
@@ -70,7 +70,7 @@ def _lines(series: dict[str, list[float | None]], x: Callable[[int], float],
 
 def _colour(proxy: str) -> str:
     # the same colour for a proxy in every plot
-    return PALETTE[L7_PROXIES.index(proxy) % len(PALETTE)]
+    return PALETTE[PROXIES.index(proxy) % len(PALETTE)]
 
 
 def _tick(v: float) -> str:
@@ -83,7 +83,7 @@ def _tick(v: float) -> str:
 def curve_svg(title: str, rows: list[dict[str, Any]]) -> str:
     """Requests/s (top) and p99 ms (bottom) against connections for the rows of one curve."""
     xs = sorted({r["connections"] for r in rows})
-    proxies = [p for p in L7_PROXIES if any(r["proxy"] == p for r in rows)]
+    proxies = [p for p in PROXIES if any(r["proxy"] == p for r in rows)]
     by = {(r["proxy"], r["connections"]): r for r in rows}
 
     def series(field: str) -> dict[str, list[float | None]]:

@@ -19,8 +19,9 @@ from perf.matrix.runner import missing_tools
 pytestmark = pytest.mark.smoke
 
 REPO = Path(__file__).resolve().parents[2]
-L7_KEYS = {f"l7 {p} c{c} 100B plain ka" for p in ("caslb", "haproxy") for c in (1, 16)}
-L4_KEYS = {"l4 caslb P1", "l4 haproxy P1"}
+L7_KEYS = {f"l7 {p} c{c} 100B plain ka" for p in ("caslb", "haproxy") for c in (1, 16)} | {
+    "l7 direct c1 100B plain ka"}
+L4_KEYS = {"l4 caslb P1", "l4 haproxy P1", "l4 haproxy-splice P1"}
 IDLE_KEYS = {f"idle {p} {layer}" for p in ("caslb", "haproxy") for layer in ("l4", "l7")}
 
 
@@ -69,6 +70,11 @@ def test_quick_matrix_measures_every_row_and_stops_every_process(tmp_path: Path)
         _, proxy, conns, body, *_ = key.split()
         assert f"| {body} | {conns[1:]} | {proxy} |" in table, table
     assert (out / "l7-100B-plain-keepalive.svg").read_text().startswith("<svg")
+    added = next(line for line in table.splitlines() if "added p50 at 1 connection" in line)
+    caslb_added = float(added.split("|")[2])
+    direct = l7["l7 direct c1 100B plain ka"]["p50_ms"]
+    assert caslb_added == pytest.approx(l7["l7 caslb c1 100B plain ka"]["p50_ms"] - direct,
+                                        abs=0.001), added
 
     assert document["pids"], "no process recorded"
     assert not [p for p in document["pids"] if _alive(p)], "processes left running"

@@ -42,10 +42,11 @@ def test_caslb_configs_load_with_the_ports_given(tmp_path: Path, pem: Path) -> N
 
 
 @pytest.mark.skipif(tools.which("haproxy") is None, reason="haproxy is not installed")
-@pytest.mark.parametrize("layer", ["l7", "l4"])
+@pytest.mark.parametrize("layer", ["l7", "l4", "l4-splice"])
 def test_haproxy_accepts_the_matrix_configs(tmp_path: Path, pem: Path, layer: str) -> None:
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(configs.haproxy_l7(L7, pem) if layer == "l7" else configs.haproxy_l4(L4))
+    cfg.write_text(configs.haproxy_l7(L7, pem) if layer == "l7" else
+                   configs.haproxy_l4(L4, splice=layer == "l4-splice"))
     done = subprocess.run([str(tools.which("haproxy")), "-c", "-f", str(cfg)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
