@@ -193,7 +193,7 @@ class TlsSessions:
 SESSIONS = TlsSessions()
 
 
-def _ssl_object(stream: trio.SSLStream[trio.abc.Stream]) -> ssl.SSLObject | None:
+def ssl_object(stream: trio.SSLStream[trio.abc.Stream]) -> ssl.SSLObject | None:
     # trio does not take a session to offer; its SSLObject is where the stdlib
     # takes one, and setting it before the handshake is the documented way.
     obj = getattr(stream, "_ssl_object", None)
@@ -249,7 +249,7 @@ class Session:
         )
         self._stream = tls
         key = (id(context), self.fqdn, self.host, self.port)
-        obj = _ssl_object(tls)
+        obj = ssl_object(tls)
         offered = SESSIONS.get(key)
         if obj is not None and offered is not None:
             obj.session = offered

@@ -39,6 +39,7 @@ from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial, open_tcp, socket_of
 from lb.l7.adapter import H11Stream
 from lb.l7.rebalance import RECHECK_EVERY
+from lb.l7.tlsresume import UpstreamSessions, session_key
 from lb.retry import RetryPolicy, RetryTo
 from lb.tls import FQDN_NAMES, UpstreamNames, certificate_matches
 from probes.local_resources import OncePerInterval, is_local_resource_error
@@ -177,13 +178,16 @@ class UpstreamSettings:
 
 
 def tcp_connector(tls: ssl.SSLContext | None, names: UpstreamNames = FQDN_NAMES) -> Connector:
-    """A connector over TCP (TCP_NODELAY, as trio sets by default), TLS-wrapped if `tls`.
+    """A connector over TCP (TCP_NODELAY, as trio sets by default), TLS-wrapped if `tls`
+    (resuming each server's last TLS session: lb/l7/tlsresume.py).
 
     With TLS, SNI and the verified name follow `names` (by default both the
     member's FQDN, checked by ssl itself; else checked here after the handshake,
     the context having `check_hostname` off). The dial's preamble (a PROXY
     header) goes before the ClientHello.
     """
+
+    sessions = UpstreamSessions()
 
     async def connect(member: Member, timeout: float, dial: Dial = DIRECT) -> trio.abc.Stream:
         with trio.move_on_after(timeout) as scope:
@@ -192,13 +196,17 @@ def tcp_connector(tls: ssl.SSLContext | None, names: UpstreamNames = FQDN_NAMES)
                 return tcp
             sni, verified = names.for_server(member.fqdn)
             stream = trio.SSLStream(tcp, tls, server_hostname=sni, https_compatible=True)
+            key = session_key(tls, sni, member.host, member.port)
+            offered = sessions.offer(stream, key)
             try:
                 await stream.do_handshake()
                 if tls.verify_mode is not ssl.CERT_NONE and not tls.check_hostname:
                     _check_name(stream, verified)
             except BaseException:
+                sessions.failed(key)
                 await trio.aclose_forcefully(stream)
                 raise
+            sessions.handshaken(stream, key, offered)
             return stream
         assert scope.cancelled_caught
         raise TimeoutError(f"connect timeout after {timeout:g}s")
