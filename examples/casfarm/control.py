@@ -77,6 +77,15 @@ def _clear(farm: Farm, body: dict[str, Any]) -> dict[str, object]:
     return {"ok": True, "server": farm.describe_server(server)}
 
 
+def _maintenance(farm: Farm, body: dict[str, Any]) -> dict[str, object]:
+    server = _field(body, "server", str, True)
+    action = _field(body, "action", str, True)
+    if action not in ("start", "end"):
+        raise _BadRequest(f"field 'action' must be 'start' or 'end', got {action!r}")
+    (farm.start_maintenance if action == "start" else farm.end_maintenance)(server)
+    return {"ok": True, "server": farm.describe_server(server)}
+
+
 def _reset_counts(farm: Farm, body: dict[str, Any]) -> dict[str, object]:
     farm.reset_counts()
     return {"ok": True}
@@ -86,6 +95,7 @@ _ACTIONS: dict[str, Callable[[Farm, dict[str, Any]], dict[str, object]]] = {
     "/api/set": _set,
     "/api/inject": _inject,
     "/api/clear": _clear,
+    "/api/maintenance": _maintenance,
     "/api/reset-counts": _reset_counts,
 }
 

@@ -330,6 +330,21 @@ def set_component(
 
 
 @farm_app.command()
+def maintenance(
+    server: Server,
+    action: Annotated[str, typer.Argument(help="start or end.")],
+    control: ControlUrl = DEFAULT_CONTROL_URL,
+) -> None:
+    """Put a farm server into maintenance, or take it out, in Microsoft's order.
+
+    start: HubTransport Draining, then ServerWideOffline Inactive (requester
+    Maintenance); end: the same reversed. Example: caslb farm maintenance cas1 start
+    """
+    answer = _call_or_exit(control, "/api/maintenance", {"server": server, "action": action})
+    typer.echo(describe_server(answer["server"]))
+
+
+@farm_app.command()
 def inject(
     server: Server,
     fault: Annotated[str, typer.Argument(help=", ".join(k.value for k in casfarm.FaultKind))],

@@ -265,3 +265,23 @@ async def test_cli_drains_hub_transport_and_smtp_refuses_new_mail(farm: casfarm.
         return code
 
     assert await trio.to_thread.run_sync(mail_from) == 452
+
+
+async def test_cli_maintenance_follows_microsofts_order_and_ends_it(farm: casfarm.Farm) -> None:
+    assert farm.control_url is not None
+    control = ["--control", farm.control_url]
+    result = await _cli("farm", "maintenance", "cas1", "start", *control)
+    assert result.exit_code == 0, result.output
+    assert "HubTransport=Draining" in result.output
+    assert "ServerWideOffline=Inactive" in result.output
+    assert await _health(farm, "cas1", "/owa") == "reset"
+    assert await _health(farm, "cas2", "/owa") == 200
+
+    result = await _cli("farm", "maintenance", "cas1", "end", *control)
+    assert result.exit_code == 0, result.output
+    assert "Inactive" not in result.output and "Draining" not in result.output
+    assert await _health(farm, "cas1", "/owa") == 200
+
+    result = await _cli("farm", "maintenance", "cas1", "pause", *control)
+    assert result.exit_code == 1
+    assert "'start' or 'end'" in result.output
