@@ -44,7 +44,8 @@ from lb.app import Balancer
 from lb.cli._app import app
 from lb.cli._config import load_or_exit
 from lb.cli._startup import taken_addresses
-from lb.cli.farm import READY, ControlApiError, call_control, farm_addresses
+from lb.cli.farm import READY, farm_addresses
+from lb.cli.farmcontrol import ControlApiError, call_control
 from lb.cli.run import run_until_signalled, start
 from lb.config import Config, FrontendConfig, Mode
 
