@@ -1,10 +1,11 @@
 """`python -m perf.idleprof [--connections N] [--mode l4|l7]`: what an idle connection holds.
 
 Theory of operation. The harness of `python -m perf idle` (a greeting sink, a
-warm-up batch, then N more connections), with `caslb run` started under
-`tracemalloc` by this same module (`python -m perf.idleprof --child CONFIG OUT`).
-A thread in the child waits for a request file, then writes what the process
-holds: Python objects by type (from `gc`) and traced bytes grouped two ways, by
+warm-up batch, then N more connections), with `caslb run` started by this same
+module (`python -m perf.idleprof --child CONFIG OUT`). A thread in the child
+waits for a request file, starts `tracemalloc` at the first one (after the
+warm-up, so start-up is not traced), then writes what the process holds: Python
+objects by type (from `gc`) and traced bytes grouped two ways, by
 the line that allocated them and by the innermost caslb (`lb/`) frame on the
 allocating stack. The driver asks once after the warm-up and once after the N
 connections, and prints the difference per connection beside the RSS growth.
@@ -17,7 +18,6 @@ send one GET (the sink answers 100 B, keep-alive) and then stay idle.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import json
 import sys
@@ -62,6 +62,11 @@ def _holdings() -> dict[str, dict[str, int]]:
 def _serve_requests(out: Path) -> None:
     while True:
         for req in sorted(out.glob("*.req")):
+            if not tracemalloc.is_tracing():
+                # Tracing starts at the first question, after the warm-up: what
+                # start-up allocated is not per connection, and tracing it made
+                # every snapshot walk (and the start itself) far slower.
+                tracemalloc.start(FRAMES)
             data = _holdings()
             req.with_suffix(".json").write_text(json.dumps(data))
             req.unlink()
@@ -69,9 +74,8 @@ def _serve_requests(out: Path) -> None:
 
 
 def _child(config: str, out: str) -> None:
-    from lb.cli import main  # imported before tracing starts: module code is not per connection
+    from lb.cli import main
 
-    tracemalloc.start(FRAMES)
     threading.Thread(target=_serve_requests, args=(Path(out),), daemon=True).start()
     sys.argv = ["caslb", "run", config]
     main()
@@ -147,10 +151,7 @@ async def profile(mode: str, count: int) -> list[str]:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sink, back_listeners, held)
-                    for _ in range(5):  # a traced start is slow
-                        with contextlib.suppress(trio.TooSlowError):
-                            await _wait_listening(front, proc)
-                            break
+                    await _wait_listening(front, proc)
                     await opener(front, WARMUP, clients)
                     rss0, before = rss_kib(proc.process.pid), await _ask(out, "before")
                     await opener(front, count, clients)
