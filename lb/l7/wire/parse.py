@@ -117,6 +117,8 @@ def framing_of(fields: Fields) -> tuple[Framing, Fields]:
     folded: Fields | None = None
     for index, (name, value) in enumerate(fields):
         if name not in _FRAMING_OR_CONNECTION:
+            if folded is not None:
+                folded.append((name, value))
             continue
         if name == b"host":
             hosts += 1
