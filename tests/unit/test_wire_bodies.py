@@ -164,3 +164,12 @@ def test_a_kept_alive_exchange_starts_the_next_cycle() -> None:
     assert conn.ready_for_next_cycle()
     conn.start_next_cycle()
     assert conn.our_state.value == conn.their_state.value == "idle"
+
+
+@pytest.mark.parametrize("pieces", [[b"5\r\nhelloXY0\r\n\r\n"], [b"5\r\nhello\r", b"X0\r\n\r\n"]])
+def test_chunk_data_must_be_followed_by_exactly_crlf(pieces: list[bytes]) -> None:
+    conn = _server(CHUNKED)
+    with pytest.raises(WireError, match="CRLF"):
+        for piece in pieces:
+            conn.receive_data(piece)
+            _events(conn)
