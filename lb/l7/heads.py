@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lb.l7.target import Refusal
-from lb.l7.wire.events import Fields, LocalWireError, Request, Response
+from lb.l7.wire.events import UNREAD, Fields, LocalWireError, Request, Response
 
 _VERSIONS = frozenset({b"1.0", b"1.1"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -88,9 +88,13 @@ def request_refusal(request: Request, limits: HeadLimits) -> Refusal | None:
 
 
 def forwarded_request(
-    method: bytes, target: bytes, fields: Fields, *, parsed: bool
+    method: bytes, target: bytes, fields: Fields, *, parsed: bool, length: int | None = UNREAD
 ) -> Request:
     """The request head to send upstream.
+
+    `length` is the framing the client's head declared (its `length`): the
+    forwarded fields keep its framing fields as they are (lb.l7.headers), so
+    they need not be read again.
 
     `parsed` says every field is one the codec parsed from the client's head
     (names lowercase, values validated) or one caslb derived from those and
@@ -105,7 +109,7 @@ def forwarded_request(
         for name, value in fields:
             if value and not valid_field_value(value):
                 raise LocalWireError(f"invalid value for {name.decode('ascii', 'replace')}")
-    return Request(method, target, fields)
+    return Request(method, target, fields, length=length)
 
 
 def valid_field_value(value: bytes) -> bool:

@@ -335,7 +335,8 @@ class ClientSession:
             if header_value(headers, b"host") is None:  # HTTP/1.0 without Host: name the server
                 sent = [(b"host", upstream.member.fqdn.encode("ascii", "replace")), *headers]
             ok = sent is headers and self.ip_ok  # else the Host caslb added is checked
-            head = forwarded_request(request.method, target.forward, sent, parsed=ok)
+            head = forwarded_request(request.method, target.forward, sent, parsed=ok,
+                                     length=request.length)
             relay = Relay(self.client, upstream, profile, self.limits)
             sent_at = trio.current_time()
             attempt = await relay.run(head, has_body)

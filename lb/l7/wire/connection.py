@@ -20,6 +20,7 @@ from lb.l7.wire.events import (
     IDLE,
     NEED_DATA,
     PAUSED,
+    UNREAD,
     ConnectionClosed,
     Data,
     EndOfMessage,
@@ -149,7 +150,7 @@ class WireConnection:
             self.keep_alive = False
         self._reader = _reader_for(framing.length or 0)
         self.their_state = BODY
-        return Request(method, target, fields, version)
+        return Request(method, target, fields, version, framing.length)
 
     def _response(self, end: int) -> Response:
         if self.request_method is None:
@@ -161,13 +162,16 @@ class WireConnection:
         if framing.close or version != b"1.1":
             self.keep_alive = False
         length = framing.length
+        head = Response(status, fields, reason, version, length)
+        if framing.close:
+            head.length = UNREAD  # were it sent on as it is, its close must be read again
         if status in (204, 304) or self.request_method == b"HEAD":
             length = 0
         elif length is None:
             length = TO_EOF
         self._reader = _reader_for(length)
         self.their_state = BODY
-        return Response(status, fields, reason, version)
+        return head
 
     # -- sending -----------------------------------------------------------------------
 
@@ -204,10 +208,13 @@ class WireConnection:
         raise LocalWireError(f"a {kind.__name__} cannot be sent in this role")
 
     def _send_request(self, request: Request) -> bytes:
-        framing, _ = framing_of(request.headers)
-        if framing.close:
-            self.keep_alive = False
-        length = framing.length or 0
+        length = request.length
+        if length == UNREAD:
+            framing, _ = framing_of(request.headers)
+            if framing.close:
+                self.keep_alive = False
+            length = framing.length
+        length = length or 0
         self._writer = write.ChunkedWriter() if length == CHUNKED else write.LengthWriter(length)
         self.request_method = request.method
         self.our_state = BODY

@@ -12,6 +12,9 @@ import enum
 
 Fields = list[tuple[bytes, bytes]]
 
+UNREAD = -3
+"""The `length` of a head caslb built: the writer reads its framing from its fields."""
+
 
 class Event:
     """Anything `WireConnection.next_event` returns that is not a sentinel."""
@@ -20,34 +23,45 @@ class Event:
 
 
 class Request(Event):
-    """A request head (the method as sent, the target as sent, the version "1.0" or "1.1")."""
+    """A request head (the method as sent, the target as sent, the version "1.0" or "1.1").
 
-    __slots__ = ("headers", "http_version", "method", "target")
+    `length` is the framing its fields declare, as the parser read it
+    (lb.l7.wire.parse: a Content-Length, CHUNKED, or None for neither), so
+    that a head forwarded with the same framing fields is not read twice;
+    UNREAD for a head whose fields the writer must read.
+    """
+
+    __slots__ = ("headers", "http_version", "length", "method", "target")
 
     def __init__(
-        self, method: bytes, target: bytes, headers: Fields, http_version: bytes = b"1.1"
+        self, method: bytes, target: bytes, headers: Fields, http_version: bytes = b"1.1",
+        length: int | None = UNREAD,
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.http_version = http_version
+        self.length = length
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.http_version.decode()}>"
 
 
 class Response(Event):
-    """A final response head (status 200..599)."""
+    """A final response head (status 200..599); `length` as for a Request, and a
+    parsed one says no `Connection: close` (the parser has taken that in)."""
 
-    __slots__ = ("headers", "http_version", "reason", "status_code")
+    __slots__ = ("headers", "http_version", "length", "reason", "status_code")
 
     def __init__(
-        self, status_code: int, headers: Fields, reason: bytes = b"", http_version: bytes = b"1.1"
+        self, status_code: int, headers: Fields, reason: bytes = b"", http_version: bytes = b"1.1",
+        length: int | None = UNREAD,
     ) -> None:
         self.status_code = status_code
         self.headers = headers
         self.reason = reason
         self.http_version = http_version
+        self.length = length
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.status_code}>"

@@ -125,10 +125,13 @@ def framing_of(fields: Fields) -> tuple[Framing, Fields]:
         elif name == b"connection":
             close = close or b"close" in _tokens(value)
         elif name == b"content-length":
-            this = _content_length(value)
+            if value.isdigit() and len(value) <= MAX_LENGTH_DIGITS:
+                this, canonical = int(value), value[:1] != b"0" or len(value) == 1
+            else:
+                this, canonical = _content_length(value), False
             if length is not None and this != length:
                 raise WireError("conflicting Content-Length fields")
-            if length is not None or value != b"%d" % this:
+            if length is not None or not canonical:
                 if folded is None:
                     folded = fields[:index]
                 if length is None:

@@ -10,7 +10,7 @@ response to HEAD keeps its head and gets no body.
 from __future__ import annotations
 
 from lb.l7.wire import write
-from lb.l7.wire.events import Fields, Response
+from lb.l7.wire.events import UNREAD, Fields, Response
 from lb.l7.wire.parse import CHUNKED, framing_of
 
 _LENGTH_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
@@ -28,11 +28,14 @@ def framed_response(
         keep_alive: the request let the connection go on.
     """
     fields = response.headers
-    framing, _ = framing_of(fields)
-    close = not keep_alive or framing.close
+    length, said_close = response.length, False
+    if length == UNREAD:
+        framing, _ = framing_of(fields)
+        length, said_close = framing.length, framing.close
+    close = not keep_alive or said_close
     status = response.status_code
     bodyless = status in (204, 304) or 100 <= status < 200
-    unknown = not bodyless and (framing.length is None or framing.length == CHUNKED)
+    unknown = not bodyless and (length is None or length == CHUNKED)
     writer: write.BodyWriter
     if unknown:
         fields = [f for f in fields if f[0] not in _LENGTH_FIELDS]
@@ -43,10 +46,10 @@ def framed_response(
             close = close or method != b"HEAD"
             writer = write.RawWriter()
     else:
-        writer = write.LengthWriter(0 if bodyless else framing.length or 0)
+        writer = write.LengthWriter(0 if bodyless else length or 0)
     if method == b"HEAD":
         writer = write.LengthWriter(0)
-    if close and not framing.close:
+    if close and not said_close:
         fields = [f for f in fields if f[0] != b"connection"]
         fields.append((b"connection", b"close"))
     return fields, writer, close
