@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from lb.l7.target import Refusal
 from lb.l7.wire.events import UNREAD, Fields, LocalWireError, Request, Response
+from lb.l7.wire.parse import CONTROL_CHARS
 
 _VERSIONS = frozenset({b"1.0", b"1.1"})
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # uri-host [":" port]: a reg-name (unreserved, sub-delims, pct-encoded) or an IP literal.
 _FIELD_VALUE = re.compile(rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*")  # as lb.l7.wire.parse reads
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
@@ -143,8 +143,8 @@ def _field_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
         return framing
     # One scan of every value at once (a tab, which joins them, is allowed);
     # the field is looked for only when there is something to name.
-    if _CONTROL.search(b"\t".join([value for _, value in fields])):
+    if CONTROL_CHARS.search(b"\t".join([value for _, value in fields])):
         for name, value in fields:
-            if _CONTROL.search(value):
+            if CONTROL_CHARS.search(value):
                 return f"a control character in {name.decode('ascii', 'replace')}"
     return None

@@ -99,6 +99,7 @@ def test_a_chunked_body_in_pieces_with_extensions_and_trailers() -> None:
         b"1" * 21 + b"\r\n",  # more than 20 hex digits
         b"0\r\nContent-Length: 5\r\n\r\n",  # framing in the trailers
         b"0\r\nX-A : b\r\n\r\n",  # a malformed trailer line
+        b"0\r\nX-A: a\x01b\r\n\r\n",  # a control character in a trailer
         b"0\r\n\n",  # a bare LF ends the last chunk
     ],
 )

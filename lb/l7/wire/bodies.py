@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from lb.l7.wire.events import Data, EndOfMessage, Event, WireError
-from lb.l7.wire.parse import head_end, parse_fields
+from lb.l7.wire.parse import CONTROL_CHARS, head_end, parse_fields
 
 MAX_CHUNK = 1 << 48
 """The largest chunk size accepted: no real body has a 256 TiB chunk, and a size
@@ -147,6 +147,8 @@ class ChunkedReader(BodyReader):
         trailers = parse_fields(buf, pos, end)
         if any(name in _NOT_TRAILERS for name, _ in trailers):
             raise WireError("a framing or routing field in the trailers")
+        if any(CONTROL_CHARS.search(value) for _, value in trailers):
+            raise WireError("a control character in a trailer field")  # as lb.l7.heads for heads
         return EndOfMessage(trailers), end
 
 

@@ -27,6 +27,8 @@ _STATUS_LINE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: ([^\x00\n\r\x0b\x
 _FIELD_LINE = re.compile(
     rb"^(" + _TOKEN + rb"):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*\r?\n", re.M
 )
+# Control characters a field value must not hold (RFC 9110 §5.5): HTAB is allowed.
+CONTROL_CHARS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A CR followed by anything but LF (one at the very end may be half of a CRLF in flight).
 _BARE_CR = re.compile(rb"\r(?=[^\n])")
 
