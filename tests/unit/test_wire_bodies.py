@@ -174,3 +174,57 @@ def test_chunk_data_must_be_followed_by_exactly_crlf(pieces: list[bytes]) -> Non
         for piece in pieces:
             conn.receive_data(piece)
             _events(conn)
+
+
+def _dripped(conn: WireConnection, raw: bytes) -> list[Event | Sentinel]:
+    """Feed `raw` a byte at a time (a slow or hostile peer), collecting the events."""
+    events: list[Event | Sentinel] = []
+    for index in range(len(raw)):
+        conn.receive_data(raw[index : index + 1])
+        events += [e for e in _events(conn) if e is not NEED_DATA]
+    return events
+
+
+def test_messages_that_arrive_a_byte_at_a_time_read_as_a_whole_and_as_bytes() -> None:
+    chunked = CHUNKED + b"5;x=y\r\nhello\r\n0\r\nX-Trail: 1\r\n\r\n"
+    counted = b"POST /b HTTP/1.1\r\nHost: m\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"
+    events = _dripped(WireConnection(server=True), chunked)
+    assert _body(events) == b"hello"
+    head, end = events[0], events[-1]
+    assert isinstance(head, Request) and head.headers[1] == (b"transfer-encoding", b"chunked")
+    assert isinstance(end, EndOfMessage) and end.headers == [(b"x-trail", b"1")]
+    conn = WireConnection(server=True)
+    events = _dripped(conn, counted)
+    assert isinstance(events[0], Request) and events[0].headers[2] == (b"x-a", b"b")
+    assert _body(events) == b"abc"
+    for event in events:
+        for value in (getattr(event, "data", b""), getattr(event, "target", b"")):
+            assert type(value) is bytes  # never a view of the buffer that grows
+        for name, value in getattr(event, "headers", []):
+            assert type(name) is bytes and type(value) is bytes
+
+
+def test_a_head_that_came_in_pieces_leaves_the_next_one_intact() -> None:
+    conn = WireConnection(server=True)
+    conn.receive_data(b"GET /a HTTP/1.1\r\nHo")
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"st: m\r\n\r\nGET /b HTTP/1.1\r\nHost: m\r")
+    first = conn.next_event()
+    assert isinstance(first, Request) and first.target == b"/a"
+    assert isinstance(conn.next_event(), EndOfMessage)
+    conn.send(Response(204, []))
+    conn.send(EndOfMessage())
+    conn.start_next_cycle()
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"\n\r\n")
+    second = conn.next_event()
+    assert isinstance(second, Request) and second.target == b"/b"
+
+
+def test_a_bare_cr_is_found_across_pieces() -> None:
+    conn = WireConnection(server=True)
+    conn.receive_data(b"GET / HTTP/1.1\r\nX: a\r")
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"b\r\n")
+    with pytest.raises(WireError, match="bare CR"):
+        conn.next_event()

@@ -1,8 +1,9 @@
 """Body readers: bytes of a message body in, Data and EndOfMessage out.
 
-Each reader takes the connection's buffer and the index where its unread
-bytes start, and returns an event (or None when it needs more bytes) and the
-new index. `closed` says the peer has sent EOF: a counted or chunked body cut
+Each reader takes the connection's buffer (bytes, or a bytearray while a line
+arrives in pieces) and the index where its unread bytes start, and returns
+an event (or None when it needs more bytes) and the new index; what it
+returns is always bytes. `closed` says the peer has sent EOF: a counted or chunked body cut
 short by it is an error, a to-EOF body ends there.
 """
 
@@ -21,6 +22,7 @@ near 2**64 overflows the integers of servers further down."""
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*\r\n")
 
 Read = tuple[Event | None, int]
+Buffer = bytes | bytearray
 
 
 class BodyReader:
@@ -28,13 +30,16 @@ class BodyReader:
 
     __slots__ = ()
 
-    def read(self, buf: bytes, pos: int, closed: bool) -> Read:
+    def read(self, buf: Buffer, pos: int, closed: bool) -> Read:
         """The next event from buf[pos:], and the index past what it used."""
         raise NotImplementedError
 
 
-def _take(buf: bytes, pos: int, most: int) -> bytes:
-    """buf[pos:pos + most] without a copy when that is all of `buf`."""
+def _take(buf: Buffer, pos: int, most: int) -> bytes:
+    """buf[pos:pos + most] as bytes, without a copy when that is all of a bytes `buf`."""
+    if type(buf) is bytearray:
+        return bytes(memoryview(buf)[pos : pos + most])
+    assert isinstance(buf, bytes)
     if pos == 0 and most >= len(buf):
         return buf
     return buf[pos : pos + most]
@@ -45,7 +50,7 @@ class NoBody(BodyReader):
 
     __slots__ = ()
 
-    def read(self, buf: bytes, pos: int, closed: bool) -> Read:
+    def read(self, buf: Buffer, pos: int, closed: bool) -> Read:
         return EndOfMessage(), pos
 
 
@@ -60,7 +65,7 @@ class LengthReader(BodyReader):
     def __init__(self, length: int) -> None:
         self.remaining = length
 
-    def read(self, buf: bytes, pos: int, closed: bool) -> Read:
+    def read(self, buf: Buffer, pos: int, closed: bool) -> Read:
         if self.remaining == 0:
             return EndOfMessage(), pos
         available = len(buf) - pos
@@ -78,7 +83,7 @@ class ToEofReader(BodyReader):
 
     __slots__ = ()
 
-    def read(self, buf: bytes, pos: int, closed: bool) -> Read:
+    def read(self, buf: Buffer, pos: int, closed: bool) -> Read:
         if pos < len(buf):
             data = _take(buf, pos, len(buf))
             return Data(data), pos + len(data)
@@ -89,14 +94,15 @@ class ChunkedReader(BodyReader):
     """A chunked body (RFC 9112 §7.1): chunk-size lines end in CRLF, every chunk's
     data is followed by exactly CRLF, and the trailer fields end at a blank line."""
 
-    __slots__ = ("_footer", "_in_chunk", "_last")
+    __slots__ = ("_footer", "_in_chunk", "_last", "_scanned")
 
     def __init__(self) -> None:
         self._in_chunk = 0  # data bytes of the current chunk still to come
         self._footer = b""  # what is still due of the CRLF after a chunk's data
         self._last = False  # the last (zero-size) chunk was read: trailers next
+        self._scanned = 0  # trailer bytes known not to hold their end (as for heads)
 
-    def read(self, buf: bytes, pos: int, closed: bool) -> Read:
+    def read(self, buf: Buffer, pos: int, closed: bool) -> Read:
         event, new = self._step(buf, pos)
         while event is None and new != pos:  # a footer or a size line used: go on
             pos = new
@@ -105,7 +111,7 @@ class ChunkedReader(BodyReader):
             raise WireError("peer closed in the middle of a chunked body")
         return event, new
 
-    def _step(self, buf: bytes, pos: int) -> Read:
+    def _step(self, buf: Buffer, pos: int) -> Read:
         if self._in_chunk:
             if pos == len(buf):
                 return None, pos
@@ -134,17 +140,18 @@ class ChunkedReader(BodyReader):
         self._last = size == 0
         return None, line.end()
 
-    def _trailers(self, buf: bytes, pos: int) -> Read:
+    def _trailers(self, buf: Buffer, pos: int) -> Read:
         if buf.startswith(b"\r\n", pos):
             return EndOfMessage(), pos + 2
         if len(buf) - pos < 2:
             if buf.startswith(b"\n", pos):
                 raise WireError("bare LF after the last chunk")
             return None, pos
-        end = head_end(buf, pos)
+        end = head_end(buf, pos, self._scanned)
         if end < 0:
+            self._scanned = len(buf) - pos
             return None, pos
-        trailers = parse_fields(buf, pos, end)
+        trailers = parse_fields(bytes(buf[pos:end]), 0, end - pos)
         if any(name in _NOT_TRAILERS for name, _ in trailers):
             raise WireError("a framing or routing field in the trailers")
         if any(CONTROL_CHARS.search(value) for _, value in trailers):

@@ -63,8 +63,12 @@ class WireConnection:
         self.keep_alive = True
         self.request_method: bytes | None = None  # this cycle's (HEAD has no response body)
         self.client_version: bytes | None = None  # server role: the request's version
-        self._buf = b""
+        # What was received and not yet used, from `_pos`: the bytes of the last
+        # read as they are when it brought whole messages, a bytearray that
+        # grows in place while a head (or a chunk line) arrives in pieces.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
+        self._scanned = 0  # bytes from `_pos` known not to hold the head's end
         self._closed = False  # the peer sent EOF
         self._reader: BodyReader = NO_BODY
         self._writer: write.BodyWriter = write.LengthWriter(0)
@@ -79,12 +83,17 @@ class WireConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes from the peer; b"" is its EOF."""
+        buf = self._buf
         if not data:
             self._closed = True
-        elif self._pos >= len(self._buf):
-            self._buf, self._pos = data, 0
+        elif self._pos >= len(buf):
+            self._buf, self._pos, self._scanned = data, 0, 0
+        elif self._pos == 0 and type(buf) is bytearray:
+            buf += data
         else:
-            self._buf, self._pos = self._buf[self._pos :] + data, 0
+            grown = bytearray(memoryview(buf)[self._pos :])
+            grown += data
+            self._buf, self._pos = grown, 0
 
     def buffered(self) -> int:
         """Bytes received and not yet turned into events."""
@@ -129,18 +138,26 @@ class WireConnection:
         if state is IDLE:
             if self._pos == len(self._buf):
                 return ConnectionClosed() if self._closed else None
-            end = head_end(self._buf, self._pos)
+            end = head_end(self._buf, self._pos, self._scanned)
             if end < 0:
+                self._scanned = len(self._buf) - self._pos
                 return None
             head = self._request(end) if self.server else self._response(end)
-            self._pos = end
+            self._pos, self._scanned = end, 0
             return head
         if self._pos < len(self._buf):
             return PAUSED
         return ConnectionClosed() if self._closed else None
 
+    def _head(self, end: int) -> tuple[bytes, int, int]:
+        """The buffer, start and end to parse the head in buf[_pos:end] from, as bytes."""
+        if type(self._buf) is bytearray:  # it came in pieces: one copy, of the head only
+            return bytes(memoryview(self._buf)[self._pos : end]), 0, end - self._pos
+        assert isinstance(self._buf, bytes)
+        return self._buf, self._pos, end
+
     def _request(self, end: int) -> Request:
-        method, target, version, fields = parse_request_head(self._buf, self._pos, end)
+        method, target, version, fields = parse_request_head(*self._head(end))
         framing, fields = framing_of(fields)
         if framing.hosts > 1 or (framing.hosts == 0 and version == b"1.1"):
             raise WireError("no Host field" if not framing.hosts else "more than one Host field")
@@ -155,7 +172,7 @@ class WireConnection:
     def _response(self, end: int) -> Response:
         if self.request_method is None:
             raise WireError("a response to no request")
-        version, status, reason, fields = parse_response_head(self._buf, self._pos, end)
+        version, status, reason, fields = parse_response_head(*self._head(end))
         framing, fields = framing_of(fields)
         if status < 200:
             return InformationalResponse(status, fields, reason, version)

@@ -60,17 +60,22 @@ class Framing:
         self.close = close
 
 
-def head_end(buf: bytes, pos: int) -> int:
+def head_end(buf: bytes | bytearray, pos: int, scanned: int = 0) -> int:
     """The index just past the head that starts at `pos`, or -1 when it is not all here.
+
+    `scanned` is how many bytes from `pos` an earlier call found no end in:
+    the search resumes just before them, so a head that arrives a byte at a
+    time costs its length once, not its length squared.
 
     Raises:
         WireError: the head starts with a blank line, or has a bare CR.
     """
     if buf.startswith(b"\n", pos) or buf.startswith(b"\r\n", pos):
         raise WireError("no start line: the head begins with a blank line")
-    end = HEAD_END.search(buf, pos)
+    resume = pos + max(0, scanned - 2)  # the blank line is at most 3 bytes long
+    end = HEAD_END.search(buf, resume)
     if end is None:
-        if _BARE_CR.search(buf, pos):
+        if _BARE_CR.search(buf, max(pos, resume - 1)):
             raise WireError("bare CR in a message head")
         return -1
     return end.end()
