@@ -37,12 +37,9 @@ class BodyReader:
 
 def _take(buf: Buffer, pos: int, most: int) -> bytes:
     """buf[pos:pos + most] as bytes, without a copy when that is all of a bytes `buf`."""
-    if type(buf) is bytearray:
-        return bytes(memoryview(buf)[pos : pos + most])
-    assert isinstance(buf, bytes)
-    if pos == 0 and most >= len(buf):
-        return buf
-    return buf[pos : pos + most]
+    if type(buf) is bytes:
+        return buf if pos == 0 and most >= len(buf) else buf[pos : pos + most]
+    return bytes(memoryview(buf)[pos : pos + most])
 
 
 class NoBody(BodyReader):

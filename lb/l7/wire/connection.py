@@ -149,15 +149,11 @@ class WireConnection:
             return PAUSED
         return ConnectionClosed() if self._closed else None
 
-    def _head(self, end: int) -> tuple[bytes, int, int]:
-        """The buffer, start and end to parse the head in buf[_pos:end] from, as bytes."""
-        if type(self._buf) is bytearray:  # it came in pieces: one copy, of the head only
-            return bytes(memoryview(self._buf)[self._pos : end]), 0, end - self._pos
-        assert isinstance(self._buf, bytes)
-        return self._buf, self._pos, end
-
     def _request(self, end: int) -> Request:
-        method, target, version, fields = parse_request_head(*self._head(end))
+        buf, pos = self._buf, self._pos
+        if type(buf) is not bytes:  # it came in pieces: one copy, of the head only
+            buf, pos, end = bytes(memoryview(buf)[pos:end]), 0, end - pos
+        method, target, version, fields = parse_request_head(buf, pos, end)
         framing, fields = framing_of(fields)
         if framing.hosts > 1 or (framing.hosts == 0 and version == b"1.1"):
             raise WireError("no Host field" if not framing.hosts else "more than one Host field")
@@ -172,7 +168,10 @@ class WireConnection:
     def _response(self, end: int) -> Response:
         if self.request_method is None:
             raise WireError("a response to no request")
-        version, status, reason, fields = parse_response_head(*self._head(end))
+        buf, pos = self._buf, self._pos
+        if type(buf) is not bytes:  # as for a request
+            buf, pos, end = bytes(memoryview(buf)[pos:end]), 0, end - pos
+        version, status, reason, fields = parse_response_head(buf, pos, end)
         framing, fields = framing_of(fields)
         if status < 200:
             return InformationalResponse(status, fields, reason, version)

@@ -72,10 +72,10 @@ def head_end(buf: bytes | bytearray, pos: int, scanned: int = 0) -> int:
     """
     if buf.startswith(b"\n", pos) or buf.startswith(b"\r\n", pos):
         raise WireError("no start line: the head begins with a blank line")
-    resume = pos + max(0, scanned - 2)  # the blank line is at most 3 bytes long
+    resume = pos + scanned - 2 if scanned > 2 else pos  # a blank line is at most 3 bytes
     end = HEAD_END.search(buf, resume)
     if end is None:
-        if _BARE_CR.search(buf, max(pos, resume - 1)):
+        if _BARE_CR.search(buf, resume - 1 if resume > pos else pos):
             raise WireError("bare CR in a message head")
         return -1
     return end.end()
