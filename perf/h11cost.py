@@ -1,4 +1,4 @@
-"""What h11 costs caslb per proxied request, beside the least any parser must do.
+"""What h11 cost caslb per proxied request, beside caslb's own codec and the least a parser does.
 
     python -m perf.h11cost [--requests N]
 
@@ -12,7 +12,9 @@ heads the way a replacement codec would have to at the least: find the blank
 line, match the start line with one regex, take every field with one
 `findall` and lowercase the names, and write the two heads back with one
 join each. The difference is the most a parser of caslb's own could save;
-the strictness h11 has and caslb's checks add to the second.
+the strictness h11 has and caslb's checks add to the second. The third
+replays the same exchange through lb.l7.wire, the codec the data path now
+uses in h11's place (its strictness included).
 
 CPU time is `time.process_time` over N exchanges, the best of three; it moves
 with the machine's load, so read the two figures against each other.
@@ -27,6 +29,9 @@ import time
 from collections.abc import Callable
 
 import h11
+
+from lb.l7.wire.connection import WireConnection, send_all
+from lb.l7.wire.events import EndOfMessage, Request
 
 REQUEST = (b"GET /owa/bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n"
            b"Accept: */*\r\n\r\n")
@@ -53,6 +58,26 @@ def h11_exchanges(count: int) -> None:
         client.receive_data(RESPONSE)
         events = [client.next_event(), client.next_event(), client.next_event()]
         out = [server.send_with_data_passthrough(e) for e in events]  # type: ignore[arg-type]
+        assert out
+        server.start_next_cycle()
+        client.start_next_cycle()
+
+
+def wire_exchanges(count: int) -> None:
+    """`count` exchanges through one server and one client lb.l7.wire connection."""
+    server, client = WireConnection(server=True), WireConnection(server=False)
+    forwarded = list(_FORWARDED)
+    for _ in range(count):
+        server.receive_data(REQUEST)
+        request = server.next_event()
+        end = server.next_event()
+        assert isinstance(request, Request) and isinstance(end, EndOfMessage)
+        head = Request(request.method, request.target, forwarded, length=request.length)
+        sent = send_all(client, (head, end))
+        assert sent
+        client.receive_data(RESPONSE)
+        events = (client.next_event(), client.next_event(), client.next_event())
+        out = send_all(server, events)  # type: ignore[arg-type]
         assert out
         server.start_next_cycle()
         client.start_next_cycle()
@@ -107,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--requests must be within 100..1000000, not {args.requests!r}")
     h11_us = per_exchange_us(h11_exchanges, args.requests)
     least_us = per_exchange_us(minimal_exchanges, args.requests)
+    wire_us = per_exchange_us(wire_exchanges, args.requests)
     print(f"h11, the data path's calls for one exchange: {h11_us:6.1f} µs CPU per request")
+    print(f"lb.l7.wire, the same calls:                   {wire_us:6.1f} µs CPU per request "
+          f"({h11_us / wire_us:.0f}x less than h11)")
     print(f"the least a codec must do for the same bytes: {least_us:6.1f} µs CPU per request "
           f"({h11_us / least_us:.0f}x less)")
     return 0

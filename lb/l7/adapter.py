@@ -1,6 +1,6 @@
-"""A trio stream with an h11 connection on top: receive events, send batches of events.
+"""A trio stream with caslb's HTTP/1.1 codec on top: receive events, send batches of events.
 
-Reads are bounded: bytes are pulled from the stream only when h11 needs them,
+Reads are bounded: bytes are pulled from the stream only when the codec needs them,
 `receive_size` at a time, so a peer that sends faster than the other side
 reads fills socket buffers, not memory. Sends join several events into one
 write (a response head with the body that is already at hand goes out in one
@@ -23,17 +23,16 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 
-import h11
 import trio
 
-Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
+from lb.l7.wire.connection import WireConnection, send_all
+from lb.l7.wire.events import NEED_DATA, PAUSED, Event, Sentinel
 
 DEFAULT_RECEIVE_SIZE = 256 * 1024
 # The first read after a short one: enough for any head and a small body. Each
 # read that fills its buffer doubles the next, up to `receive_size`, so a bulk
-# body moves in a few large reads (a quarter of the h11 events and Python steps
+# body moves in a few large reads (a quarter of the events and Python steps
 # per MiB at 256 KiB) while a small request does not pay for allocating and
 # shrinking a large buffer on every read.
 FIRST_READ_SIZE = 64 * 1024
@@ -48,12 +47,12 @@ class IdleTimeout(Exception):
     """The peer sent nothing within the idle timeout."""
 
 
-class H11Stream:
-    """One side of the proxy: a stream and its h11 state machine.
+class HttpStream:
+    """One side of the proxy: a stream and its codec state.
 
     Args:
         stream: the transport (TCP, TLS or an in-memory stream).
-        conn: the h11 connection (h11.SERVER toward clients, h11.CLIENT upstream).
+        conn: the codec's connection (server role toward clients, client role upstream).
         receive_size: the most bytes read from the stream at once (the first
             read after a short one asks for at most `FIRST_READ_SIZE`).
     """
@@ -61,7 +60,7 @@ class H11Stream:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        conn: h11.Connection,
+        conn: WireConnection,
         *,
         receive_size: int = DEFAULT_RECEIVE_SIZE,
     ) -> None:
@@ -71,7 +70,7 @@ class H11Stream:
         self._read_size = min(FIRST_READ_SIZE, receive_size)
         self.bytes_received = 0
         self.bytes_sent = 0
-        # Set once the peer's EOF reached h11: tells a cut-short message (the peer
+        # Set once the peer's EOF reached the codec: tells a cut-short message (the peer
         # left) from a malformed one (the peer broke the protocol).
         self.peer_closed = False
         # The trio socket under a plain SocketStream: the syscall-first path. TLS
@@ -80,44 +79,44 @@ class H11Stream:
         self._unyielded = 0
 
     def __repr__(self) -> str:
-        c = self.conn
-        return f"<H11Stream {c.our_role} ours={c.our_state} theirs={c.their_state}>"
+        return f"<HttpStream {self.conn!r}>"
 
     def buffered(self) -> int:
-        """Bytes received but not yet turned into events (bounded by h11's limit)."""
-        return len(self.conn.trailing_data[0])
+        """Bytes received but not yet turned into events (bounded by the head limit)."""
+        return self.conn.buffered()
 
-    def ready_event(self) -> Event:
+    def ready_event(self) -> Event | Sentinel:
         """The next event if it is already parsed from buffered bytes, else NEED_DATA."""
         return self.conn.next_event()
 
-    async def next_event(self) -> h11.Event:
+    async def next_event(self) -> Event:
         """The next event, reading from the stream as needed.
 
-        EOF shows up as h11.ConnectionClosed (or a RemoteProtocolError mid-message).
+        EOF shows up as ConnectionClosed (or a WireError mid-message).
 
         Raises:
-            h11.RemoteProtocolError: when the peer breaks HTTP/1.1.
+            WireError: when the peer breaks HTTP/1.1.
             trio.BrokenResourceError: when the transport fails.
         """
         while True:
             event = self.conn.next_event()
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 await self._receive()
-            elif event is h11.PAUSED:
-                raise RuntimeError("h11 paused: start_next_cycle was not called")
+            elif event is PAUSED:
+                raise RuntimeError("message done: start_next_cycle was not called")
             else:
-                return event  # type: ignore[return-value]
+                assert isinstance(event, Event)
+                return event
 
-    async def event_now(self) -> Event:
+    async def event_now(self) -> Event | Sentinel:
         """The next event from bytes buffered or already on the socket; NEED_DATA
         when it would have to wait for more."""
         while True:
             event = self.conn.next_event()
-            if event is not h11.NEED_DATA or not await self._receive_now():
+            if event is not NEED_DATA or not await self._receive_now():
                 return event
 
-    async def next_request(self, idle_deadline: float, header_timeout: float) -> h11.Event:
+    async def next_request(self, idle_deadline: float, header_timeout: float) -> Event:
         """The next event of a new request, under the idle and header timeouts.
 
         The idle deadline bounds the wait for the first byte; once a byte is at
@@ -134,8 +133,9 @@ class H11Stream:
         deadline = trio.current_time() + header_timeout if started else idle_deadline
         while True:
             event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
+            if event is not NEED_DATA:
+                assert isinstance(event, Event)  # not PAUSED: a new cycle was started
+                return event
             if not await self._receive_now():
                 with trio.move_on_at(deadline):
                     await self._wait_for_bytes()
@@ -143,10 +143,6 @@ class H11Stream:
                 if started:
                     raise HeaderTimeout(f"request head incomplete after {header_timeout:g}s")
                 raise IdleTimeout("no request before the idle timeout")
-            if _BARE_CR.search(self.conn.trailing_data[0]):
-                # h11 would wait for a line end that never comes: a bare CR
-                # inside a head is malformed now (RFC 9112 §2.2).
-                raise h11.RemoteProtocolError("bare CR in the request head", 400)
             if not started and self.buffered() > 0:
                 started = True
                 deadline = min(deadline, trio.current_time() + header_timeout)
@@ -191,14 +187,11 @@ class H11Stream:
         self.peer_closed = not data
         self.conn.receive_data(data)
 
-    def encode(self, *events: h11.Event) -> bytes:
-        """The bytes h11 produces for `events` (state advances; nothing is written)."""
-        out: list[bytes] = []
-        for event in events:
-            out += self.conn.send_with_data_passthrough(event) or ()
-        return b"".join(out)
+    def encode(self, *events: Event) -> bytes:
+        """The bytes the codec produces for `events` (state advances; nothing is written)."""
+        return send_all(self.conn, events)
 
-    async def send(self, *events: h11.Event) -> None:
+    async def send(self, *events: Event) -> None:
         """Send `events` in one write."""
         await self.write(self.encode(*events))
 
@@ -232,11 +225,6 @@ class H11Stream:
         if self._unyielded >= _YIELD_EVERY:
             self._unyielded = 0
             await trio.lowlevel.checkpoint()
-
-
-# A CR that is followed by anything but LF. (One at the very end may be the
-# first half of a CRLF still in flight, so it is not matched.)
-_BARE_CR = re.compile(rb"\r(?=[^\n])")
 
 
 def next_read_size(asked: int, got: int, most: int) -> int:

@@ -3,17 +3,16 @@
 Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message,
 so a proxy must not forward them: `Connection` and every header it names,
 `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer` and `Upgrade`.
-`Transfer-Encoding` is kept on purpose: h11 decodes the framing on the way in
-and re-frames on the way out, and it needs the header to know a request body
-is chunked. `Content-Length` is kept for the same reason.
+`Transfer-Encoding` is kept on purpose: the codec (lb.l7.wire) decodes the
+framing on the way in and re-frames on the way out, and it needs the header to
+know a request body is chunked. `Content-Length` is kept for the same reason.
 
-Header names arrive from h11 already lowercased; values are bytes.
+Header names arrive from the codec already lowercased; values are bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -21,24 +20,6 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 )
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-
-
-class RawFields(Protocol):
-    """What `field_pairs` reads: h11's `Headers` (names as received)."""
-
-    def raw_items(self) -> list[tuple[bytes, bytes]]:
-        """The fields, names in the case they arrived in."""
-        ...
-
-
-def field_pairs(headers: RawFields) -> Headers:
-    """h11's parsed fields as one plain list of (lowercase name, value).
-
-    The same pairs iterating h11's `Headers` gives, read in one pass: that
-    Sequence costs two Python calls per field, and every step of a request
-    reads the fields.
-    """
-    return [(name.lower(), value) for name, value in headers.raw_items()]
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -73,7 +54,7 @@ def forwarded_request_headers(
     to `scheme` and `X-Forwarded-Host` to the request's Host.
 
     Args:
-        headers: the request's headers as h11 parsed them.
+        headers: the request's headers as the codec parsed them.
         client_ip: the client's address as the balancer saw it.
         scheme: "https" when the balancer terminated TLS, else "http".
         keep_chain: the client is a proxy whose X-Forwarded-For is believed.

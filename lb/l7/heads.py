@@ -1,26 +1,27 @@
 """What the proxy refuses in a message head, before any of it is forwarded.
 
-Pure checks over h11's parsed heads; the proxy turns a verdict into a response
-(request heads: 400 or 431 and a close) or a failed attempt (response heads:
-502, and the upstream connection is dropped).
+Pure checks over the codec's parsed heads (lb.l7.wire); the proxy turns a
+verdict into a response (request heads: 400 or 431 and a close) or a failed
+attempt (response heads: 502, and the upstream connection is dropped).
 
-h11 already refuses a Transfer-Encoding other than one `chunked`, a repeated
-Transfer-Encoding, Content-Length values that differ or are not digits, two
-Host fields, no Host in HTTP/1.1, whitespace before a colon, NUL and bare CR.
-It accepts, and caslb refuses:
-- a message with both Content-Length and Transfer-Encoding. h11 frames it by
+The codec already refuses a Transfer-Encoding other than one `chunked`, a
+repeated Transfer-Encoding, Content-Length values that differ or are not
+digits, two Host fields, no Host in HTTP/1.1, whitespace before a colon, NUL,
+bare CR, obs-fold and over-long chunk sizes (lb.l7.wire.bodies.MAX_CHUNK).
+It parses, and caslb refuses here:
+- a message with both Content-Length and Transfer-Encoding. The codec frames it by
   the latter; a hop that frames by Content-Length instead would read the rest
   of the body as a request of its own that the balancer never routed (CL.TE
   smuggling). RFC 9112 §6.1 lets an intermediary reject it: caslb does, both
   ways;
 - Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1: faulty framing);
-- HTTP versions other than 1.0 and 1.1 (h11 takes any digit.digit);
+- HTTP versions other than 1.0 and 1.1 (the codec reads any digit.digit);
 - an empty Host, or one that is not a host name or address with an optional
   port (RFC 9112 §3.2: a space or a path in it is a 400);
 - control characters in field values (RFC 9110 §5.5), which some servers and
   log pipelines split lines on;
-- heads over the field-count or byte limits. h11 bounds only heads that
-  arrive in pieces, so a whole head read at once is measured here; response
+- heads over the field-count or byte limits. The codec bounds only heads that
+  are incomplete, so a whole head read at once is measured here; response
   heads get the same limits as requests.
 """
 
@@ -30,14 +31,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import h11
-
 from lb.l7.target import Refusal
+from lb.l7.wire.events import UNREAD, Fields, LocalWireError, Request, Response
+from lb.l7.wire.parse import CONTROL_CHARS
 
 _VERSIONS = frozenset({b"1.0", b"1.1"})
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # uri-host [":" port]: a reg-name (unreserved, sub-delims, pct-encoded) or an IP literal.
-_FIELD_VALUE = re.compile(rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*")  # as h11/_abnf.py
+_FIELD_VALUE = re.compile(rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*")  # as lb.l7.wire.parse reads
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 
 
@@ -58,7 +58,7 @@ def ambiguous_framing(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Why a message's framing is ambiguous, or None when it is not.
 
     Args:
-        fields: the header fields, names in any case (h11's `raw_items()`).
+        fields: the header fields, names in any case.
     """
     names = {name.lower() for name, _ in fields}
     if b"content-length" in names and b"transfer-encoding" in names:
@@ -66,9 +66,9 @@ def ambiguous_framing(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def request_refusal(request: h11.Request, limits: HeadLimits) -> Refusal | None:
+def request_refusal(request: Request, limits: HeadLimits) -> Refusal | None:
     """Why a request head is refused (431 for size, else 400), or None."""
-    fields = request.headers.raw_items()
+    fields = request.headers
     problem = _size_problem(len(request.target), fields, limits)
     if problem is not None:
         return Refusal(431, problem)
@@ -87,46 +87,39 @@ def request_refusal(request: h11.Request, limits: HeadLimits) -> Refusal | None:
     return None
 
 
-MAX_CHUNK = 1 << 48
-"""The largest chunk size accepted: no real body has a 256 TiB chunk, and a size
-near 2**64 overflows the integers of servers further down."""
-
-
-def chunk_too_large(conn: h11.Connection) -> bool:
-    """Whether the chunk h11 is reading on `conn` announced more than MAX_CHUNK bytes.
-
-    h11 accepts up to 20 hex digits and keeps the announced size to itself, so it
-    is read from its reader's private state. Should a later h11 rename it, this
-    answers False and the hostile suite's over-long chunk case fails, so the
-    check cannot lapse unnoticed.
-    """
-    reader = getattr(conn, "_reader", None)
-    remaining = getattr(reader, "_bytes_in_chunk", 0)
-    return isinstance(remaining, int) and remaining > MAX_CHUNK
-
-
 def forwarded_request(
-    method: bytes, target: bytes, fields: list[tuple[bytes, bytes]], *, parsed: bool
-) -> h11.Request:
+    method: bytes, target: bytes, fields: Fields, *, parsed: bool, length: int | None = UNREAD
+) -> Request:
     """The request head to send upstream.
 
-    `parsed` says every field is one h11 parsed from the client's head (names
-    lowercase, values validated) or one caslb derived from those and from a
-    value it validated itself: h11 then skips running its name and value
-    patterns over every field again, half the cost of building the head. It
-    still checks the method, the target, Host and the framing fields.
+    `length` is the framing the client's head declared (its `length`): the
+    forwarded fields keep its framing fields as they are (lb.l7.headers), so
+    they need not be read again.
+
+    `parsed` says every field is one the codec parsed from the client's head
+    (names lowercase, values validated) or one caslb derived from those and
+    from a value it validated itself; otherwise every value is checked here,
+    so that a value caslb made up (a server's FQDN as Host, a client address)
+    can never split the head it is written into.
+
+    Raises:
+        LocalWireError: a value that is not a field value.
     """
-    return h11.Request(method=method, target=target, headers=fields, _parsed=parsed)
+    if not parsed:
+        for name, value in fields:
+            if value and not valid_field_value(value):
+                raise LocalWireError(f"invalid value for {name.decode('ascii', 'replace')}")
+    return Request(method, target, fields, length=length)
 
 
 def valid_field_value(value: bytes) -> bool:
-    """Whether h11 accepts `value` as a field value (for values caslb writes itself)."""
+    """Whether `value` is a field value the codec would read back (for values caslb writes)."""
     return _FIELD_VALUE.fullmatch(value) is not None
 
 
-def response_problem(response: h11.Response, limits: HeadLimits) -> str | None:
+def response_problem(response: Response, limits: HeadLimits) -> str | None:
     """Why a server's response head cannot be relayed (the client gets 502), or None."""
-    fields = response.headers.raw_items()
+    fields = response.headers
     problem = _size_problem(len(response.reason), fields, limits)
     if problem is None:
         problem = _field_problem(fields)
@@ -150,8 +143,8 @@ def _field_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
         return framing
     # One scan of every value at once (a tab, which joins them, is allowed);
     # the field is looked for only when there is something to name.
-    if _CONTROL.search(b"\t".join([value for _, value in fields])):
+    if CONTROL_CHARS.search(b"\t".join([value for _, value in fields])):
         for name, value in fields:
-            if _CONTROL.search(value):
+            if CONTROL_CHARS.search(value):
                 return f"a control character in {name.decode('ascii', 'replace')}"
     return None

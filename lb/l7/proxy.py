@@ -1,7 +1,7 @@
 """The per-connection HTTP proxy loop: read a request, route it, relay it, repeat.
 
 Theory of operation. One `ClientSession` serves one client connection. It
-reads a request head with h11 (under the idle and header timeouts), refuses
+reads a request head with the codec, lb.l7.wire (under the idle and header timeouts), refuses
 what must not be forwarded (lb.l7.heads, lb.l7.target), routes the normalised
 path to a pool (lb.l7.routing) and relays the request over this client's
 upstream connection to that pool (lb.l7.backends): kept, or balanced afresh
@@ -31,19 +31,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import h11
 import trio
 
 from lb.dial import UNKNOWN_PEER, Peer
 from lb.l7 import events as l7_events
 from lb.l7 import policy, rebalance, responses
-from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
+from lb.l7.adapter import HeaderTimeout, HttpStream, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
 from lb.l7.headers import (
     Headers,
     declares_body,
-    field_pairs,
     forwarded_request_headers,
     header_value,
 )
@@ -52,6 +50,8 @@ from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
 from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.target import Target, parse_target
+from lb.l7.wire.connection import WireConnection
+from lb.l7.wire.events import Request, WireError
 
 __all__ = ["Backend", "ClientSession", "ProxyContext"]
 
@@ -122,8 +122,8 @@ class ClientSession:
     ) -> None:
         self.ctx = ctx
         s = ctx.settings
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=s.max_header_bytes)
-        self.client = H11Stream(stream, conn, receive_size=s.receive_size)
+        conn = WireConnection(server=True, max_head_bytes=s.max_header_bytes)
+        self.client = HttpStream(stream, conn, receive_size=s.receive_size)
         self.client_ip = client
         self.client_port = 0 if origin.client is None else origin.client[1]
         self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events,
@@ -162,7 +162,7 @@ class ClientSession:
                 await trio.lowlevel.checkpoint()
             deadline = trio.current_time() + profile.idle_timeout
 
-    async def _read_request(self, deadline: float) -> tuple[h11.Request, Target] | None:
+    async def _read_request(self, deadline: float) -> tuple[Request, Target] | None:
         s = self.ctx.settings
         try:
             event = await self.client.next_request(deadline, s.header_timeout)
@@ -171,8 +171,8 @@ class ClientSession:
         except HeaderTimeout:
             await self._refuse(responses.request_timeout(), Termination.HEADER_TIMEOUT)
             return None
-        except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint == 431:
+        except WireError as exc:
+            if exc.status == 431:
                 events = responses.headers_too_large(f"over {s.max_header_bytes} bytes")
                 await self._refuse(events, Termination.HEADERS_TOO_LARGE)
             else:
@@ -180,7 +180,7 @@ class ClientSession:
             return None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return None
-        if not isinstance(event, h11.Request):
+        if not isinstance(event, Request):
             return None  # ConnectionClosed: the client is done
         verdict = request_refusal(event, self.limits)
         if verdict is None:
@@ -212,16 +212,16 @@ class ClientSession:
 
     def _next_cycle(self) -> bool:
         c = self.client.conn
-        if c.our_state is h11.DONE and c.their_state is h11.DONE:
+        if c.ready_for_next_cycle():
             c.start_next_cycle()
             return True
         return False
 
     async def _handle(
-        self, request: h11.Request, target: Target, started: float, waited: float
+        self, request: Request, target: Target, started: float, waited: float
     ) -> tuple[TimeoutProfile, bool]:
         s = self.ctx.settings
-        fields = field_pairs(request.headers)  # one plain list, read by every step below
+        fields = request.headers
         if target.host is not None:  # absolute-form: its authority is the Host (RFC 9112 §3.2.2)
             fields = [(b"host", target.host), *(f for f in fields if f[0] != b"host")]
         pool_name = s.routes.pool_for(target.route_path, host_name(header_value(fields, b"host")))
@@ -256,11 +256,11 @@ class ClientSession:
                 if l7_events.access_log_on() else None,
             )
         )
-        # Keep-alive needs a complete response; _next_cycle then checks h11 agrees.
+        # Keep-alive needs a complete response; _next_cycle then checks the codec agrees.
         return profile, served.complete
 
     def _log_view(
-        self, request: h11.Request, fields: Headers, waited: float, served: Served,
+        self, request: Request, fields: Headers, waited: float, served: Served,
         backend: Backend | None,
     ) -> RequestLog:
         members = () if backend is None else backend.pool.members
@@ -298,7 +298,7 @@ class ClientSession:
 
     async def _forward(
         self,
-        request: h11.Request,
+        request: Request,
         target: Target,
         fields: Headers,
         pool_name: str,
@@ -335,7 +335,8 @@ class ClientSession:
             if header_value(headers, b"host") is None:  # HTTP/1.0 without Host: name the server
                 sent = [(b"host", upstream.member.fqdn.encode("ascii", "replace")), *headers]
             ok = sent is headers and self.ip_ok  # else the Host caslb added is checked
-            head = forwarded_request(request.method, target.forward, sent, parsed=ok)
+            head = forwarded_request(request.method, target.forward, sent, parsed=ok,
+                                     length=request.length)
             relay = Relay(self.client, upstream, profile, self.limits)
             sent_at = trio.current_time()
             attempt = await relay.run(head, has_body)

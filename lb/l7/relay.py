@@ -26,19 +26,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import h11
 import trio
 
-from lb.l7.adapter import H11Stream, deadline_after
+from lb.l7.adapter import HttpStream, deadline_after
 from lb.l7.events import Termination
-from lb.l7.headers import HOP_BY_HOP, field_pairs, forwarded_response_headers
-from lb.l7.heads import HeadLimits, chunk_too_large, response_problem
+from lb.l7.headers import HOP_BY_HOP, forwarded_response_headers
+from lb.l7.heads import HeadLimits, response_problem
 from lb.l7.policy import head_wait
 from lb.l7.rebalance import response_pins
 from lb.l7.routing import TimeoutProfile
 from lb.l7.upstream import UpstreamConnection, describe_error
+from lb.l7.wire.events import (
+    DONE,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    InformationalResponse,
+    Request,
+    Response,
+    WireError,
+)
 
-PEER_ERRORS = (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError)
+PEER_ERRORS = (WireError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 @dataclass
@@ -90,7 +100,7 @@ class Relay:
 
     def __init__(
         self,
-        client: H11Stream,
+        client: HttpStream,
         upstream: UpstreamConnection,
         profile: TimeoutProfile,
         limits: HeadLimits,
@@ -102,7 +112,7 @@ class Relay:
         self.attempt = Attempt()
         self._head_wait: trio.CancelScope | None = None  # the reader's
 
-    async def run(self, head: h11.Request, has_body: bool) -> Attempt:
+    async def run(self, head: Request, has_body: bool) -> Attempt:
         """Relay the exchange to its end (or its first failure)."""
         attempt = self.attempt
         if not has_body:
@@ -116,21 +126,21 @@ class Relay:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump_request, nursery.cancel_scope)
             await self._relay_response(nursery.cancel_scope)
-            # The response is over: stop pumping. If the body was not finished, h11's
-            # states forbid reuse of either connection, so both get closed.
+            # The response is over: stop pumping. If the body was not finished, the
+            # codec's states forbid reuse of either connection, so both get closed.
             nursery.cancel_scope.cancel()
         return attempt
 
-    async def _relay_bodiless(self, head: h11.Request) -> None:
+    async def _relay_bodiless(self, head: Request) -> None:
         attempt = self.attempt
-        end: h11.Event = h11.EndOfMessage()
-        if self.client.conn.their_state is not h11.DONE:  # not consumed by an earlier attempt
+        end: Event = EndOfMessage()
+        if self.client.conn.their_state is not DONE:  # not consumed by an earlier attempt
             try:
                 end = await self.client.next_event()  # parsed already: no body to wait for
             except PEER_ERRORS as exc:
                 attempt.fail(Termination.CLIENT_ABORT, describe_error(exc))
                 return
-        if not isinstance(end, h11.EndOfMessage):
+        if not isinstance(end, EndOfMessage):
             attempt.fail(
                 Termination.BAD_REQUEST, f"unexpected {type(end).__name__} after request head"
             )
@@ -152,7 +162,7 @@ class Relay:
             with trio.move_on_after(self.profile.idle_timeout) as idle:
                 try:
                     event = await self.client.next_event()
-                except h11.RemoteProtocolError as exc:
+                except WireError as exc:
                     # A body cut short by the client leaving is an abort; anything
                     # else (bad chunk framing) is a bad request.
                     left = self.client.peer_closed
@@ -170,18 +180,14 @@ class Relay:
                 attempt.fail(Termination.IDLE_TIMEOUT, "request body stalled")
                 cancel.cancel()
                 return
-            if isinstance(event, h11.ConnectionClosed):
+            if isinstance(event, ConnectionClosed):
                 attempt.fail(Termination.CLIENT_ABORT, "client closed mid-body")
                 cancel.cancel()
                 return
             batch = [event]
             take_ready(self.client, batch)
-            if chunk_too_large(self.client.conn):
-                attempt.fail(Termination.BAD_REQUEST, "chunk size over the limit")
-                cancel.cancel()
-                return
-            side.bytes_in += sum(len(e.data) for e in batch if isinstance(e, h11.Data))
-            finished = isinstance(batch[-1], h11.EndOfMessage)
+            side.bytes_in += sum(len(e.data) for e in batch if isinstance(e, Data))
+            finished = isinstance(batch[-1], EndOfMessage)
             try:
                 await self.upstream.io.send(*batch)
             except PEER_ERRORS:
@@ -218,25 +224,18 @@ class Relay:
         side.started = True
         side.head_at = trio.current_time()
         head = response
-        # A new head is an HTTP/1.1 one (h11 sends no other version): an HTTP/1.0
-        # server's response goes out as 1.1, as an intermediary sends its own
-        # version (RFC 9110 §6.2).
-        fields = field_pairs(response.headers)
-        if response.http_version != b"1.1" or any(name in HOP_BY_HOP for name, _ in fields):
-            head = h11.Response(
-                status_code=response.status_code,
-                headers=forwarded_response_headers(fields),
-                reason=response.reason,
+        # The codec writes every head as HTTP/1.1: an HTTP/1.0 server's response
+        # goes out as 1.1, as an intermediary sends its own version (RFC 9110 §6.2).
+        if any(name in HOP_BY_HOP for name, _ in response.headers):
+            head = Response(
+                response.status_code, forwarded_response_headers(response.headers),
+                response.reason,
             )
-        # else: h11 events are immutable, so the parsed head is relayed as it is
-        # (skipping a second validation of every header).
-        batch: list[h11.Event] = [head]
+        # else the parsed head is relayed as it is: nothing in it is hop-by-hop.
+        batch: list[Event] = [head]
         idle_timeout = self.profile.idle_timeout
         while True:
             take_ready(self.upstream.io, batch)
-            if chunk_too_large(self.upstream.io.conn):
-                attempt.fail(Termination.UPSTREAM_ERROR, "server sent a chunk size over the limit")
-                return
             data, ends = self._encode(batch)
             try:
                 await self.client.write(data)
@@ -257,25 +256,25 @@ class Relay:
             if idle.cancelled_caught:
                 attempt.fail(Termination.IDLE_TIMEOUT, "response body stalled")
                 return
-            if isinstance(event, h11.ConnectionClosed):
+            if isinstance(event, ConnectionClosed):
                 attempt.fail(Termination.UPSTREAM_ERROR, "server closed mid-response")
                 return
             batch = [event]
 
-    def _encode(self, batch: list[h11.Event]) -> tuple[bytes, bool]:
+    def _encode(self, batch: list[Event]) -> tuple[bytes, bool]:
         """Encode response events for the client, counting body bytes; (bytes, ends)."""
         side = self.attempt.response
         ends = False
         for event in batch:
-            if isinstance(event, h11.Data):
+            if isinstance(event, Data):
                 side.bytes_out += len(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            elif isinstance(event, EndOfMessage):
                 ends = True
         return self.client.encode(*batch), ends
 
-    async def _read_head(self) -> h11.Response | None:
+    async def _read_head(self) -> Response | None:
         attempt = self.attempt
-        event: h11.Event | None = None
+        event: Event | None = None
         if attempt.request.done:
             # The answer to a short request is often here already: no deadline
             # needs arming to read it.
@@ -284,9 +283,10 @@ class Relay:
             except PEER_ERRORS as exc:
                 attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
                 return None
-            if isinstance(ready, h11.Response):
+            if type(ready) is Response:
+                assert isinstance(ready, Response)
                 return ready
-            if isinstance(ready, h11.Event):
+            if isinstance(ready, Event):
                 event = ready
         # Until the request ends the pump arms this wait (`_request_ended`).
         wait = head_wait(self.profile) if attempt.request.done else None
@@ -299,12 +299,12 @@ class Relay:
                 except PEER_ERRORS as exc:
                     attempt.fail(Termination.UPSTREAM_ERROR, describe_error(exc))
                     return None
-                if isinstance(event, h11.InformationalResponse):
+                if isinstance(event, InformationalResponse):
                     if not await self._forward_informational(event):
                         return None
                     event = None
                     continue
-                if isinstance(event, h11.Response):
+                if isinstance(event, Response):
                     return event
                 attempt.fail(Termination.UPSTREAM_ERROR, "server closed before responding")
                 return None
@@ -316,14 +316,12 @@ class Relay:
             attempt.fail(Termination.UPSTREAM_TIMEOUT, f"no response within {seconds:g}s")
         return None
 
-    async def _forward_informational(self, event: h11.InformationalResponse) -> bool:
+    async def _forward_informational(self, event: InformationalResponse) -> bool:
         if event.status_code == 101:
             self.attempt.fail(Termination.UPSTREAM_ERROR, "unrequested protocol switch")
             return False
-        info = h11.InformationalResponse(
-            status_code=event.status_code,
-            headers=forwarded_response_headers(event.headers),
-            reason=event.reason,
+        info = InformationalResponse(
+            event.status_code, forwarded_response_headers(event.headers), event.reason
         )
         try:
             await self.client.send(info)
@@ -333,17 +331,17 @@ class Relay:
         return True
 
 
-def take_ready(io: H11Stream, batch: list[h11.Event]) -> None:
+def take_ready(io: HttpStream, batch: list[Event]) -> None:
     """Append the body events `io` has already parsed, up to the end of the message."""
-    if batch and isinstance(batch[-1], h11.EndOfMessage):
+    if batch and isinstance(batch[-1], EndOfMessage):
         return
     while True:
         try:
             event = io.ready_event()
-        except h11.RemoteProtocolError:
-            return  # h11 is in ERROR now: the caller's next read raises it where it is handled
-        if not isinstance(event, h11.Data | h11.EndOfMessage):
+        except WireError:
+            return  # kept by the codec: the caller's next read raises it where it is handled
+        if not isinstance(event, Data | EndOfMessage):
             return
         batch.append(event)
-        if isinstance(event, h11.EndOfMessage):
+        if isinstance(event, EndOfMessage):
             return

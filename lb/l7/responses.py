@@ -1,4 +1,4 @@
-"""Canned responses the balancer writes itself, as h11 events.
+"""Canned responses the balancer writes itself, as codec events (lb.l7.wire).
 
 Every error the proxy answers on its own (bad request, header timeout, no
 server, upstream failure) is a short plain-text body that names what went
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-import h11
+from lb.l7.wire.events import Data, EndOfMessage, Response
 
-ErrorEvents = tuple[h11.Response, h11.Data, h11.EndOfMessage]
+ErrorEvents = tuple[Response, Data, EndOfMessage]
 
 
 def error_response(status: int, detail: str, *, close: bool = False) -> ErrorEvents:
@@ -39,11 +39,7 @@ def error_response(status: int, detail: str, *, close: bool = False) -> ErrorEve
         reason = HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         reason = b""
-    return (
-        h11.Response(status_code=status, headers=headers, reason=reason),
-        h11.Data(data=body),
-        h11.EndOfMessage(),
-    )
+    return Response(status, headers, reason), Data(body), EndOfMessage()
 
 
 def bad_request(detail: str) -> ErrorEvents:

@@ -32,14 +32,15 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import h11
 import trio
 
 from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial, open_tcp, socket_of
-from lb.l7.adapter import H11Stream
+from lb.l7.adapter import HttpStream
 from lb.l7.rebalance import RECHECK_EVERY
 from lb.l7.tlsresume import UpstreamSessions, session_key
+from lb.l7.wire.connection import WireConnection
+from lb.l7.wire.events import IDLE
 from lb.retry import RetryPolicy, RetryTo
 from lb.tls import FQDN_NAMES, UpstreamNames, certificate_matches
 from probes.local_resources import OncePerInterval, is_local_resource_error
@@ -265,7 +266,7 @@ class UpstreamConnection:
     Attributes:
         pool: the pool name.
         member: the server.
-        io: the h11 client side of the connection.
+        io: the codec's client side of the connection.
         reset_by_pool: True once the pool cancelled the lease.
         pinned: bound to its client by NTLM or Negotiate (lb.l7.rebalance):
             never balanced away while usable.
@@ -278,7 +279,7 @@ class UpstreamConnection:
     ) -> None:
         self.pool = pool
         self.member = member
-        self.io = H11Stream(stream, h11.Connection(h11.CLIENT), receive_size=receive_size)
+        self.io = HttpStream(stream, WireConnection(server=False), receive_size=receive_size)
         self.reset_by_pool = False
         self.pinned = False
         self.rebalance_at = trio.current_time() + RECHECK_EVERY
@@ -306,7 +307,7 @@ class UpstreamConnection:
     def usable(self) -> bool:
         """Whether the connection itself can carry another request, whatever its server's state.
 
-        Besides h11's states, the socket must not be readable: an idle upstream
+        Besides the codec's states, the socket must not be readable: an idle upstream
         connection that is readable was closed by the server (IIS closes idle
         ones after 2 minutes), and a POST sent over it would fail with nothing
         to retry.
@@ -314,8 +315,8 @@ class UpstreamConnection:
         c = self.io.conn
         return (
             not self.closed
-            and c.our_state is h11.IDLE
-            and c.their_state is h11.IDLE
+            and c.our_state is IDLE
+            and c.their_state is IDLE
             and not self._readable_now()
         )
 
@@ -330,7 +331,7 @@ class UpstreamConnection:
         c = self.io.conn
         if self.io.buffered():
             return False
-        if not self.closed and c.our_state is h11.DONE and c.their_state is h11.DONE:
+        if not self.closed and c.ready_for_next_cycle():
             c.start_next_cycle()
             return True
         return False

@@ -1,4 +1,4 @@
-"""H11Stream over a real socket pair: bytes already there are read without a wait,
+"""HttpStream over a real socket pair: bytes already there are read without a wait,
 and the idle and header deadlines still hold (mock clock, so times are exact)."""
 
 from __future__ import annotations
@@ -6,22 +6,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import h11
 import pytest
 import trio
 import trio.testing
 
-from lb.l7.adapter import H11Stream, HeaderTimeout, IdleTimeout
+from lb.l7.adapter import HeaderTimeout, HttpStream, IdleTimeout
+from lb.l7.wire.connection import WireConnection
+from lb.l7.wire.events import NEED_DATA, Data, EndOfMessage, Request, Response
 
 HEAD = b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n"
 
 
 @contextlib.contextmanager
-def _pair(role: type[h11.SERVER] | type[h11.CLIENT] = h11.SERVER
-          ) -> Iterator[tuple[H11Stream, trio.socket.SocketType]]:
+def _pair(*, server: bool = True) -> Iterator[tuple[HttpStream, trio.socket.SocketType]]:
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
-        yield H11Stream(trio.SocketStream(ours), h11.Connection(role)), theirs
+        yield HttpStream(trio.SocketStream(ours), WireConnection(server=server)), theirs
 
 
 async def test_a_request_already_on_the_socket_is_read_at_once(
@@ -31,7 +31,7 @@ async def test_a_request_already_on_the_socket_is_read_at_once(
         await peer.send(HEAD)
         start = trio.current_time()
         event = await io.next_request(start + 30, 10)
-        assert isinstance(event, h11.Request)
+        assert isinstance(event, Request)
         assert event.target == b"/owa/"
         assert trio.current_time() == start
 
@@ -75,26 +75,26 @@ async def test_a_started_head_must_finish_within_the_header_timeout(
 
 
 async def test_event_now_answers_need_data_rather_than_wait() -> None:
-    with _pair(h11.CLIENT) as (io, peer):
-        io.conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
-        io.conn.send(h11.EndOfMessage())
-        assert await io.event_now() is h11.NEED_DATA
+    with _pair(server=False) as (io, peer):
+        io.conn.send(Request(b"GET", b"/", [(b"host", b"x")]))
+        io.conn.send(EndOfMessage())
+        assert await io.event_now() is NEED_DATA
         await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         response = await io.event_now()
-        assert isinstance(response, h11.Response)
+        assert isinstance(response, Response)
         assert response.status_code == 200
 
 
 
-async def _body_chunks(io: H11Stream) -> list[int]:
+async def _body_chunks(io: HttpStream) -> list[int]:
     """The sizes of one request's body events, then a 204 so the next cycle starts."""
     sizes = []
-    assert isinstance(await io.next_event(), h11.Request)
-    while isinstance(event := await io.next_event(), h11.Data):
+    assert isinstance(await io.next_event(), Request)
+    while isinstance(event := await io.next_event(), Data):
         sizes.append(len(event.data))
-    assert isinstance(event, h11.EndOfMessage)
-    io.conn.send(h11.Response(status_code=204, headers=[]))
-    io.conn.send(h11.EndOfMessage())
+    assert isinstance(event, EndOfMessage)
+    io.conn.send(Response(204, []))
+    io.conn.send(EndOfMessage())
     io.conn.start_next_cycle()
     return sizes
 
@@ -108,7 +108,7 @@ async def test_a_bulk_body_is_read_in_growing_reads_and_a_small_one_in_a_first_s
 ) -> None:
     # the TLS path (a stream, not a socket): every byte is there before the first read
     send, receive = trio.testing.memory_stream_one_way_pair()
-    io = H11Stream(receive, h11.Connection(h11.SERVER), receive_size=256 * 1024)
+    io = HttpStream(receive, WireConnection(server=True), receive_size=256 * 1024)
     mib = 1024 * 1024
     await send.send_all(_post(mib))
     first = await _body_chunks(io)

@@ -1,4 +1,4 @@
-"""Canned error responses serialise to valid HTTP through h11."""
+"""Canned error responses, written by caslb's codec, read back as valid HTTP by h11."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import h11
 import pytest
 
 from lb.l7 import responses
+from lb.l7.wire.connection import WireConnection, send_all
 
 
 def serialise(events: responses.ErrorEvents) -> tuple[h11.Response, bytes]:
-    server = h11.Connection(h11.SERVER)
+    server = WireConnection(server=True)
     server.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
     server.next_event()
     server.next_event()
-    wire = b"".join(server.send(e) or b"" for e in events)
+    wire = send_all(server, events)
     client = h11.Connection(h11.CLIENT)
     client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
     client.send(h11.EndOfMessage())

@@ -43,10 +43,11 @@ def test_top_functions_are_ranked_by_own_time() -> None:
     assert table.splitlines()[0] == "top:" and len(table.splitlines()) == 7
 
 
-def test_h11cost_prints_both_figures() -> None:
+def test_h11cost_prints_all_three_figures() -> None:
     out = io.StringIO()
     with redirect_stdout(out):
         assert h11cost.main(["--requests", "100"]) == 0
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("h11, the data path's calls for one exchange:")
-    assert lines[1].startswith("the least a codec must do for the same bytes:")
+    assert lines[1].startswith("lb.l7.wire, the same calls:")
+    assert lines[2].startswith("the least a codec must do for the same bytes:")
