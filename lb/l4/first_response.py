@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import trio
 
 from lb.l4.connector import failure_reason
-from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, Link, RelayResult, Side, send_eof
+from lb.l4.idle_timer import IdleTimer
+from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
 from lb.l4.sni import HelloStatus, parse_client_hello
 
 

@@ -53,7 +53,8 @@ from lb.l4.closing import close, close_after, reset
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.events import ConnectionRecord, L4Events
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
-from lb.l4.pump import PEER_ERRORS, IdleTimer
+from lb.l4.idle_timer import IdleTimer
+from lb.l4.pump import PEER_ERRORS
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from lb.pool import Member, Pool
