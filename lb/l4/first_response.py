@@ -37,6 +37,7 @@ import trio
 
 from lb.l4.connector import failure_reason
 from lb.l4.idle_timer import IdleTimer
+from lb.l4.parking import Parker, relay_parked
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
 from lb.l4.sni import HelloStatus, parse_client_hello
 
@@ -169,6 +170,7 @@ async def run_attempt(
     server_speaks_first: bool,
     idle: IdleTimer | None = None,
     on_commit: Callable[[Verdict], None] = lambda verdict: None,
+    parker: Parker | None = None,
 ) -> Outcome:
     """Replay the flight onto `server`, wait for its first bytes, then relay (see module doc).
 
@@ -183,6 +185,7 @@ async def run_attempt(
         server_speaks_first: start the timer now rather than after client bytes.
         idle: touched on every transfer.
         on_commit: called once, as soon as the attempt commits (before relaying).
+        parker: parks the relay while it is idle (lb/l4/parking.py); None: never.
     """
     replayed = len(flight.data)
     try:
@@ -196,20 +199,28 @@ async def run_attempt(
     recorder = _Recorder(flight, timer)
     link = Link(client, server, idle)
     first: _FirstRead | None = None
-    async with trio.open_nursery() as nursery:
-        if not flight.eof:
-            nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
-        first = await _first_read(server, flight, timer, recorder)
-        if first.verdict.committed:
-            recorder.active = False
-            on_commit(first.verdict)
-            await link.run_down(nursery.cancel_scope, first.data)
-        else:
-            nursery.cancel_scope.cancel()
-    result = link.result()
+    link.up.done = flight.eof  # already passed on above
+    try:
+        async with trio.open_nursery() as nursery:
+            if not flight.eof:
+                nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
+            first = await _first_read(server, flight, timer, recorder)
+            if first.verdict.committed:
+                recorder.active = False
+                on_commit(first.verdict)
+                if parker is not None:
+                    parker.watch(link)
+                await link.run_down(nursery.cancel_scope, first.data)
+            else:
+                nursery.cancel_scope.cancel()
+    finally:
+        if parker is not None:
+            parker.forget(link)
     if first is None or not first.verdict.committed:
-        return _abandoned(first, result, replayed)
-    return Outcome(first.verdict, replayed_bytes=replayed, relay=result)
+        return _abandoned(first, link.result(), replayed)
+    if parker is not None:
+        await relay_parked(link, parker)
+    return Outcome(first.verdict, replayed_bytes=replayed, relay=link.result())
 
 
 def _abandoned(first: _FirstRead | None, result: RelayResult, replayed: int) -> Outcome:

@@ -90,6 +90,36 @@ class _Flow:
         self.bytes = 0
         self.splices = 0
         self.failed: Side | None = None
+        self.done = False  # saw EOF and passed it on
+        self.waiting = False  # in a read wait, with nothing pending: parkable
+        self.park = False  # asked to give up its task at its next read wait
+        self.parked = False  # gave it up (lb/l4/parking.py resumes it)
+
+
+class Parking(Exception):
+    """A flow asked to park left its read wait; nothing of it is pending."""
+
+
+async def _wait_readable(flow: _Flow, fd: int) -> None:
+    """Wait for `fd` readable, or raise Parking when the flow was asked to park.
+
+    The parker wakes a waiting flow with `notify_closing` (ClosedResourceError);
+    a flow that was already rescheduled when it was asked parks too, unread, and
+    its readable fd wakes it at once once parked.
+    """
+    if flow.park:
+        raise Parking()
+    flow.waiting = True
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    except trio.ClosedResourceError:
+        if flow.park:
+            raise Parking() from None
+        raise
+    finally:
+        flow.waiting = False
+    if flow.park:
+        raise Parking()
 
 
 def can_splice(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
@@ -174,6 +204,9 @@ class Link:
                 await _splice_flow(flow, src, dst, self.idle, tap)
             else:
                 await _copy_flow(flow, src, dst, self.idle, tap)
+            flow.done = True
+        except Parking:
+            flow.parked = True
         except PEER_ERRORS:
             flow.failed = flow.at
             stop.cancel()
@@ -294,7 +327,7 @@ async def _copy_until_bulk(
             data = None  # waited below: awaiting in here keeps the exception alive while idle
         if data is None:
             unyielded = 0
-            await trio.lowlevel.wait_readable(src_fd)
+            await _wait_readable(flow, src_fd)
             continue
         _tapped(tap, data)
         if not data:
@@ -356,7 +389,7 @@ async def _splice_loop(
         elif pipe.held:
             await trio.lowlevel.wait_writable(dst_fd)
         elif not eof:
-            await trio.lowlevel.wait_readable(src_fd)
+            await _wait_readable(flow, src_fd)
 
 
 def _try_splice(src_fd: int, dst_fd: int, count: int) -> int:
