@@ -195,16 +195,35 @@ async def run_attempt(
             await send_eof(server)
     except PEER_ERRORS as exc:
         return Outcome(Verdict.CLOSED, reason=failure_reason(exc))
-    timer = _Timer(timeout, server_speaks_first or bool(flight.data) or flight.eof)
-    recorder = _Recorder(flight, timer)
     link = Link(client, server, idle)
-    first: _FirstRead | None = None
     link.up.done = flight.eof  # already passed on above
+    start_now = server_speaks_first or bool(flight.data) or flight.eof
+    first = await _run_flows(link, flight, _Timer(timeout, start_now), on_commit, parker)
+    if first is None or not first.verdict.committed:
+        return _abandoned(first, link.result(), replayed)
+    verdict = first.verdict
+    if parker is not None:
+        del first  # a parked connection keeps no more than it needs
+        await relay_parked(link, parker)
+    return Outcome(verdict, replayed_bytes=replayed, relay=link.result())
+
+
+async def _run_flows(
+    link: Link, flight: FirstFlight, timer: _Timer, on_commit: Callable[[Verdict], None],
+    parker: Parker | None,
+) -> _FirstRead | None:
+    """Upstream in a task, the first read here, then downstream here, until they end or park.
+
+    Its own coroutine so that the nursery, the timer and the recorder are gone
+    once the flows park.
+    """
+    recorder = _Recorder(flight, timer)
+    first: _FirstRead | None = None
     try:
         async with trio.open_nursery() as nursery:
-            if not flight.eof:
+            if not link.up.done:
                 nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
-            first = await _first_read(server, flight, timer, recorder)
+            first = await _first_read(link.server, flight, timer, recorder)
             if first.verdict.committed:
                 recorder.active = False
                 on_commit(first.verdict)
@@ -216,11 +235,7 @@ async def run_attempt(
     finally:
         if parker is not None:
             parker.forget(link)
-    if first is None or not first.verdict.committed:
-        return _abandoned(first, link.result(), replayed)
-    if parker is not None:
-        await relay_parked(link, parker)
-    return Outcome(first.verdict, replayed_bytes=replayed, relay=link.result())
+    return first
 
 
 def _abandoned(first: _FirstRead | None, result: RelayResult, replayed: int) -> Outcome:

@@ -193,10 +193,9 @@ def _ask_to_park(link: Link) -> None:
 
 def all_parked(link: Link) -> bool:
     """True when the flows of `link` stopped to park (none failed, one or both parked)."""
-    flows = (link.up, link.down)
-    if any(f.failed is not None for f in flows):
-        return False
-    return all(f.done or f.parked for f in flows) and any(f.parked for f in flows)
+    up, down = link.up, link.down  # spelled out: this runs once per connection
+    return ((up.parked or down.parked) and (up.done or up.parked) and (down.done or down.parked)
+            and up.failed is None and down.failed is None)
 
 
 async def relay_parked(link: Link, parker: Parker) -> None:
