@@ -193,11 +193,9 @@ class TcpFrontend:
                           limiter=self._limiter, guard=self._guard)
 
     async def _serve_accepted(self, client: trio.abc.Stream) -> None:
+        # One frame, not two: a parked connection holds every frame of its chain.
         self.active += 1
         self._events.frontend_connection_opened(self.name)
-        await self._serve_admitted(client)
-
-    async def _serve_admitted(self, client: trio.abc.Stream) -> None:
         idle_scope = trio.CancelScope()
         conn = _Connection(client, FirstFlight(self.settings.first_flight_limit),
                            IdleTimer(idle_scope, self.settings.idle_timeout), self.name)
