@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ import trio.testing
 from lb.config.model import PoolConfig, ServerConfig
 from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
-from lb.pool import AdminState, CheckState, Pool
+from lb.pool import Pool
+from probes.state import AdminState, CheckState
 from tests.integration.l4_rig import RecordingEvents
 
 pytestmark = pytest.mark.smoke
@@ -27,12 +30,15 @@ class Parked:
     client: trio.SocketStream
     server: list[trio.SocketStream]  # the backend's end, once accepted
     eofs: list[trio.SocketStream]  # the backend's ends that saw EOF
+    resets: list[trio.SocketStream]  # the backend's ends that were reset
     tasks_relaying: int  # trio tasks in the process while the connection relayed
 
 
 def tasks() -> int:
     """Every trio task now running in this run."""
-    count, todo = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, todo = 0, [root]
     while todo:
         task = todo.pop()
         count += 1
@@ -45,13 +51,18 @@ async def parked_connection(**pool_config: object) -> AsyncIterator[Parked]:
     """One client through a frontend to a backend that greets, then idle until parked."""
     accepted: list[trio.SocketStream] = []
     eofs: list[trio.SocketStream] = []
+    resets: list[trio.SocketStream] = []
 
     async def backend(stream: trio.SocketStream) -> None:
         async with stream:
             accepted.append(stream)
             await stream.send_all(b"*")
-            while data := await stream.receive_some(4096):
-                await stream.send_all(b"echo:" + data)
+            try:
+                while data := await stream.receive_some(4096):
+                    await stream.send_all(b"echo:" + data)
+            except trio.BrokenResourceError:
+                resets.append(stream)
+                return
             eofs.append(stream)
             await trio.sleep_forever()
 
@@ -75,7 +86,7 @@ async def parked_connection(**pool_config: object) -> AsyncIterator[Parked]:
         relaying = tasks()
         await until_parked(frontend, 1)
         try:
-            yield Parked(frontend, pool, events, client, accepted, eofs, relaying)
+            yield Parked(frontend, pool, events, client, accepted, eofs, resets, relaying)
         finally:
             await client.aclose()
             nursery.cancel_scope.cancel()
@@ -164,3 +175,20 @@ async def test_a_drain_deadline_resets_a_parked_connection(
             await p.client.receive_some(100)
         assert 5 <= trio.current_time() - start < 6
         assert p.frontend.parker.parked == 0
+
+
+async def test_a_client_reset_ends_only_its_parked_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with parked_connection() as p:
+        p.client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        p.client.socket.close()  # an RST
+        with trio.fail_after(5):
+            while p.frontend.active:
+                await trio.sleep(0.1)
+        with trio.fail_after(5):
+            while not p.resets:  # the reset is passed on to the server
+                await trio.sleep(0.1)
+        assert p.frontend.parker.parked == 0
+        assert p.frontend.parker.running
+        assert p.events.counts["internal_error", "l4"] == 0
