@@ -11,9 +11,10 @@ appends every client chunk to the flight, while its own task waits for the
 server's first bytes under a timer. Once they arrive the tap is switched off,
 the attempt is committed, and the same task goes on as the downstream flow: the
 upstream flow never stops, so committing costs nothing and the relay after it
-is the plain (splice) pump. An abandoned attempt is simply cancelled: whatever
-the upstream task was sending to the abandoned server no longer matters,
-because the flight recorded it before sending.
+is the plain (splice) pump, which parks while idle (lb/l4/parking.py). An
+abandoned attempt is simply cancelled: whatever the upstream task was sending
+to the abandoned server no longer matters, because the flight recorded it
+before sending.
 
 The timer is what tells a hung server from a slow client. It runs from the
 connection opening for banner protocols (the server owes the first word), and

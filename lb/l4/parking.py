@@ -12,9 +12,11 @@ connection wait with one parked task instead of three, and no flow chains.
   whose flows are all in a read wait (or done) and that moved no byte since
   the previous sweep is asked to park. Each waiting flow is woken with
   `trio.lowlevel.notify_closing` on its source fd, which reaches only a task
-  that is blocked on it; a flow rescheduled in the same batch sees the request
-  as its wait returns. Either way the flow leaves with nothing pending (a read
-  wait is the only place it parks), and its task ends.
+  that is blocked on it (and drops trio's registration of the fd, which stays
+  open and is registered again at its next wait); a flow rescheduled in the
+  same batch sees the request as its wait returns. Either way the flow leaves
+  with nothing pending (a read wait is the only place it parks), and its task
+  ends.
 - The connection's own task, once every flow parked or ended, *parks*: the fds
   of the parked flows go into the parker's own epoll object and the task waits
   in `wait_task_rescheduled`. One parker task waits for that epoll's fd to turn
@@ -86,6 +88,8 @@ class Parker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Wake parked connections and sweep for idle ones until cancelled."""
+        if self._epoll is not None:
+            raise RuntimeError("the parker is already running")
         epoll = select.epoll()
         self._epoll = epoll
         try:

@@ -9,9 +9,10 @@ A splice flow always tries the syscall first and only waits on trio when the
 kernel says EAGAIN: readable on the source when the pipe is empty, writable on
 the destination when the pipe holds bytes it could not push. Since a flow only
 ever waits for readable on its source and writable on its destination, the two
-flows of a connection never wait on the same fd for the same event. The pipe is
-made on the first byte (an idle connection holds no pipes) and grown to 1 MiB
-the first time it fills, so only bulk flows pay for the big ring.
+flows of a connection never wait on the same fd for the same event. A pipe is
+made once a read fills the copy buffer, and grown to 1 MiB once a flow moved four
+pipes' worth, so only bulk flows pay for the ring. A flow asked to park leaves at
+its next read wait, where nothing of it is pending (lb/l4/parking.py).
 
 End of stream is forwarded as a half-close (shutdown SHUT_WR, or send_eof), and
 the other direction keeps flowing: the relay ends when both directions have
@@ -103,9 +104,8 @@ class Parking(Exception):
 async def _wait_readable(flow: _Flow, fd: int) -> None:
     """Wait for `fd` readable, or raise Parking when the flow was asked to park.
 
-    The parker wakes a waiting flow with `notify_closing` (ClosedResourceError);
-    a flow that was already rescheduled when it was asked parks too, unread, and
-    its readable fd wakes it at once once parked.
+    The parker wakes a waiting flow with `notify_closing` (ClosedResourceError); one
+    already rescheduled when asked parks too, unread: its readable fd wakes it at once.
     """
     if flow.park:
         raise Parking()
