@@ -2,7 +2,7 @@
 
     python -m perf                      list what is there
     python -m perf failover [--quick] [--designs a,b] [--faults x,y] [--out DIR]
-    python -m perf idle [--connections N] [--designs a,b]
+    python -m perf idle [--connections N] [--designs a,b] [--settle S]
     python -m perf probes [--seconds S] [--hogs N] [--idle-seconds S]
     python -m perf hostile [--quick] [--attacks a,b] [--soak SECONDS] [--reload-every SECONDS]
     python -m perf ha [--json FILE]    (root: network namespaces, keepalived)
@@ -188,12 +188,13 @@ def report(
 def idle(
     connections: Annotated[int, typer.Option(help="Idle connections per design.")] = 2000,
     designs: Annotated[str | None, typer.Option(help="Comma-separated idle designs.")] = None,
+    settle: Annotated[float, typer.Option(help="Seconds idle before RSS is read.")] = 0.5,
 ) -> None:
     """Measure memory per idle proxied connection (RSS growth per connection)."""
     from perf.idle import IDLE_DESIGNS, run_idle
 
     names = _split(designs, dict(IDLE_DESIGNS), "design") or list(IDLE_DESIGNS)
-    for line in trio.run(run_idle, names, connections):
+    for line in trio.run(run_idle, names, connections, settle):
         typer.echo(line)
 
 

@@ -118,8 +118,16 @@ async def prepare(count: int) -> tuple[list[trio.SocketListener], int, int]:
     return back_listeners, back_listeners[0].socket.getsockname()[1], free_port()
 
 
-async def measure(name: str, count: int) -> str:
-    """Open `count` idle connections through one design and report RSS per connection."""
+SETTLE = 0.5
+
+
+async def measure(name: str, count: int, settle: float = SETTLE) -> str:
+    """Open `count` idle connections through one design and report RSS per connection.
+
+    RSS is read `settle` seconds after the last connection was greeted; caslb
+    parks a relay idle for 0.5 to 1 s (lb/l4/parking.py), so 2 s or more
+    measures parked connections.
+    """
     back_listeners, back, front = await prepare(count)
     clients: list[trio.SocketStream] = []
     held: list[trio.SocketStream] = []
@@ -132,14 +140,15 @@ async def measure(name: str, count: int) -> str:
                     await _open_many(front, WARMUP, clients)
                     before = rss_kib(proc.process.pid)
                     await _open_many(front, count, clients)
-                    await trio.sleep(0.5)
+                    await trio.sleep(settle)
                     after = rss_kib(proc.process.pid)
                     nursery.cancel_scope.cancel()
             finally:
                 for s in (*clients, *held):
                     await trio.aclose_forcefully(s)
     per = (after - before) / count
-    return f"{name}: {count} idle connections, RSS {before} -> {after} KiB, {per:.2f} KiB each"
+    return (f"{name}: {count} idle connections, RSS {before} -> {after} KiB after {settle:g} s, "
+            f"{per:.2f} KiB each")
 
 
 async def _wait_listening(port: int, proc: LineProcess) -> None:
@@ -155,12 +164,12 @@ async def _wait_listening(port: int, proc: LineProcess) -> None:
             return
 
 
-async def run_idle(names: list[str], count: int) -> list[str]:
+async def run_idle(names: list[str], count: int, settle: float = SETTLE) -> list[str]:
     """Measure each named design in turn; one that cannot start is reported, not fatal."""
     lines = []
     for name in names:
         try:
-            lines.append(await measure(name, count))
+            lines.append(await measure(name, count, settle))
         except* (RuntimeError, OSError) as group:
             lines.append(f"{name}: skipped ({group.exceptions[0]})")
     return lines

@@ -135,7 +135,7 @@ def _diff(before: dict[str, int], after: dict[str, int], count: int, top: int,
     return lines
 
 
-async def profile(mode: str, count: int) -> list[str]:
+async def profile(mode: str, count: int, settle: float = 0.5) -> list[str]:
     """Open `count` idle connections through a traced `caslb run`; report what they hold."""
     back_listeners, back, front = await prepare(count)
     clients: list[trio.SocketStream] = []
@@ -155,7 +155,7 @@ async def profile(mode: str, count: int) -> list[str]:
                     await opener(front, WARMUP, clients)
                     rss0, before = rss_kib(proc.process.pid), await _ask(out, "before")
                     await opener(front, count, clients)
-                    await trio.sleep(0.5)
+                    await trio.sleep(settle)  # 2 s or more: every L4 relay parked
                     rss1, after = rss_kib(proc.process.pid), await _ask(out, "after")
                     nursery.cancel_scope.cancel()
             finally:
@@ -181,7 +181,8 @@ def main() -> None:
         return
     count = int(args[args.index("--connections") + 1]) if "--connections" in args else 1000
     mode = args[args.index("--mode") + 1] if "--mode" in args else "l4"
-    print("\n".join(trio.run(profile, mode, count)))
+    settle = float(args[args.index("--settle") + 1]) if "--settle" in args else 0.5
+    print("\n".join(trio.run(profile, mode, count, settle)))
 
 
 if __name__ == "__main__":

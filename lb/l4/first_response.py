@@ -11,9 +11,10 @@ appends every client chunk to the flight, while its own task waits for the
 server's first bytes under a timer. Once they arrive the tap is switched off,
 the attempt is committed, and the same task goes on as the downstream flow: the
 upstream flow never stops, so committing costs nothing and the relay after it
-is the plain (splice) pump. An abandoned attempt is simply cancelled: whatever
-the upstream task was sending to the abandoned server no longer matters,
-because the flight recorded it before sending.
+is the plain (splice) pump, which parks while idle (lb/l4/parking.py). An
+abandoned attempt is simply cancelled: whatever the upstream task was sending
+to the abandoned server no longer matters, because the flight recorded it
+before sending.
 
 The timer is what tells a hung server from a slow client. It runs from the
 connection opening for banner protocols (the server owes the first word), and
@@ -36,7 +37,9 @@ from dataclasses import dataclass
 import trio
 
 from lb.l4.connector import failure_reason
-from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, IdleTimer, Link, RelayResult, Side, send_eof
+from lb.l4.idle_timer import IdleTimer
+from lb.l4.parking import Parker, relay_parked
+from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
 from lb.l4.sni import HelloStatus, parse_client_hello
 
 
@@ -168,6 +171,7 @@ async def run_attempt(
     server_speaks_first: bool,
     idle: IdleTimer | None = None,
     on_commit: Callable[[Verdict], None] = lambda verdict: None,
+    parker: Parker | None = None,
 ) -> Outcome:
     """Replay the flight onto `server`, wait for its first bytes, then relay (see module doc).
 
@@ -182,6 +186,7 @@ async def run_attempt(
         server_speaks_first: start the timer now rather than after client bytes.
         idle: touched on every transfer.
         on_commit: called once, as soon as the attempt commits (before relaying).
+        parker: parks the relay while it is idle (lb/l4/parking.py); None: never.
     """
     replayed = len(flight.data)
     try:
@@ -191,24 +196,47 @@ async def run_attempt(
             await send_eof(server)
     except PEER_ERRORS as exc:
         return Outcome(Verdict.CLOSED, reason=failure_reason(exc))
-    timer = _Timer(timeout, server_speaks_first or bool(flight.data) or flight.eof)
-    recorder = _Recorder(flight, timer)
     link = Link(client, server, idle)
-    first: _FirstRead | None = None
-    async with trio.open_nursery() as nursery:
-        if not flight.eof:
-            nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
-        first = await _first_read(server, flight, timer, recorder)
-        if first.verdict.committed:
-            recorder.active = False
-            on_commit(first.verdict)
-            await link.run_down(nursery.cancel_scope, first.data)
-        else:
-            nursery.cancel_scope.cancel()
-    result = link.result()
+    link.up.done = flight.eof  # already passed on above
+    start_now = server_speaks_first or bool(flight.data) or flight.eof
+    first = await _run_flows(link, flight, _Timer(timeout, start_now), on_commit, parker)
     if first is None or not first.verdict.committed:
-        return _abandoned(first, result, replayed)
-    return Outcome(first.verdict, replayed_bytes=replayed, relay=result)
+        return _abandoned(first, link.result(), replayed)
+    verdict = first.verdict
+    if parker is not None:
+        del first  # a parked connection keeps no more than it needs
+        await relay_parked(link, parker)
+    return Outcome(verdict, replayed_bytes=replayed, relay=link.result())
+
+
+async def _run_flows(
+    link: Link, flight: FirstFlight, timer: _Timer, on_commit: Callable[[Verdict], None],
+    parker: Parker | None,
+) -> _FirstRead | None:
+    """Upstream in a task, the first read here, then downstream here, until they end or park.
+
+    Its own coroutine so that the nursery, the timer and the recorder are gone
+    once the flows park.
+    """
+    recorder = _Recorder(flight, timer)
+    first: _FirstRead | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            if not link.up.done:
+                nursery.start_soon(link.run_up, nursery.cancel_scope, recorder)
+            first = await _first_read(link.server, flight, timer, recorder)
+            if first.verdict.committed:
+                recorder.active = False
+                on_commit(first.verdict)
+                if parker is not None:
+                    parker.watch(link)
+                await link.run_down(nursery.cancel_scope, first.data)
+            else:
+                nursery.cancel_scope.cancel()
+    finally:
+        if parker is not None:
+            parker.forget(link)
+    return first
 
 
 def _abandoned(first: _FirstRead | None, result: RelayResult, replayed: int) -> Outcome:

@@ -16,24 +16,24 @@ Theory of operation, per accepted connection:
    they become the start of the first flight.
 3. Attempts: pick a server (by the pool's retry policy: one not tried yet, or the
    one that just failed), lease it, connect under the pool's connect timeout,
-   send the PROXY header if asked, replay the first flight and
-   wait for the server's first bytes (lb/l4/first_response.py). A refused,
-   reset or timed-out connect, a server that closes or resets first, and a
-   server silent past the first-response timeout are reported to passive
-   detection and the next attempt made, at most 1 + retries (one with retries off).
-   A lease the pool cancels before the server answered (DOWN, MAINT) drops the
-   attempt; the next server is tried, without a report.
+   send the PROXY header if asked, replay the first flight and wait for the
+   server's first bytes (lb/l4/first_response.py). A refused, reset or timed-out
+   connect, a server that closes or resets first, and a server silent past the
+   first-response timeout are reported to passive detection and the next attempt
+   made, at most 1 + retries. A lease the pool cancels before the server
+   answered (DOWN, MAINT) drops the attempt; the next is made without a report.
 4. Relay: once the server answered, its first bytes go to the client and the
    pump takes over (splice for socket pairs). From here there is no replay.
    When the lease scope is cancelled (reset on DOWN) or hits its deadline
-   (drain grace), both ends are reset so clients reconnect elsewhere.
+   (drain grace), both ends are reset so clients reconnect elsewhere. An idle
+   relay parks (lb/l4/parking.py) inside the same scopes.
 
 When every try failed the client is reset, as a dead server would have done.
 A connect that fails for the balancer's own lack of fds or buffers is no
 server's fault: it is not reported, no other server is tried (they would fail
 alike), the client is closed, and the condition is logged once per interval.
-The whole connection runs under an idle timer: the frontend's idle timeout,
-or the pool's once routed. Its end writes its tcplog line (lb/l4/events.py).
+The whole connection runs under an idle timer (the frontend's idle timeout, or
+the pool's once routed). Its end writes its tcplog line (lb/l4/events.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ from lb.l4.closing import close, close_after, reset
 from lb.l4.connector import Connector, failure_reason, open_plain
 from lb.l4.events import ConnectionRecord, L4Events
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
-from lb.l4.pump import PEER_ERRORS, IdleTimer
+from lb.l4.idle_timer import IdleTimer
+from lb.l4.parking import Parker
+from lb.l4.pump import PEER_ERRORS
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
 from lb.pool import Member, Pool
@@ -151,6 +153,7 @@ class TcpFrontend:
         self._guard = guard
         self._limiter = trio.CapacityLimiter(settings.max_connections)
         self._out_of_resources = OncePerInterval()
+        self.parker = Parker(events, settings.park_sweep)  # its parked ones count as active too
         self.active = 0
 
     @property
@@ -166,6 +169,7 @@ class TcpFrontend:
     ) -> None:
         """Accept on every listener until cancelled; connections run in the same nursery."""
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.parker.run)
             for listener in listeners:
                 nursery.start_soon(self._accept_loop, listener, nursery)
             task_status.started()
@@ -189,11 +193,9 @@ class TcpFrontend:
                           limiter=self._limiter, guard=self._guard)
 
     async def _serve_accepted(self, client: trio.abc.Stream) -> None:
+        # One frame, not two: a parked connection holds every frame of its chain.
         self.active += 1
         self._events.frontend_connection_opened(self.name)
-        await self._serve_admitted(client)
-
-    async def _serve_admitted(self, client: trio.abc.Stream) -> None:
         idle_scope = trio.CancelScope()
         conn = _Connection(client, FirstFlight(self.settings.first_flight_limit),
                            IdleTimer(idle_scope, self.settings.idle_timeout), self.name)
@@ -349,44 +351,38 @@ class TcpFrontend:
             server_speaks_first=policy.server_speaks_first,
             idle=conn.idle,
             on_commit=on_commit,
+            parker=self.parker if self.parker.running else None,
         )
         conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
         self._account(conn.record, pool, member, outcome)
         return outcome
 
-    def _account(
-        self, record: ConnectionRecord, pool: str, member: Member, outcome: Outcome
-    ) -> None:
+    def _account(self, record: ConnectionRecord, pool: str, member: Member, out: Outcome) -> None:
         """Report a failed attempt to passive detection, the counters and the log record."""
         record.termination = connlog.NORMAL
-        if outcome.verdict is Verdict.SILENT:
+        if out.verdict is Verdict.SILENT:
             record.termination = connlog.SERVER_SILENT
             log.info("frontend %s: %s/%s: silent past the first-response timeout",
                      self.name, pool, member.name)
             self._report(pool, member.name, False, Verdict.SILENT.value)
             self._events.first_response_timeout(pool, member.name)
             self._events.retried(pool, member.name, Verdict.SILENT.value)
-        elif outcome.verdict is Verdict.CLOSED:
+        elif out.verdict is Verdict.CLOSED:
             record.termination = connlog.NO_SERVER
-        elif outcome.verdict is Verdict.CLIENT_GONE:
+        elif out.verdict is Verdict.CLIENT_GONE:
             record.termination = connlog.CLIENT_ABORT
             log.info("frontend %s: %s/%s: closed before answering (%s)",
-                     self.name, pool, member.name, outcome.reason)
-            self._report(pool, member.name, False, outcome.reason)
-            self._events.retried(pool, member.name, outcome.reason)
+                     self.name, pool, member.name, out.reason)
+            self._report(pool, member.name, False, out.reason)
+            self._events.retried(pool, member.name, out.reason)
 
-    def _account_relay(
-        self, conn: _Connection, pool: str, member: Member, outcome: Outcome
-    ) -> None:
-        assert outcome.relay is not None
-        conn.record.bytes_read = outcome.relay.downstream_bytes
+    def _account_relay(self, conn: _Connection, pool: str, member: Member, out: Outcome) -> None:
+        assert out.relay is not None
+        conn.record.bytes_read = out.relay.downstream_bytes
         self._events.bytes_relayed(
-            self.name,
-            pool,
-            member.name,
-            to_server=outcome.replayed_bytes + outcome.relay.upstream_bytes,
-            to_client=outcome.relay.downstream_bytes,
-        )
+            self.name, pool, member.name,
+            to_server=out.replayed_bytes + out.relay.upstream_bytes,
+            to_client=out.relay.downstream_bytes)
 
 
 def _chosen(record: ConnectionRecord, fe_conn: int, pool: Pool, member: Member) -> None:

@@ -9,9 +9,10 @@ A splice flow always tries the syscall first and only waits on trio when the
 kernel says EAGAIN: readable on the source when the pipe is empty, writable on
 the destination when the pipe holds bytes it could not push. Since a flow only
 ever waits for readable on its source and writable on its destination, the two
-flows of a connection never wait on the same fd for the same event. The pipe is
-made on the first byte (an idle connection holds no pipes) and grown to 1 MiB
-the first time it fills, so only bulk flows pay for the big ring.
+flows of a connection never wait on the same fd for the same event. A pipe is
+made once a read fills the copy buffer, and grown to 1 MiB once a flow moved four
+pipes' worth, so only bulk flows pay for the ring. A flow asked to park leaves at
+its next read wait, where nothing of it is pending (lb/l4/parking.py).
 
 End of stream is forwarded as a half-close (shutdown SHUT_WR, or send_eof), and
 the other direction keeps flowing: the relay ends when both directions have
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import trio
+
+from lb.l4.idle_timer import IdleTimer
 
 SPLICE_PIPE_SIZE = 1 << 20
 COPY_CHUNK = 1 << 16
@@ -78,34 +81,6 @@ class RelayResult:
     failed: Side | None
 
 
-class IdleTimer:
-    """Keeps a cancel scope's deadline `idle` seconds after the latest activity.
-
-    Moving a trio deadline on every transfer would churn the deadline heap, so
-    the deadline is pushed `idle + slack` ahead only once it is closer than
-    `idle`: the scope fires between `idle` and `idle + slack` after the last
-    byte, never early.
-    """
-
-    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
-        self.scope = scope
-        self.retime(idle)
-
-    def retime(self, idle: float) -> None:
-        """Switch to another idle timeout, counted from now."""
-        if idle <= 0:
-            raise ValueError(f"idle timeout {idle!r} must be positive")
-        self.idle = idle
-        self._slack = idle / 16
-        self.scope.deadline = trio.current_time() + idle + self._slack
-
-    def touch(self) -> None:
-        """Record activity now."""
-        now = trio.current_time()
-        if self.scope.deadline < now + self.idle:
-            self.scope.deadline = now + self.idle + self._slack
-
-
 class _Flow:
     """Mutable tally of one direction, owned by the task that runs it."""
 
@@ -116,6 +91,35 @@ class _Flow:
         self.bytes = 0
         self.splices = 0
         self.failed: Side | None = None
+        self.done = False  # saw EOF and passed it on
+        self.waiting = False  # in a read wait, with nothing pending: parkable
+        self.park = False  # asked to give up its task at its next read wait
+        self.parked = False  # gave it up (lb/l4/parking.py resumes it)
+
+
+class Parking(Exception):
+    """A flow asked to park left its read wait; nothing of it is pending."""
+
+
+async def _wait_readable(flow: _Flow, fd: int) -> None:
+    """Wait for `fd` readable, or raise Parking when the flow was asked to park.
+
+    The parker wakes a waiting flow with `notify_closing` (ClosedResourceError); one
+    already rescheduled when asked parks too, unread: its readable fd wakes it at once.
+    """
+    if flow.park:
+        raise Parking()
+    flow.waiting = True
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    except trio.ClosedResourceError:
+        if flow.park:
+            raise Parking() from None
+        raise
+    finally:
+        flow.waiting = False
+    if flow.park:
+        raise Parking()
 
 
 def can_splice(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
@@ -200,6 +204,9 @@ class Link:
                 await _splice_flow(flow, src, dst, self.idle, tap)
             else:
                 await _copy_flow(flow, src, dst, self.idle, tap)
+            flow.done = True
+        except Parking:
+            flow.parked = True
         except PEER_ERRORS:
             flow.failed = flow.at
             stop.cancel()
@@ -320,7 +327,7 @@ async def _copy_until_bulk(
             data = None  # waited below: awaiting in here keeps the exception alive while idle
         if data is None:
             unyielded = 0
-            await trio.lowlevel.wait_readable(src_fd)
+            await _wait_readable(flow, src_fd)
             continue
         _tapped(tap, data)
         if not data:
@@ -382,7 +389,7 @@ async def _splice_loop(
         elif pipe.held:
             await trio.lowlevel.wait_writable(dst_fd)
         elif not eof:
-            await trio.lowlevel.wait_readable(src_fd)
+            await _wait_readable(flow, src_fd)
 
 
 def _try_splice(src_fd: int, dst_fd: int, count: int) -> int:

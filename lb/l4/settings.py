@@ -26,6 +26,8 @@ class TcpFrontendSettings:
             routing to its default pool.
         first_flight_limit: bytes of client data kept for replay before the
             server's first byte; past it the connection commits to its server.
+        park_sweep: seconds between the parker's sweeps: a relay idle for one
+            to two of them gives up its flow tasks (lb/l4/parking.py).
     """
 
     name: str
@@ -33,9 +35,11 @@ class TcpFrontendSettings:
     max_connections: int = 10_000
     sni_timeout: float = 5.0
     first_flight_limit: int = FIRST_FLIGHT_LIMIT
+    park_sweep: float = 0.5
 
     def __post_init__(self) -> None:
         _positive("idle_timeout", self.idle_timeout)
+        _positive("park_sweep", self.park_sweep)
         _positive("sni_timeout", self.sni_timeout)
         if self.max_connections < 1:
             raise ValueError(f"max_connections {self.max_connections!r} must be at least 1")

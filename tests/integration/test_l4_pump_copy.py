@@ -10,7 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from lb.l4.pump import IdleTimer, Mode, RelayResult, Side, relay
+from lb.l4.idle_timer import IdleTimer
+from lb.l4.pump import Mode, RelayResult, Side, relay
 
 MB = 1 << 20
 

@@ -1,0 +1,33 @@
+"""The idle timeout of a connection, as a cancel scope's deadline kept ahead of activity."""
+
+from __future__ import annotations
+
+import trio
+
+
+class IdleTimer:
+    """Keeps a cancel scope's deadline `idle` seconds after the latest activity.
+
+    Moving a trio deadline on every transfer would churn the deadline heap, so
+    the deadline is pushed `idle + slack` ahead only once it is closer than
+    `idle`: the scope fires between `idle` and `idle + slack` after the last
+    byte, never early.
+    """
+
+    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
+        self.scope = scope
+        self.retime(idle)
+
+    def retime(self, idle: float) -> None:
+        """Switch to another idle timeout, counted from now."""
+        if idle <= 0:
+            raise ValueError(f"idle timeout {idle!r} must be positive")
+        self.idle = idle
+        self._slack = idle / 16
+        self.scope.deadline = trio.current_time() + idle + self._slack
+
+    def touch(self) -> None:
+        """Record activity now."""
+        now = trio.current_time()
+        if self.scope.deadline < now + self.idle:
+            self.scope.deadline = now + self.idle + self._slack
