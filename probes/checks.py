@@ -186,6 +186,10 @@ _DIALOGUES: dict[CheckKind, Dialogue] = {
 
 
 _IDLE_CLOSE = (Reason.CLOSED, Reason.RESET)
+# How long a check waits for the kept connection another check of the same
+# server is using, as a share of its timeout: a hung vdir holds the connection,
+# and delays the verdicts behind it by no more than this.
+_PATIENCE = 0.1
 
 
 class _Conversation:
@@ -205,10 +209,12 @@ class _Conversation:
         self._reuse_for = reuse_for
         context_id = id(spec.tls_context()) if spec.tls else 0
         self._key: EndpointKey = (context_id, target.fqdn, target.host, target.port)
+        self._borrowed = False  # holds the endpoint's turn (probes.kept)
 
     async def run(self) -> str:
         if self._kept is not None:
-            session = self._kept.take(self._key)
+            session = await self._kept.borrow(self._key, self.spec.timeout * _PATIENCE)
+            self._borrowed = True
             if session is not None:
                 self.session = session
                 before = session.received
@@ -230,14 +236,15 @@ class _Conversation:
 
     async def finish(self, passed: bool) -> None:
         session = self.session
-        if session is None:
-            return
-        if passed:
+        if session is not None and passed:
             session.passed()
-            if self._kept is not None and session.reusable:
+            if self._kept is not None and self._borrowed and session.reusable:
                 self._kept.give(self._key, session, self._reuse_for)
                 return
-        await session.aclose()
+        if self._kept is not None and self._borrowed:
+            self._kept.release(self._key)  # before the close: the next check need not wait
+        if session is not None:
+            await session.aclose()
 
 
 async def run_check(

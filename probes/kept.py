@@ -22,6 +22,12 @@ request (probes.checks).
 Only a connection whose check passed and whose exchange ended cleanly on a
 keep-alive response comes back here; one idle connection is kept per
 endpoint (the newest), and the rest are closed.
+
+Checks of one server that fall due together (the runner aligns them, so
+they run warm) take turns on its connection: `borrow` waits for the one in
+use, but only for `patience` (a tenth of the check's timeout, probes.checks).
+A vdir that hangs holds its connection; the checks behind it then open their
+own, so a hung vdir delays another vdir's verdict by that much at most.
 """
 
 from __future__ import annotations
@@ -41,6 +47,38 @@ class KeptConnections:
     def __init__(self) -> None:
         self._idle: dict[EndpointKey, tuple[Session, float]] = {}
         self._next_sweep = 0.0
+        # checks on their way with a connection to the endpoint, and who waits for one
+        self._holders: dict[EndpointKey, int] = {}
+        self._waiting: dict[EndpointKey, trio.lowlevel.ParkingLot] = {}
+
+    async def borrow(self, key: EndpointKey, patience: float) -> Session | None:
+        """The idle connection to `key`, waiting up to `patience` seconds for the
+        one a check is using; None: open a new one. Either way the caller holds
+        the endpoint's turn until it calls `give` or `release`."""
+        give_up = trio.current_time() + patience
+        while True:
+            session = self.take(key)
+            if session is not None or not self._holders.get(key) or (
+                trio.current_time() >= give_up
+            ):
+                self._holders[key] = self._holders.get(key, 0) + 1
+                return session
+            lot = self._waiting.setdefault(key, trio.lowlevel.ParkingLot())
+            with trio.move_on_at(give_up):
+                await lot.park()
+
+    def release(self, key: EndpointKey) -> None:
+        """The borrower's check is over and left no connection to keep."""
+        holders = self._holders.get(key, 0) - 1
+        if holders > 0:
+            self._holders[key] = holders
+        else:
+            self._holders.pop(key, None)
+        lot = self._waiting.get(key)
+        if lot is not None:
+            lot.unpark()  # the next in line takes the connection, or opens one
+            if not lot:
+                del self._waiting[key]
 
     def take(self, key: EndpointKey) -> Session | None:
         """The idle connection to `key`, if one is still young enough to carry a check."""
@@ -60,12 +98,13 @@ class KeptConnections:
         next check to `key`, until `reuse_for` seconds after it was opened."""
         expires = session.opened_at + reuse_for
         older = self._idle.get(key)
-        if older is not None:
-            if older[1] >= expires:
-                session.close_now()
-                return
-            older[0].close_now()
-        self._idle[key] = (session, expires)
+        if older is not None and older[1] >= expires:
+            session.close_now()
+        else:
+            if older is not None:
+                older[0].close_now()
+            self._idle[key] = (session, expires)
+        self.release(key)
 
     def close_all(self) -> None:
         """Close every idle connection (the runner is stopping)."""

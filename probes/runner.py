@@ -8,9 +8,10 @@ outage cannot start hundreds of TLS handshakes at once, haproxy #1902), runs
 the check under the timing's timeout, and feeds the verdict to its
 :class:`~probes.state.Health` with ``trio.current_time()``. Health decides the
 next due time (completion + inter / fastinter / downinter, as HAProxy does);
-the runner only adds jitter, a uniform ±``jitter`` fraction of that interval,
-so that checks started together drift apart. The very first check of each key
-starts within ``jitter × inter`` of the runner starting.
+the runner adds jitter, a uniform ±``jitter`` fraction of that interval, so
+that servers drift apart, and lets the checks of one server share their due
+times (probes.beats), so that they run together. The very first check of
+each key starts within ``jitter × inter`` of the runner starting.
 
 Live-traffic outcomes come in through :meth:`ProbeRunner.report`, synchronously,
 from the data path. They go through the key's :class:`~probes.passive.Layer4Observer`
@@ -18,12 +19,11 @@ into the same Health; a penalty may pull the next check forward, so the task
 is woken to re-read its due time.
 
 A check's timeout counts only the time this process could run (probes.lag):
-the runner keeps a LagMeter, and a check that timed out while the balancer
-itself stole so much that the check never had its timeout's worth of time
-is inconclusive. It is not fed to
-Health (a busy balancer never marks a healthy server down), it is checked
-again after ``fastinter``, and the overload is logged once per interval and
-reported through ``on_inconclusive``.
+a check that timed out while the balancer itself stole so much that it never
+had its timeout's worth of time is inconclusive. It is not fed to Health (a
+busy balancer never marks a healthy server down), it is checked again after
+``fastinter``, and the overload is logged once per interval and reported
+through ``on_inconclusive``.
 
 A check that could not run because the balancer itself is out of fds or
 memory (``CheckResult.skipped``, see probes/local_resources.py) is neither a
@@ -35,10 +35,9 @@ The runner owns the healthcheck connections its checks keep between GETs
 (probes.kept): a connection carries checks to its endpoint for one interval
 after it was opened, and is closed when the runner stops.
 
-The runner is generic over its key type (`ProbeRunner[K]`): a caller names
-its probes with whatever hashable value it likes (lb uses `lb.health.ProbeKey`),
-and subscribers receive keys of that type back, so probes/ needs nothing from
-its callers.
+The runner is generic over its key type (`ProbeRunner[K]`; lb uses
+`lb.health.ProbeKey`): subscribers receive keys of that type back, so probes/
+needs nothing from its callers.
 
 Subscribers are plain callables run synchronously after every check result and
 every transition; one that raises is logged and skipped, never allowed to stop
@@ -57,6 +56,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from probes.beats import Beats
 from probes.checks import CheckResult, CheckSpec, Reason, Target, run_check
 from probes.kept import KeptConnections
 from probes.lag import LagMeter, overloaded, run_within
@@ -86,6 +86,7 @@ class _Entry(Generic[K]):
     health: Health
     observer: Layer4Observer
     jitter: float  # the timing's own, else the runner's
+    beats: Beats  # the due times its server's checks share (probes.beats)
     due: float | None = None  # jittered due time; None until the task first runs
     wake: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -94,12 +95,8 @@ class _Entry(Generic[K]):
     self_timed: bool = False
 
 
-def _ignore_error(where: str) -> None:
-    """The default internal-error hook: the log line is all."""
-
-
-def _ignore_inconclusive(key: object, stolen: float) -> None:
-    """The default inconclusive-check hook: the log line is all."""
+def _ignore(*_: object) -> None:
+    """The default internal-error and inconclusive-check hook: the log line is all."""
 
 
 _TIMEOUTS = frozenset({Reason.TIMEOUT, Reason.CONNECT_TIMEOUT})
@@ -121,8 +118,8 @@ class ProbeRunner(Generic[K]):
         max_concurrent: int = 32,
         jitter: float = 0.1,
         seed: int | None = None,
-        on_internal_error: Callable[[str], None] = _ignore_error,
-        on_inconclusive: Callable[[K, float], None] = _ignore_inconclusive,
+        on_internal_error: Callable[[str], None] = _ignore,
+        on_inconclusive: Callable[[K, float], None] = _ignore,
     ) -> None:
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ValueError(f"max_concurrent must be an integer, got {max_concurrent!r}")
@@ -134,6 +131,7 @@ class ProbeRunner(Generic[K]):
         self._jitter = float(jitter)
         self._rng = random.Random(seed)
         self._entries: dict[K, _Entry[K]] = {}
+        self._beats: dict[tuple[str, str], Beats] = {}  # by server: (fqdn, address)
         self._subscribers: list[Subscriber[K]] = []
         self._admin_subscribers: list[AdminSubscriber[K]] = []
         self._nursery: trio.Nursery | None = None
@@ -194,6 +192,7 @@ class ProbeRunner(Generic[K]):
             Health(timing, initial=initial),
             Layer4Observer(passive or PassivePolicy()),
             self._jitter if timing.jitter is None else timing.jitter,
+            self._beats.setdefault((target.fqdn, target.host), Beats()),
             self_timed=self_timed,
         )
         self._entries[key] = entry
@@ -296,8 +295,9 @@ class ProbeRunner(Generic[K]):
             return  # removed before its task began
         with entry.scope:
             if entry.due is None:
-                offset = self._rng.uniform(0, entry.jitter) * entry.timing.inter
-                entry.due = trio.current_time() + offset
+                now, reach = trio.current_time(), entry.jitter * entry.timing.inter
+                drawn = now + self._rng.uniform(0, reach)
+                entry.due = entry.beats.due(now, now + reach, drawn, now)
             while True:
                 await self._sleep_until_due(entry)
                 async with self._limiter:
@@ -345,9 +345,10 @@ class ProbeRunner(Generic[K]):
         health = entry.health
         transition = health.record(result.ok, trio.current_time(), str(result))
         entry.checks_run += 1
-        assert health.next_due is not None
-        spread = health.next_interval() * self._rng.uniform(-entry.jitter, entry.jitter)
-        entry.due = health.next_due + spread
+        base, reach = health.next_due, health.next_interval() * entry.jitter
+        assert base is not None
+        drawn = base + self._rng.uniform(-reach, reach)
+        entry.due = entry.beats.due(base - 2 * reach, base + reach, drawn, trio.current_time())
         self._publish(entry.key, result, transition)
 
     def _inconclusive(self, entry: _Entry[K], stolen: float) -> None:

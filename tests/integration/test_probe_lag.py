@@ -15,7 +15,7 @@ import trio.testing
 
 from probes.catalog import CheckKind
 from probes.checks import CheckResult, CheckSpec, Reason, Target
-from probes.lag import LagMeter, budget, overloaded
+from probes.lag import LagMeter, budget, overloaded, run_within
 from probes.runner import ProbeRunner
 from probes.state import CheckState, Timing
 
@@ -143,3 +143,32 @@ async def test_a_hung_server_is_failed_despite_a_busy_balancer_within_twice_its_
     first_at, _, runner = await _first_verdict_on_a_hung_server(busy)
     assert TIMING.timeout < first_at <= 2 * TIMING.timeout + 0.1
     assert runner.inconclusive == 0
+
+
+async def test_a_check_under_the_meter_runs_in_its_callers_task_and_ends_at_its_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    meter = LagMeter()
+    tasks = []
+
+    async def hung() -> None:
+        tasks.append(trio.lowlevel.current_task())
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(meter.run)
+        started = trio.current_time()
+        assert await run_within(meter, 1.0, hung) is None
+        assert trio.current_time() - started == pytest.approx(1.0)  # the meter's wake, on time
+        nursery.cancel_scope.cancel()
+    # no nursery and no task per check: the meter keeps the deadline
+    assert tasks == [trio.lowlevel.current_task()]
+
+
+async def test_a_deadline_holds_at_twice_its_timeout_without_the_meters_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started = trio.current_time()
+    with trio.fail_after(10):
+        assert await run_within(LagMeter(), 1.0, trio.sleep_forever) is None
+    assert trio.current_time() - started == pytest.approx(2.0)  # the cap of budget()

@@ -102,3 +102,58 @@ async def test_a_crash_shows_on_the_next_check(ca: trustme.CA, ca_file: str) -> 
     result = await run_check(owa(ca_file=ca_file), target, kept=kept, reuse_for=3600)
     assert (result.ok, result.reason) == (False, Reason.REFUSED)
     assert len(kept) == 0
+
+
+async def test_checks_due_together_take_turns_on_one_connection(
+    rig: Rig, ca_file: str
+) -> None:
+    server = Counting(rig)
+    target = await rig.start(server)
+    kept = KeptConnections()
+    results = []
+
+    async def check() -> None:
+        results.append(await run_check(owa(ca_file=ca_file), target, kept=kept, reuse_for=3600))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):  # as the runner starts one server's checks: at the same instant
+            nursery.start_soon(check)
+    assert [r.reason for r in results] == [Reason.OK] * 4
+    assert (server.connections, len(rig.requests)) == (1, 4)
+    kept.close_all()
+
+
+class HungVdir(Counting):
+    """Answers every GET but those for /ecp/, which it never answers."""
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        self.connections += 1
+        while request := await self.rig.read_request(stream):
+            if b" /ecp/" in request.split(b"\r\n", 1)[0]:
+                await trio.sleep_forever()
+            await stream.send_all(keep_alive_response())
+
+
+async def test_a_hung_vdir_holds_only_its_own_connection(rig: Rig, ca_file: str) -> None:
+    server = HungVdir(rig)
+    target = await rig.start(server)
+    kept = KeptConnections()
+    assert (await run_check(owa(ca_file=ca_file), target, kept=kept, reuse_for=3600)).ok
+    ecp = owa(ca_file=ca_file, path="/ecp/healthcheck.htm", timeout=30.0)
+    done = []
+    async with trio.open_nursery() as nursery:
+
+        async def hung_check() -> None:
+            done.append(await run_check(ecp, target, kept=kept, reuse_for=3600))
+
+        nursery.start_soon(hung_check)
+        while len(rig.requests) < 2:  # ecp now holds the kept connection
+            await trio.sleep(0.01)
+        # owa waits a tenth of its timeout for the connection, then opens its own
+        with trio.fail_after(10):
+            result = await run_check(owa(ca_file=ca_file, timeout=1.0), target, kept=kept,
+                                     reuse_for=3600)
+        assert done == []  # decided while the hung vdir still waits for its answer
+        nursery.cancel_scope.cancel()
+    assert result.ok and server.connections == 2
+    kept.close_all()

@@ -30,6 +30,7 @@ class MailServer:
         self.replies = replies
         self.snis: list[str | None] = []
         self.commands: list[str] = []  # "TLS" marks the upgrade
+        self.pipelined: list[str] = []  # commands that came in the same flight as the last
 
     async def start(self, nursery: trio.Nursery, *, implicit_tls: bool = False) -> Target:
         async def handler(raw: trio.SocketStream) -> None:
@@ -50,6 +51,7 @@ class MailServer:
         await stream.send_all(self.banner.encode())
         buffer = b""
         for _ in range(50):
+            buffered = b"\n" in buffer
             while b"\n" not in buffer:
                 chunk = await stream.receive_some(4096)
                 if not chunk:
@@ -57,6 +59,8 @@ class MailServer:
                 buffer += chunk
             line, _, buffer = buffer.partition(b"\n")
             command = line.decode().strip()
+            if buffered:
+                self.pipelined.append(command)
             self.commands.append(command)
             reply, upgrade = self.replies(command)
             await stream.send_all(reply.encode())
@@ -96,13 +100,16 @@ def pop_replies(capabilities: tuple[str, ...] = ("TOP", "UIDL", "STLS")) -> Repl
 
 
 def smtp_replies(
-    mail_from: str = "250 2.1.0 Sender OK", starttls: str = "220 2.0.0 SMTP server ready"
+    mail_from: str = "250 2.1.0 Sender OK", starttls: str = "220 2.0.0 SMTP server ready",
+    pipelining: bool = False,
 ) -> Replies:
+    offered = "250-PIPELINING\r\n" if pipelining else ""
+
     def reply(command: str) -> tuple[str, bool]:
         verb = command.split(":")[0].split(" ")[0].upper()
         if verb == "EHLO":
             return (
-                f"250-{FQDN} Hello [127.0.0.1]\r\n250-SIZE 37748736\r\n"
+                f"250-{FQDN} Hello [127.0.0.1]\r\n250-SIZE 37748736\r\n{offered}"
                 "250-STARTTLS\r\n250 CHUNKING\r\n",
                 False,
             )
@@ -316,3 +323,41 @@ async def test_silent_mail_server_times_out_waiting_for_the_banner(
         Reason.TIMEOUT,
         "0.3s passed waiting for the banner reply",
     )
+
+
+async def test_smtp_sends_mail_from_rset_and_quit_in_one_flight_when_pipelining(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    server = MailServer(ca, SMTP_BANNER, smtp_replies(pipelining=True))
+    result = await run_check(CheckSpec(CheckKind.SMTP, tls=False), await server.start(nursery))
+    assert result.ok, result
+    assert [c.split(" ")[0] for c in server.commands] == ["EHLO", "MAIL", "RSET", "QUIT"]
+    assert server.pipelined == ["RSET", "QUIT"]
+
+
+async def test_smtp_without_pipelining_waits_for_each_reply(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    server = MailServer(ca, SMTP_BANNER, smtp_replies())
+    result = await run_check(CheckSpec(CheckKind.SMTP, tls=False), await server.start(nursery))
+    assert result.ok and server.pipelined == []
+
+
+async def test_a_pipelined_mail_from_still_sees_a_server_in_maintenance(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    replies = smtp_replies(mail_from="421 4.3.2 Service not active", pipelining=True)
+    server = MailServer(ca, SMTP_BANNER, replies)
+    result = await run_check(CheckSpec(CheckKind.SMTP, tls=False), await server.start(nursery))
+    assert (result.ok, result.reason) == (False, Reason.NOT_ACTIVE)
+
+
+async def test_imaps_sends_logout_behind_capability(
+    nursery: trio.Nursery, ca: trustme.CA, ca_file: str
+) -> None:
+    server = MailServer(ca, IMAP_BANNER, imap_replies("IMAP4rev1"))
+    target = await server.start(nursery, implicit_tls=True)
+    result = await run_check(CheckSpec(CheckKind.IMAP, ca_file=ca_file), target)
+    assert result.ok, result
+    assert server.commands == ["p1 CAPABILITY", "p4 LOGOUT"]
+    assert server.pipelined == ["p4 LOGOUT"]
