@@ -40,7 +40,7 @@ class Scale:
 FULL = Scale(seconds=15, slowloris=1000, non_readers=500, flood_connections=500,
              flood_depth=200, half_handshakes=1000, malformed_concurrency=20,
              fd_limit=256, fd_connections=400)
-QUICK = Scale(seconds=3, slowloris=100, non_readers=50, flood_connections=50,
+QUICK = Scale(seconds=2, slowloris=100, non_readers=50, flood_connections=50,
               flood_depth=50, half_handshakes=100, malformed_concurrency=8,
               fd_limit=256, fd_connections=400)
 

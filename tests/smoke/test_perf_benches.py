@@ -32,8 +32,10 @@ def _run_quick(module: str, *extra: str) -> str:
 def _column(output: str, row: str, header: str) -> str:
     """The cell of `row` under `header`, read from the table's header line."""
     lines = output.splitlines()
-    head = next(line for line in lines if header in line and line.startswith("target"))
-    line = next(line for line in lines if line.split()[:1] == [row])
+    start = next(i for i, line in enumerate(lines)
+                 if header in line and line.startswith("target"))
+    head = lines[start]
+    line = next(line for line in lines[start:] if line.split()[:1] == [row])
     # cells are right-aligned under their header
     end = head.index(header) + len(header)
     return line[:end].split()[-1]
@@ -51,24 +53,18 @@ def test_l4bench_quick_reports_caslb_cpu_per_connection() -> None:
     assert float(_column(out, "caslb", "conn/s")) > 0, out
 
 
-def test_l7bench_quick_reports_caslb_cpu_per_request() -> None:
+def test_l7bench_quick_reports_cpu_per_request_and_profiles_the_round() -> None:
+    """The quick bench's table, then the profiled round: it holds requests and no
+    start-up, the packages a request runs through have time and calls per request,
+    nothing is charged to the imports, and h11 (the health checks' parser, no longer
+    the data path's) is nearly absent."""
     # installing wrk (apt-get, as root) must not eat the bench's own timeout
     missing = tools.ensure("haproxy", "wrk")
     if missing:
         pytest.skip(f"missing {', '.join(missing)}")
-    out = _run_quick("perf.l7bench")
+    out = _run_quick("perf.l7bench", "--profile")
     assert float(_column(out, "caslb", "CPU µs/req")) > 0, out
     assert float(_column(out, "caslb", "req/s")) > 0, out
-
-
-def test_l7bench_profile_charges_the_round_to_lb_and_trio() -> None:
-    """The profiled round holds requests and no start-up: the packages a request
-    runs through have time and calls per request; nothing is charged to the imports,
-    and h11 (the health checks' parser, no longer the data path's) is nearly absent."""
-    missing = tools.ensure("haproxy", "wrk")
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)}")
-    out = _run_quick("perf.l7bench", "--profile")
     rounds = re.search(r"caslb under cProfile: (\d+) requests in the profiled round", out)
     assert rounds is not None and int(rounds.group(1)) > 0, out
     table = out[out.index("by package:"):out.index("top functions:")]

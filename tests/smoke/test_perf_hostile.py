@@ -21,7 +21,7 @@ pytestmark = pytest.mark.smoke
 
 def test_quick_run_holds_under_every_attack_and_the_soak_returns_its_fds() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "perf", "hostile", "--quick", "--soak", "8",
+        [sys.executable, "-m", "perf", "hostile", "--quick", "--soak", "6",
          "--reload-every", "2"],
         capture_output=True, text=True, timeout=240,
     )
