@@ -178,10 +178,13 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(port: int, connections: int, seconds: float, pid: int | None = None) -> Measure:
+def wrk(
+    port: int, connections: int, seconds: float, pid: int | None = None, *, close: bool = False
+) -> Measure:
     """Run wrk against `port`; parse requests/s, p50, p99 and errors.
 
-    With `pid`, also the CPU that process and its children spent per request.
+    With `pid`, also the CPU that process and its children spent per request;
+    with `close`, every request asks for `Connection: close` (a new connection each).
     """
     argv = [
         "wrk",
@@ -189,6 +192,7 @@ def wrk(port: int, connections: int, seconds: float, pid: int | None = None) -> 
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
+        *(["-H", "Connection: close"] if close else []),
         f"http://{HOST}:{port}{PATH}",
     ]
     before = cpu_seconds(pid) if pid is not None else 0.0

@@ -15,7 +15,8 @@ the proxy, so each request is a new client connection and a new TLS upstream.
 - HAProxy `mode http`: the same, `server ... ssl verify required ca-file`
   (HAProxy resumes its TLS sessions to a server by default).
 
-Each round prints requests/s, p50 and the proxy's CPU per request from /proc;
+Each round prints requests/s, p50, the proxy's CPU per request from /proc and
+wrk's errors (socket errors and answers other than 2xx/3xx);
 rounds alternate between the proxies, since the machine is shared.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,9 +31,8 @@ from pathlib import Path
 from casfarm.certs import FarmCA
 
 from perf import caslbrun, l7bench
-from perf.l7bench import BACKEND_CFG, CASLB_CFG, CHECK, HOST, PATH, PROXY_CFG, haproxy
+from perf.l7bench import BACKEND_CFG, CASLB_CFG, CHECK, HOST, PROXY_CFG, haproxy
 from perf.net import free_port
-from perf.procfs import cpu_seconds
 
 SERVER_FQDN = "cas1.lab.local"
 
@@ -55,17 +54,6 @@ rise = 1
 HAPROXY_CFG = PROXY_CFG.replace(
     "server s1 {host}:{target} check",
     "server s1 {host}:{target} ssl verify required ca-file {ca} sni str({fqdn}) check")
-
-
-def wrk_close(port: int, connections: int, seconds: float, pid: int) -> tuple[float, float, float]:
-    """requests/s, p50 ms and CPU µs per request of `pid`, a new connection per request."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-            "-H", "Connection: close", f"http://{HOST}:{port}{PATH}"]
-    before = cpu_seconds(pid)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
-    spent = cpu_seconds(pid) - before
-    measure = l7bench.read_wrk(out)
-    return measure.rps, measure.p50_ms, spent * 1e6 / max(1, measure.requests)
 
 
 def bench(seconds: float, connections: int, rounds: int) -> int:
@@ -92,14 +80,15 @@ def bench(seconds: float, connections: int, rounds: int) -> int:
         ):
             proxies = {"caslb": (caslb_port, caslb_proc.pid), "haproxy": (haproxy_port, hap)}
             for port, pid in proxies.values():
-                wrk_close(port, connections, 1, pid)  # warm-up: first handshakes, imports
+                l7bench.wrk(port, connections, 1, pid, close=True)  # warm-up: handshakes, imports
             print(f"new connection per request, {connections} connections, re-encrypted")
-            print(f"{'proxy':8} {'req/s':>8} {'p50 ms':>8} {'CPU µs/req':>11} {'load':>5}")
+            print(f"{'proxy':8} {'req/s':>8} {'p50 ms':>8} {'CPU µs/req':>11} {'errors':>7} "
+                  f"{'load':>5}")
             for _ in range(rounds):
                 for name, (port, pid) in proxies.items():
-                    rps, p50, cpu = wrk_close(port, connections, seconds, pid)
-                    print(f"{name:8} {rps:8.0f} {p50:8.2f} {cpu:11.0f} {os.getloadavg()[0]:5.1f}",
-                          flush=True)
+                    m = l7bench.wrk(port, connections, seconds, pid, close=True)
+                    print(f"{name:8} {m.rps:8.0f} {m.p50_ms:8.2f} {m.cpu_us or 0:11.0f} "
+                          f"{m.errors:7d} {os.getloadavg()[0]:5.1f}", flush=True)
     return 0
 
 

@@ -206,8 +206,11 @@ class ProbeRunner(Generic[K]):
         Raises:
             KeyError: naming the unknown key.
         """
-        self._entry(key).scope.cancel()
+        entry = self._entry(key)
+        entry.scope.cancel()
         del self._entries[key]
+        if not any(other.beats is entry.beats for other in self._entries.values()):
+            self._beats.pop((entry.target.fqdn, entry.target.host), None)
 
     def health(self, key: K) -> Health:
         """The Health of a registered check."""

@@ -80,3 +80,16 @@ async def test_without_jitter_a_check_never_moves_to_join_another(
     await nursery.start(runner.run)
     await trio.sleep(3.6)
     assert starts == [0.0, 1.25, 2.5, 3.75][: len(starts)] and len(starts) == 3
+
+
+def test_a_servers_beats_go_when_its_last_check_is_removed() -> None:
+    # a reload that drops servers must not leave their planned times behind
+    runner = ProbeRunner()
+    timing = Timing(inter=INTER)
+    runner.add("cas1/owa", SPEC, CAS1, timing)
+    runner.add("cas1/ews", SPEC, CAS1, timing)
+    runner.add("cas2/owa", SPEC, CAS2, timing)
+    runner.remove("cas1/owa")
+    assert len(runner._beats) == 2  # cas1/ews still plans with cas1's
+    runner.remove("cas1/ews")
+    assert list(runner._beats) == [(CAS2.fqdn, CAS2.host)]

@@ -74,3 +74,20 @@ def test_l7bench_quick_reports_cpu_per_request_and_profiles_the_round() -> None:
     assert "h11" not in rows or float(rows["h11"][1]) < 1, table
     # start-up (imports, compiles) would show in the standard library's share
     assert float(rows["other"][2].rstrip("%")) < 5, table
+
+
+def test_reencrypt_reports_each_proxys_cpu_per_reencrypted_connection() -> None:
+    missing = tools.ensure("haproxy", "wrk")
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}")
+    done = subprocess.run(
+        [sys.executable, "-m", "perf.reencrypt", "--seconds", "1", "--rounds", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()
+            if line.split()[:1] in (["caslb"], ["haproxy"])}
+    for proxy in ("caslb", "haproxy"):
+        # req/s, p50 ms, CPU µs per request: every new connection re-encrypted and served
+        assert all(float(cell) > 0 for cell in rows[proxy][1:4]), done.stdout
+        assert rows[proxy][4] == "0", done.stdout  # no 503: the re-encryption worked

@@ -149,11 +149,15 @@ class WireConnection:
             return PAUSED
         return ConnectionClosed() if self._closed else None
 
-    def _request(self, end: int) -> Request:
+    def _head(self, end: int) -> tuple[bytes, int, int]:
+        """The buffer, start and end of the head ending at `end`, as bytes."""
         buf, pos = self._buf, self._pos
-        if type(buf) is not bytes:  # it came in pieces: one copy, of the head only
-            buf, pos, end = bytes(memoryview(buf)[pos:end]), 0, end - pos
-        method, target, version, fields = parse_request_head(buf, pos, end)
+        if type(buf) is bytes:
+            return buf, pos, end
+        return bytes(memoryview(buf)[pos:end]), 0, end - pos  # it came in pieces: one copy
+
+    def _request(self, end: int) -> Request:
+        method, target, version, fields = parse_request_head(*self._head(end))
         framing, fields = framing_of(fields)
         if framing.hosts > 1 or (framing.hosts == 0 and version == b"1.1"):
             raise WireError("no Host field" if not framing.hosts else "more than one Host field")
@@ -168,10 +172,7 @@ class WireConnection:
     def _response(self, end: int) -> Response:
         if self.request_method is None:
             raise WireError("a response to no request")
-        buf, pos = self._buf, self._pos
-        if type(buf) is not bytes:  # as for a request
-            buf, pos, end = bytes(memoryview(buf)[pos:end]), 0, end - pos
-        version, status, reason, fields = parse_response_head(buf, pos, end)
+        version, status, reason, fields = parse_response_head(*self._head(end))
         framing, fields = framing_of(fields)
         if status < 200:
             return InformationalResponse(status, fields, reason, version)
