@@ -36,11 +36,9 @@ The runner owns the healthcheck connections its checks keep between GETs
 after it was opened, and is closed when the runner stops.
 
 The runner is generic over its key type (`ProbeRunner[K]`; lb uses
-`lb.health.ProbeKey`): subscribers receive keys of that type back, so probes/
-needs nothing from its callers.
-
-Subscribers are plain callables run synchronously after every check result and
-every transition; one that raises is logged and skipped, never allowed to stop
+`lb.health.ProbeKey`), so probes/ needs nothing from its callers. Subscribers
+are plain callables run synchronously after every check result and every
+transition; one that raises is logged and skipped, never allowed to stop
 health checking. Time is trio's clock throughout, so tests drive all of this on
 ``autojump_clock`` and assert exact virtual times.
 """
