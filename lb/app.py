@@ -245,13 +245,15 @@ class Balancer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(self.states.run, self.pools, self.metrics)
                 for fe in self._frontends(self.config):
                     given = (injected or {}).get(fe.name)
                     if given is not None:
                         self._sockets.extend(given)
                     await self._start(fe, given if given is not None else await self._open(fe))
                 await self._start_admin(admin_listeners)
+                # Checks start once every port is ours: a start that fails on a
+                # taken port has probed nobody (and logged no server's state).
+                await nursery.start(self.states.run, self.pools, self.metrics)
                 logs.log_serving(log, self.addresses, self.admin_address)
                 task_status.started(self)
                 await self._stopping.wait()
