@@ -21,14 +21,13 @@ connection, which a balancer opening thousands per second does not need.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import socket
 from dataclasses import dataclass
 
 import trio
 
 from lb.proxy_protocol import encode
+from probes.wire import literal_family
 
 # Not exported by Python's socket module; <linux/in6.h>.
 IPV6_TRANSPARENT = getattr(socket, "IPV6_TRANSPARENT", 75)
@@ -97,7 +96,7 @@ async def open_tcp(host: str, port: int, dial: Dial = DIRECT) -> trio.abc.Stream
         OSError: refused, unreachable, reset; or the transparent bind refused
             (no CAP_NET_ADMIN, or a source of the other family).
     """
-    family = _literal_family(host)
+    family = literal_family(host)
     if family is None and dial.source is None:
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     else:
@@ -137,19 +136,6 @@ async def _resolve(host: str, port: int) -> tuple[str, socket.AddressFamily]:
         raise OSError(f"{host} resolves to no address")
     family, _, _, _, address = infos[0]
     return str(address[0]), family
-
-
-@functools.lru_cache(maxsize=1024)
-def _literal_family(host: str) -> socket.AddressFamily | None:
-    """The address family of an IP literal, None for a host name.
-
-    Memoised: parsing the address on every connection cost more than the
-    connect's own Python work, and a farm has few distinct server addresses.
-    """
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
 
 
 def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
