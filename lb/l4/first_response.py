@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import trio
 
 from lb.l4.connector import failure_reason
+from lb.l4.fdio import read_some
 from lb.l4.idle_timer import IdleTimer
 from lb.l4.parking import Parker, relay_parked
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
@@ -261,7 +262,7 @@ async def _first_read(
 ) -> _FirstRead:
     with timer.scope:
         try:
-            data = bytes(await server.receive_some(COPY_CHUNK))
+            data = await read_some(server, COPY_CHUNK)
         except PEER_ERRORS as exc:
             return _FirstRead(Verdict.CLOSED, reason=failure_reason(exc))
         if data or flight.eof:
