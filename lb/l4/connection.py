@@ -45,6 +45,8 @@ class Resolved:
 class Connection:
     """Per-connection state the attempts share."""
 
+    __slots__ = ("client", "committed", "flight", "flight_sent", "idle", "peer", "record", "tried")
+
     def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer,
                  frontend: str) -> None:
         self.client = client

@@ -54,6 +54,8 @@ class FirstFlight:
         limit: bytes kept at most.
     """
 
+    __slots__ = ("data", "eof", "limit", "total")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.data = bytearray()
@@ -205,7 +207,8 @@ async def run_attempt(
         return _abandoned(first, link.result(), replayed)
     verdict = first.verdict
     if parker is not None:
-        del first  # a parked connection keeps no more than it needs
+        del first, on_commit  # a parked connection keeps no more than it needs
+        flight.data.clear()  # committed: never replayed, so not kept for the relay's life
         await relay_parked(link, parker)
     return Outcome(verdict, replayed_bytes=replayed, relay=link.result())
 

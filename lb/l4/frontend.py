@@ -38,6 +38,7 @@ the pool's once routed). Its end writes its tcplog line (lb/l4/events.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -307,11 +308,6 @@ class TcpFrontend:
                 policy.proxy_protocol, conn.peer.client, conn.peer.local
             )
 
-        def on_commit(verdict: Verdict) -> None:
-            conn.committed = True
-            if verdict is Verdict.ANSWERED:
-                self._report(pool, member.name, True, "answered")
-
         outcome = await run_attempt(
             conn.client,
             server,
@@ -320,12 +316,18 @@ class TcpFrontend:
             timeout=policy.first_response_timeout,
             server_speaks_first=policy.server_speaks_first,
             idle=conn.idle,
-            on_commit=on_commit,
+            # A partial, not a closure: it lives as long as a parked connection.
+            on_commit=functools.partial(self._committed, conn, pool, member.name),
             parker=self.parker if self.parker.running else None,
         )
         conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
         self._account(conn.record, pool, member, outcome)
         return outcome
+
+    def _committed(self, conn: Connection, pool: str, server: str, verdict: Verdict) -> None:
+        conn.committed = True
+        if verdict is Verdict.ANSWERED:
+            self._report(pool, server, True, "answered")
 
     def _account(self, record: ConnectionRecord, pool: str, member: Member, out: Outcome) -> None:
         """Report a failed attempt to passive detection, the counters and the log record."""

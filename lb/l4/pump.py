@@ -79,6 +79,9 @@ class RelayResult:
 class _Flow:
     """Mutable tally of one direction, owned by the task that runs it."""
 
+    __slots__ = ("at", "bytes", "done", "dst", "failed", "park", "parked", "splices", "src",
+                 "waiting")
+
     def __init__(self, src: Side, dst: Side) -> None:
         self.src = src
         self.dst = dst
@@ -150,6 +153,8 @@ class Link:
         server: the connected upstream stream.
         idle: touched on every transfer; its scope should enclose the flows.
     """
+
+    __slots__ = ("client", "down", "idle", "mode", "server", "up")
 
     def __init__(
         self, client: trio.abc.Stream, server: trio.abc.Stream, idle: IdleTimer | None = None
