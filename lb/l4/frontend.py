@@ -63,6 +63,8 @@ from lb.pool import Member, Pool
 from lb.tls import match_server_name
 from probes.local_resources import OncePerInterval, is_local_resource_error
 
+__all__ = ["Report", "Route", "TcpFrontend"]  # Route is defined in lb/l4/connection.py
+
 log = logging.getLogger("caslb.l4")
 
 Report = Callable[[str, str, bool, str], None]
