@@ -38,6 +38,7 @@ the pool's once routed). Its end writes its tcplog line (lb/l4/events.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -159,7 +160,9 @@ class TcpFrontend:
         self._events.frontend_connection_opened(self.name)
         # A plain frontend's route is known now: its idle timeout is set once.
         route = self._default if self._sni is None else None
-        policy = None if route is None else route.current_policy()
+        policy = None
+        with contextlib.suppress(Exception):  # asked again inside the failure boundary below
+            policy = None if route is None else route.current_policy()
         timeout = policy.idle_timeout if policy is not None else None
         idle = IdleTimer(None, timeout or self.settings.idle_timeout)
         conn = Connection(client, FirstFlight(self.settings.first_flight_limit), idle,
