@@ -21,6 +21,9 @@ connection, which a balancer opening thousands per second does not need.
 
 from __future__ import annotations
 
+import errno
+import math
+import os
 import socket
 from dataclasses import dataclass
 
@@ -87,25 +90,36 @@ def dial_for(peer: Peer, *, transparent: bool, proxy_protocol: int = 0) -> Dial:
     return DIRECT if source is None and not preamble else Dial(source, preamble)
 
 
-async def open_tcp(host: str, port: int, dial: Dial = DIRECT) -> trio.abc.Stream:
+async def open_tcp(
+    host: str, port: int, dial: Dial = DIRECT, *, deadline: float = math.inf
+) -> trio.abc.Stream:
     """A TCP stream to (host, port), from `dial.source`, with `dial.preamble` sent.
 
-    Unbounded: callers hold their own deadline.
+    Args:
+        deadline: when to give up connecting (trio's clock); the default, never,
+            is for callers that hold their own deadline.
 
     Raises:
         OSError: refused, unreachable, reset; or the transparent bind refused
             (no CAP_NET_ADMIN, or a source of the other family).
+        TimeoutError: not connected by `deadline`.
     """
     family = literal_family(host)
     if family is None and dial.source is None:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-    else:
-        if family is None:
-            host, family = await _resolve(host, port)
-        stream = trio.SocketStream(await _connect(family, host, port, dial.source))
-    if dial.preamble:
+        with trio.move_on_at(deadline):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            return await _send_preamble(stream, dial.preamble)
+        raise TimeoutError(f"connect to {host}:{port} timed out")
+    if family is None:
+        host, family = await _resolve(host, port)
+    stream = trio.SocketStream(await _connect(family, host, port, dial.source, deadline))
+    return await _send_preamble(stream, dial.preamble)
+
+
+async def _send_preamble(stream: trio.abc.Stream, preamble: bytes) -> trio.abc.Stream:
+    if preamble:
         try:
-            await stream.send_all(dial.preamble)
+            await stream.send_all(preamble)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -113,21 +127,50 @@ async def open_tcp(host: str, port: int, dial: Dial = DIRECT) -> trio.abc.Stream
 
 
 async def _connect(
-    family: socket.AddressFamily, host: str, port: int, source: str | None
+    family: socket.AddressFamily, host: str, port: int, source: str | None, deadline: float
 ) -> trio.socket.SocketType:
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    # The stdlib socket, not trio's: trio's connect costs twice the Python calls
+    # (address re-resolution, checkpoints) of this try-then-wait, and its bind of a
+    # literal address has nothing to wait for.
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if source is not None:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TRANSPARENT, 1)
-            await sock.bind((source, 0))
-        await sock.connect((host, port))
+            sock.bind((source, 0))
+        err = sock.connect_ex((host, port))
+        if err == errno.EINPROGRESS:
+            err = 0 if _connected(sock) else await _wait_connected(sock, deadline)
+        if err:
+            raise OSError(err, os.strerror(err))  # the errno's subclass: ConnectionRefusedError…
     except BaseException:
         sock.close()
         raise
-    return sock
+    return trio.socket.from_stdlib_socket(sock)
+
+
+async def _wait_connected(sock: socket.socket, deadline: float) -> int:
+    """The connect's errno (0: connected) once it is decided.
+
+    Raises:
+        TimeoutError: undecided at `deadline`.
+    """
+    with trio.CancelScope(deadline=deadline) as bound:  # only here: most connects never wait
+        await trio.lowlevel.wait_writable(sock)
+    if bound.cancelled_caught:
+        raise TimeoutError("connect timed out")
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+def _connected(sock: socket.socket) -> bool:
+    """True once the handshake is done: on loopback or a LAN it often is as connect returns."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 async def _resolve(host: str, port: int) -> tuple[str, socket.AddressFamily]:

@@ -41,10 +41,9 @@ lifts the server's ejection.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +120,32 @@ class Lease:
 
     member: Member
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class _Held:
+    """One lease while its `with` block runs; a class, not a generator: one per connection."""
+
+    __slots__ = ("_leases", "_pool", "lease")
+
+    def __init__(self, pool: Pool, leases: set[Lease], member: Member) -> None:
+        self._pool, self._leases = pool, leases
+        # Its deadline given to the constructor: trio's deadline setter costs a context manager.
+        self.lease = Lease(member, trio.CancelScope(deadline=pool._deadline[member.name]))
+
+    def __enter__(self) -> Lease:
+        lease, member = self.lease, self.lease.member
+        if member.admin is AdminState.MAINT:
+            lease.scope.cancel()
+        member.active += 1
+        member.total += 1
+        self._leases.add(lease)
+        self._pool._held.up()
+        return lease
+
+    def __exit__(self, *exc: object) -> None:
+        self.lease.member.active -= 1
+        self._leases.discard(self.lease)
+        self._pool._held.down()
 
 
 class Pool:
@@ -201,9 +226,8 @@ class Pool:
         chosen = self._strategy.choose(self._candidates(now, exclude), client)
         return None if chosen is None else self.member(chosen.name)
 
-    @contextlib.contextmanager
-    def lease(self, member: Member) -> Iterator[Lease]:
-        """Account one connection on `member` for as long as the block runs.
+    def lease(self, member: Member) -> _Held:
+        """Account one connection on `member` for as long as the `with` block runs.
 
         Raises:
             KeyError: `member` is not (or no longer) in this pool.
@@ -211,20 +235,7 @@ class Pool:
         leases = self._leases.get(member.name)
         if leases is None or self.member(member.name) is not member:
             raise KeyError(f"member {member.name!r} is not in pool {self.name!r}")
-        lease = Lease(member)
-        if member.admin is AdminState.MAINT:
-            lease.scope.cancel()
-        lease.scope.deadline = self._deadline[member.name]
-        member.active += 1
-        member.total += 1
-        leases.add(lease)
-        self._held.up()
-        try:
-            yield lease
-        finally:
-            member.active -= 1
-            leases.discard(lease)
-            self._held.down()
+        return _Held(self, leases, member)
 
     async def idle(self) -> None:
         """Return once no lease is held on this pool (at once if none is)."""

@@ -11,16 +11,25 @@ from lb.dial import DIRECT, Dial, open_tcp
 from lb.pool import Member
 
 Connector = Callable[[Member, float, Dial], Awaitable[trio.abc.Stream]]
-"""connector(member, timeout, dial) → a connected stream; raises OSError or TimeoutError."""
+"""connector(member, timeout, dial) → a connected stream; raises OSError or TimeoutError.
+A connector need not keep `timeout`: the frontend bounds the call unless it is in
+`BOUNDS_ITSELF`."""
 
 
 async def open_plain(member: Member, timeout: float, dial: Dial = DIRECT) -> trio.abc.Stream:
-    """A plain TCP stream to `member`; unbounded, for callers that hold their own deadline.
+    """A plain TCP stream to `member`, bounded by `timeout` itself (`BOUNDS_ITSELF`).
 
     Raises:
         OSError: refused, unreachable, reset.
+        TimeoutError: not connected within `timeout`.
     """
-    return await open_tcp(member.host, member.port, dial)
+    deadline = trio.current_time() + timeout
+    return await open_tcp(member.host, member.port, dial, deadline=deadline)
+
+
+BOUNDS_ITSELF = frozenset({open_plain})
+"""Connectors that keep their timeout themselves, so the frontend opens no scope of its own:
+open_plain waits (and bounds a wait) only when the kernel did not connect at once."""
 
 
 # An admin reading "connect error" has to guess; these name the usual causes:

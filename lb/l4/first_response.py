@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import trio
 
 from lb.l4.connector import failure_reason
+from lb.l4.fdio import read_some
 from lb.l4.idle_timer import IdleTimer
 from lb.l4.parking import Parker, relay_parked
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
@@ -52,6 +53,8 @@ class FirstFlight:
         eof: True once the client half-closed.
         limit: bytes kept at most.
     """
+
+    __slots__ = ("data", "eof", "limit", "total")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -204,7 +207,8 @@ async def run_attempt(
         return _abandoned(first, link.result(), replayed)
     verdict = first.verdict
     if parker is not None:
-        del first  # a parked connection keeps no more than it needs
+        del first, on_commit  # a parked connection keeps no more than it needs
+        flight.data.clear()  # committed: never replayed, so not kept for the relay's life
         await relay_parked(link, parker)
     return Outcome(verdict, replayed_bytes=replayed, relay=link.result())
 
@@ -261,7 +265,7 @@ async def _first_read(
 ) -> _FirstRead:
     with timer.scope:
         try:
-            data = bytes(await server.receive_some(COPY_CHUNK))
+            data = await read_some(server, COPY_CHUNK)
         except PEER_ERRORS as exc:
             return _FirstRead(Verdict.CLOSED, reason=failure_reason(exc))
         if data or flight.eof:

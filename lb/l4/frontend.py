@@ -38,19 +38,21 @@ the pool's once routed). Its end writes its tcplog line (lb/l4/events.py).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from lb import proxy_protocol
 from lb.boundary import log_internal_error
-from lb.dial import Peer, dial_for
+from lb.dial import dial_for
 from lb.l4 import events as connlog
 from lb.l4.closing import close, close_after, reset
-from lb.l4.connector import Connector, failure_reason, open_plain
+from lb.l4.connection import Connection, Resolved, Route
+from lb.l4.connector import BOUNDS_ITSELF, Connector, failure_reason, open_plain
 from lb.l4.events import ConnectionRecord, L4Events
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
 from lb.l4.idle_timer import IdleTimer
@@ -62,6 +64,8 @@ from lb.pool import Member, Pool
 from lb.tls import match_server_name
 from probes.local_resources import OncePerInterval, is_local_resource_error
 
+__all__ = ["Report", "Route", "TcpFrontend"]  # Route is defined in lb/l4/connection.py
+
 log = logging.getLogger("caslb.l4")
 
 Report = Callable[[str, str, bool, str], None]
@@ -70,50 +74,8 @@ Report = Callable[[str, str, bool, str], None]
 _CONNECT_ERRORS = (OSError, TimeoutError, trio.TooSlowError)
 
 
-@dataclass(frozen=True)
-class Route:
-    """Where a frontend sends a connection: a pool and how to treat its servers.
-
-    Attributes:
-        pool: the pool to pick from.
-        policy: how to treat its servers, or a function asked once per new
-            connection (lb/build.py passes one that follows the pool's live
-            config, so a reload that changes timeouts applies to new connections).
-    """
-
-    pool: Pool
-    policy: UpstreamPolicy | Callable[[], UpstreamPolicy]
-
-    def current_policy(self) -> UpstreamPolicy:
-        """The policy for a new connection."""
-        return self.policy() if callable(self.policy) else self.policy
-
-
-@dataclass(frozen=True)
-class _Resolved:
-    """A route with its policy fixed for one connection."""
-
-    pool: Pool
-    policy: UpstreamPolicy
-
-
 class _OutOfResources(Exception):
     """An upstream connect failed for the balancer's own lack of fds or buffers."""
-
-
-class _Connection:
-    """Per-connection state the attempts share."""
-
-    def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer,
-                 frontend: str) -> None:
-        self.client = client
-        self.flight = flight
-        self.idle = idle
-        self.peer = Peer.of(client)
-        self.record = ConnectionRecord(frontend, self.peer.client)
-        self.tried: list[str] = []
-        self.flight_sent = False
-        self.committed = False  # set the moment an attempt commits, even mid-relay
 
 
 class TcpFrontend:
@@ -196,13 +158,19 @@ class TcpFrontend:
         # One frame, not two: a parked connection holds every frame of its chain.
         self.active += 1
         self._events.frontend_connection_opened(self.name)
-        idle_scope = trio.CancelScope()
-        conn = _Connection(client, FirstFlight(self.settings.first_flight_limit),
-                           IdleTimer(idle_scope, self.settings.idle_timeout), self.name)
+        # A plain frontend's route is known now: its idle timeout is set once.
+        route = self._default if self._sni is None else None
+        policy = None
+        with contextlib.suppress(Exception):  # asked again inside the failure boundary below
+            policy = None if route is None else route.current_policy()
+        timeout = policy.idle_timeout if policy is not None else None
+        idle = IdleTimer(None, timeout or self.settings.idle_timeout)
+        conn = Connection(client, FirstFlight(self.settings.first_flight_limit), idle,
+                           self.name)
         try:
-            with idle_scope:
-                await self._route_and_serve(conn)
-            if idle_scope.cancelled_caught:
+            with idle.scope:
+                await self._route_and_serve(conn, route, policy)
+            if idle.scope.cancelled_caught:
                 conn.record.termination = connlog.IDLE_TIMEOUT
                 log.debug("frontend %s: idle timeout", self.name)
         except PEER_ERRORS as exc:
@@ -220,8 +188,9 @@ class TcpFrontend:
             connlog.log_connection(conn.record)
             await close(client)
 
-    async def _route_and_serve(self, conn: _Connection) -> None:
-        route = self._default
+    async def _route_and_serve(
+        self, conn: Connection, route: Route | None, policy: UpstreamPolicy | None
+    ) -> None:
         if self._sni is not None:
             route = self._lookup(await read_server_name(conn.client, conn.flight,
                                                         self.settings.sni_timeout))
@@ -230,8 +199,9 @@ class TcpFrontend:
             self._events.refused(self.name, "", "no_route")
             await reset(conn.client)
             return
-        policy = route.current_policy()
-        conn.idle.retime(policy.idle_timeout or self.settings.idle_timeout)
+        if policy is None:
+            policy = route.current_policy()
+            conn.idle.retime(policy.idle_timeout or self.settings.idle_timeout)
         conn.record.pool = route.pool.name
         try:
             await self._attempts(conn, route.pool, policy)
@@ -244,8 +214,8 @@ class TcpFrontend:
         route = None if name is None else match_server_name(self._sni, name)
         return route or self._default
 
-    async def _attempts(self, conn: _Connection, pool: Pool, policy: UpstreamPolicy) -> None:
-        route = _Resolved(pool, policy)
+    async def _attempts(self, conn: Connection, pool: Pool, policy: UpstreamPolicy) -> None:
+        route = Resolved(pool, policy)
         retry = policy.retry
         for _ in range(retry.attempts):
             exclude = retry.exclude(conn.tried, (m.name for m in pool.members))
@@ -264,7 +234,7 @@ class TcpFrontend:
                  ", ".join(conn.tried) or "none")
         await reset(conn.client)
 
-    async def _attempt(self, conn: _Connection, route: _Resolved, member: Member) -> bool:
+    async def _attempt(self, conn: Connection, route: Resolved, member: Member) -> bool:
         """One server; True when the connection is finished, False to try another."""
         pool = route.pool.name
         server: trio.abc.Stream | None = None
@@ -297,14 +267,20 @@ class TcpFrontend:
                 await close(server)
 
     async def _connect(
-        self, conn: _Connection, route: _Resolved, member: Member
+        self, conn: Connection, route: Resolved, member: Member
     ) -> trio.abc.Stream | None:
         pool, timeout = route.pool.name, route.policy.connect_timeout
         start = trio.current_time()
+        server = None
         try:
-            with trio.fail_after(timeout):
-                dial = dial_for(conn.peer, transparent=route.policy.transparent)
+            dial = dial_for(conn.peer, transparent=route.policy.transparent)
+            if self._connector in BOUNDS_ITSELF:  # a scope costs 50 Python calls
                 server = await self._connector(member, timeout, dial)
+            else:
+                with trio.CancelScope(deadline=start + timeout):
+                    server = await self._connector(member, timeout, dial)
+                if server is None:
+                    raise TimeoutError()
         except _CONNECT_ERRORS as exc:
             if is_local_resource_error(exc):
                 line = self._out_of_resources.line(
@@ -326,7 +302,7 @@ class TcpFrontend:
         return server
 
     async def _run_attempt(
-        self, conn: _Connection, route: _Resolved, member: Member, server: trio.abc.Stream
+        self, conn: Connection, route: Resolved, member: Member, server: trio.abc.Stream
     ) -> Outcome:
         pool, policy = route.pool.name, route.policy
         if conn.flight_sent:
@@ -337,11 +313,6 @@ class TcpFrontend:
                 policy.proxy_protocol, conn.peer.client, conn.peer.local
             )
 
-        def on_commit(verdict: Verdict) -> None:
-            conn.committed = True
-            if verdict is Verdict.ANSWERED:
-                self._report(pool, member.name, True, "answered")
-
         outcome = await run_attempt(
             conn.client,
             server,
@@ -350,12 +321,18 @@ class TcpFrontend:
             timeout=policy.first_response_timeout,
             server_speaks_first=policy.server_speaks_first,
             idle=conn.idle,
-            on_commit=on_commit,
+            # A partial, not a closure: it lives as long as a parked connection.
+            on_commit=functools.partial(self._committed, conn, pool, member.name),
             parker=self.parker if self.parker.running else None,
         )
         conn.flight_sent = conn.flight_sent or conn.flight.total > 0 or conn.flight.eof
         self._account(conn.record, pool, member, outcome)
         return outcome
+
+    def _committed(self, conn: Connection, pool: str, server: str, verdict: Verdict) -> None:
+        conn.committed = True
+        if verdict is Verdict.ANSWERED:
+            self._report(pool, server, True, "answered")
 
     def _account(self, record: ConnectionRecord, pool: str, member: Member, out: Outcome) -> None:
         """Report a failed attempt to passive detection, the counters and the log record."""
@@ -376,7 +353,7 @@ class TcpFrontend:
             self._report(pool, member.name, False, out.reason)
             self._events.retried(pool, member.name, out.reason)
 
-    def _account_relay(self, conn: _Connection, pool: str, member: Member, out: Outcome) -> None:
+    def _account_relay(self, conn: Connection, pool: str, member: Member, out: Outcome) -> None:
         assert out.relay is not None
         conn.record.bytes_read = out.relay.downstream_bytes
         self._events.bytes_relayed(
@@ -392,5 +369,5 @@ def _chosen(record: ConnectionRecord, fe_conn: int, pool: Pool, member: Member) 
     record.be_conn = sum(m.active for m in pool.members)
 
 
-def _host(conn: _Connection) -> str | None:
+def _host(conn: Connection) -> str | None:
     return None if conn.peer.client is None else conn.peer.client[0]

@@ -12,18 +12,32 @@ class IdleTimer:
     the deadline is pushed `idle + slack` ahead only once it is closer than
     `idle`: the scope fires between `idle` and `idle + slack` after the last
     byte, never early.
+
+    Args:
+        scope: the scope to time, or None for a new one (made with its first
+            deadline: a deadline set later costs trio a context manager).
+        idle: seconds of inactivity allowed.
     """
 
-    def __init__(self, scope: trio.CancelScope, idle: float) -> None:
-        self.scope = scope
-        self.retime(idle)
+    __slots__ = ("_slack", "idle", "scope")
 
-    def retime(self, idle: float) -> None:
-        """Switch to another idle timeout, counted from now."""
+    def __init__(self, scope: trio.CancelScope | None, idle: float) -> None:
+        if scope is not None:
+            self.scope = scope
+            self.retime(idle)
+            return
+        self._set(idle)
+        self.scope = trio.CancelScope(deadline=trio.current_time() + idle + self._slack)
+
+    def _set(self, idle: float) -> None:
         if idle <= 0:
             raise ValueError(f"idle timeout {idle!r} must be positive")
         self.idle = idle
         self._slack = idle / 16
+
+    def retime(self, idle: float) -> None:
+        """Switch to another idle timeout, counted from now."""
+        self._set(idle)
         self.scope.deadline = trio.current_time() + idle + self._slack
 
     def touch(self) -> None:

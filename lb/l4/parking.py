@@ -32,6 +32,7 @@ connection wait with one parked task instead of three, and no flow chains.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import select
@@ -130,11 +131,12 @@ class Parker:
             self._release(parked)
             raise
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._release(parked)
-            return trio.lowlevel.Abort.SUCCEEDED
+        # A partial, not a closure: it is held for as long as the connection parks.
+        await trio.lowlevel.wait_task_rescheduled(functools.partial(self._abort, parked))
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, parked: _Parked, _: object) -> trio.lowlevel.Abort:
+        self._release(parked)
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _wake_loop(self, epoll: select.epoll) -> None:
         while True:

@@ -321,3 +321,30 @@ async def test_a_bug_ends_only_its_own_connection_in_one_log_line(
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "RuntimeError: a bug below the frontend" in errors[0].getMessage()
+
+
+async def test_a_route_policy_that_raises_ends_only_its_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A plain frontend asks its route's policy before the connection's idle timer
+    # exists: a policy that fails must still land in the connection's failure boundary.
+    calls = 0
+
+    def policy() -> UpstreamPolicy:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:  # the first connection's two asks
+            raise RuntimeError("a broken reload")
+        return UpstreamPolicy(first_response_timeout=1.0)
+
+    async with trio.open_nursery() as n:
+        rig = make_rig(n, {"cas1": echo_on_data}, pool=make_pool(servers=("cas1",)))
+        rig.frontend._default = Route(rig.frontend._default.pool, policy)  # type: ignore[union-attr]
+        hit = await rig.client()
+        assert await hit.receive_some(100) == b""  # this connection ends ...
+        served = await rig.client()
+        await served.send_all(b"HELLO")
+        assert (await served.receive_some(100)).endswith(b":HELLO")  # ... the next is served
+        n.cancel_scope.cancel()
+    assert rig.events.counts["internal_error", "l4"] == 1
+    assert rig.frontend.active == 0
