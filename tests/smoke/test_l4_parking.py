@@ -192,3 +192,25 @@ async def test_a_client_reset_ends_only_its_parked_connection(
         assert p.frontend.parker.parked == 0
         assert p.frontend.parker.running
         assert p.events.counts["internal_error", "l4"] == 0
+
+
+async def test_the_sweep_sleeps_while_every_relay_is_parked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with parked_connection() as p:
+        parker = p.frontend.parker
+        sweeps: list[float] = []
+        sweep = parker._sweep
+
+        def counted() -> None:
+            sweeps.append(trio.current_time())
+            sweep()
+
+        parker._sweep = counted  # type: ignore[method-assign]
+        await trio.sleep(30)  # an idle frontend: no relay to look at, no wake
+        assert sweeps == []
+        await p.client.send_all(b"ping")
+        with trio.fail_after(5):
+            assert await p.client.receive_some(100) == b"echo:ping"
+        await until_parked(p.frontend, 1)  # the relay ran, the sweeps found it idle again
+        assert len(sweeps) >= 2
