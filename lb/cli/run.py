@@ -44,14 +44,13 @@ log = logging.getLogger("caslb.run")
 
 # The cyclic collector's first threshold while serving (CPython's default: 700).
 # A gen0 collection walks every young object still alive, and under load those
-# are the requests in flight: at 256 kept-alive connections 15,000 objects (the
-# coroutines, scopes and events of each one), 1.5-3 ms a walk that frees nothing
-# (their cycles, if any, are broken by trio and the relay as they finish). At
-# 700 that walk came every ~120 requests, 4-6 % of the CPU; at 10,000 it comes a
-# fourteenth as often and costs about the same, since what it walks is what is
-# in flight, not what was allocated (docs/benchmarks.md, "The cyclic
-# collector"). Garbage that is cyclic waits longer: at most 10,000 container
-# objects more, a few MiB.
+# are the requests in flight: at 256 kept-alive connections some 15,000 objects
+# (each request's coroutines, scopes, events), a walk of 1.5-3 ms that frees
+# nothing. The threshold counts allocations less deallocations, so at 700 the
+# walk came every ~120 requests: 6-7 % of the CPU. At 10,000 it comes 30 times
+# less often and costs 2-3 times more, 0.5 % in all (docs/benchmarks.md, "The
+# cyclic collector at 64 and 256 connections"). Cyclic garbage waits longer:
+# up to 10,000 container objects more, a few MiB.
 GEN0_THRESHOLD = 10_000
 
 
