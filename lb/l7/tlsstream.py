@@ -129,6 +129,9 @@ class TlsStream(trio.abc.Stream):
             try:
                 data = self.ssl_object.read(max_bytes)
             except ssl.SSLWantReadError:
+                # a record with no plaintext may still want an answer: a KeyUpdate's,
+                # or the no_renegotiation alert to a TLS 1.2 renegotiation's hello
+                self._answer()
                 if not self._fill(max_bytes + _RECORD_OVERHEAD):
                     return None
                 continue
@@ -137,11 +140,16 @@ class TlsStream(trio.abc.Stream):
                 self._ended = True
                 return b""
             except (ssl.SSLError, ssl.CertificateError) as exc:
+                self._answer()  # the fatal alert, if the socket takes it
                 raise self._break(exc) from exc
-            if self._outgoing.pending:  # a KeyUpdate answer, a no_renegotiation alert
-                self._queue()
-                self._write_now()
+            self._answer()
             return data
+
+    def _answer(self) -> None:
+        """Send now, as far as the socket takes it, what reading made the TLS object say."""
+        if self._outgoing.pending:
+            self._queue()
+            self._write_now()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         size = _DEFAULT_RECEIVE if max_bytes is None else operator.index(max_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -304,3 +305,36 @@ async def test_clients_resume_their_sessions(
         reused, _ = await client(session)
     assert reused
     await listeners[0].aclose()
+
+
+async def test_a_tls12_renegotiation_is_refused_with_an_alert(server_ctx: ssl.SSLContext) -> None:
+    """`openssl s_client`'s R command renegotiates; the server's answer must reach it
+    (an alert that says no_renegotiation), not leave both sides waiting."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    argv = ["openssl", "s_client", "-tls1_2", "-connect", f"127.0.0.1:{port}",
+            "-servername", "mail.lab.local"]
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        with trio.fail_after(20):
+            accepted = await listeners[0].accept()
+            assert isinstance(accepted, trio.SocketStream)
+            server = TlsStream(accepted, server_ctx)
+            await server.do_handshake()
+            await proc.stdin.send_all(b"R\n")  # s_client reads commands once it is connected
+            with pytest.raises(trio.BrokenResourceError):
+                while await server.receive_some():
+                    pass  # the client aborts once it has our alert
+            await server.aclose()
+            await proc.stdin.aclose()
+            out = bytearray()
+            while chunk := await proc.stdout.receive_some():
+                out += chunk
+            await proc.wait()
+    finally:
+        proc.kill()
+        await listeners[0].aclose()
+    assert b"RENEGOTIATING" in out
+    assert b"no renegotiation" in out
