@@ -242,7 +242,7 @@ class ClientUpstreams:
     def _leave(self, pool_name: str) -> None:
         """Let go of the connection to `pool_name`: parked for others if it may be, else closed."""
         upstream, backend = self._open.pop(pool_name)
-        if not self._shared.park(upstream, backend.pool, backend.settings.reuse):
+        if not self._shared.park(upstream, backend.pool, backend.settings):
             upstream.close()
 
     def close_all(self) -> None:

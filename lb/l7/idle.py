@@ -51,6 +51,7 @@ class Reuse(enum.Enum):
 def may_park(
     *,
     reuse: Reuse,
+    client_bound: bool,
     private: bool,
     usable: bool,
     lease_valid: bool,
@@ -60,23 +61,27 @@ def may_park(
 
     Args:
         reuse: the pool's setting.
+        client_bound: the pool's connections carry their client's address
+            (`UpstreamSettings.client_bound`).
         private: it ever carried NTLM or Negotiate (`UpstreamConnection.pinned`).
         usable: idle both ways, unread, open (`UpstreamConnection.usable`).
         lease_valid: the pool has neither reset its lease nor set it a deadline.
         eligible: its server may take new traffic now.
     """
-    return reuse is Reuse.SAFE and not private and usable and lease_valid and eligible
+    return (reuse is Reuse.SAFE and not client_bound and not private and usable
+            and lease_valid and eligible)
 
 
-def may_take(*, reuse: Reuse, replayable: bool) -> bool:
+def may_take(*, reuse: Reuse, client_bound: bool, replayable: bool) -> bool:
     """Whether a request may go over a connection another client connection left.
 
     Args:
         reuse: the pool's setting.
+        client_bound: the pool's connections carry their client's address.
         replayable: the proxy would replay the request on a fresh connection if
             it failed before a response byte (lb.l7.policy.replayable).
     """
-    return reuse is Reuse.SAFE and replayable
+    return reuse is Reuse.SAFE and not client_bound and replayable
 
 
 class IdleSet(Generic[C]):

@@ -40,12 +40,7 @@ from lb.l7 import idle, policy, rebalance, responses
 from lb.l7.adapter import HeaderTimeout, HttpStream, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
-from lb.l7.headers import (
-    Headers,
-    declares_body,
-    forwarded_request_headers,
-    header_value,
-)
+from lb.l7.headers import Headers, declares_body, forwarded_request_headers, header_value
 from lb.l7.heads import HeadLimits, forwarded_request, request_refusal, valid_field_value
 from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
 from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
@@ -311,7 +306,8 @@ class ClientSession:
         pins = rebalance.request_pins(header_value(fields, b"authorization"))
         may_retry = backend.settings.retry.attempts > 1
         share = idle.may_take(reuse=backend.settings.reuse, replayable=policy.replayable(
-            method=request.method, has_body=has_body, may_retry=may_retry))
+            method=request.method, has_body=has_body, may_retry=may_retry),
+            client_bound=backend.settings.client_bound)
         tried: list[str] = []
         retries = 0
         # The failed attempt a replay stands in for, and how it ended.

@@ -30,9 +30,9 @@ import trio
 
 from lb.boundary import log_internal_error
 from lb.l7.events import L7Events
-from lb.l7.idle import IdleSet, Reuse, may_park
+from lb.l7.idle import IdleSet, may_park
 from lb.l7.poolview import Member, Pool
-from lb.l7.upstream import UpstreamConnection
+from lb.l7.upstream import UpstreamConnection, UpstreamSettings
 
 log = logging.getLogger("caslb.l7")
 
@@ -66,21 +66,21 @@ class SharedUpstreams:
         idle = self._sets.get((pool, server))
         return 0 if idle is None else len(idle)
 
-    def park(self, conn: UpstreamConnection, pool: Pool, reuse: Reuse) -> bool:
+    def park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings) -> bool:
         """Park `conn` if lb.l7.idle.may_park allows; whether it was (else close it)."""
         if self.nursery is None:
             return False
         try:
-            return self._park(conn, pool, reuse)
+            return self._park(conn, pool, settings)
         except Exception as exc:  # the failure boundary: this connection, nothing else
             self._failed(f"parking {conn!r}", exc)
             return False
 
-    def _park(self, conn: UpstreamConnection, pool: Pool, reuse: Reuse) -> bool:
+    def _park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings) -> bool:
         member, lease = conn.member, conn.lease
         if lease is None or not may_park(
-            reuse=reuse, private=conn.pinned, usable=conn.usable(),
-            lease_valid=conn.lease_valid, eligible=member.eligible,
+            reuse=settings.reuse, client_bound=settings.client_bound, private=conn.pinned,
+            usable=conn.usable(), lease_valid=conn.lease_valid, eligible=member.eligible,
         ):
             return False
         key = (conn.pool, member.name)

@@ -120,6 +120,11 @@ class UpstreamSettings:
     retry: RetryPolicy = field(init=False, repr=False, compare=False)
     """Its retries and where they go (derived: read once per request)."""
 
+    @property
+    def client_bound(self) -> bool:
+        """Whether each connection carries its client's address (PROXY header, transparent)."""
+        return self.proxy_protocol != 0 or self.transparent
+
 
 def tcp_connector(tls: ssl.SSLContext | None, names: UpstreamNames = FQDN_NAMES) -> Connector:
     """A connector over TCP (TCP_NODELAY, as trio sets by default), TLS-wrapped if `tls`

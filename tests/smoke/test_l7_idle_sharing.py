@@ -34,6 +34,7 @@ from lb.l7.upstream import UpstreamSettings
 from lb.pool import Pool
 from probes.state import AdminState, CheckState
 from tests.farmclient import HttpClient
+from tests.smoke.test_l7_upstream_origin import _proxy_v2_source
 
 SERVERS = ("cas1", "cas2")
 TYPE1 = "TlRMTVNTUAABAAAA"
@@ -48,11 +49,15 @@ class Farm:
         drop_second: close a connection, unanswered, when its second request arrives
             (a server closing an idle connection just as a request crosses it).
         close_after: close each connection after answering its first request.
+        proxied: read a PROXY v2 header first on each connection, and answer with
+            the client address it names.
     """
 
     ntlm: bool = False
     drop_second: bool = False
     close_after: bool = False
+    proxied: bool = False
+    sources: list[str] = field(default_factory=list)
     opened: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
     dropped: int = 0
@@ -65,6 +70,8 @@ class Farm:
         self.streams[conn_id] = stream
         conn = h11.Connection(h11.SERVER)
         answered = 0
+        if self.proxied:
+            self.sources.append(await _proxy_v2_source(stream))
         request = h11.Request(method="GET", target="/", headers=[("host", "-")])
         try:
             async with stream:
@@ -122,7 +129,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def farm_behind(
     farm: Farm, *, reuse: Reuse = Reuse.SAFE, balance: Balance = Balance.ROUNDROBIN,
-    servers: tuple[str, ...] = ("cas1",), retries: int = 2,
+    servers: tuple[str, ...] = ("cas1",), retries: int = 2, proxy_protocol: int = 0,
 ) -> AsyncIterator[Rig]:
     async with trio.open_nursery() as nursery:
         configs = []
@@ -139,7 +146,8 @@ async def farm_behind(
         frontend = HttpFrontend(
             HttpFrontendSettings(routes=RouteTable(vdirs={"/owa": "owa"})),
             {"owa": pool},
-            upstream=UpstreamSettings(connect_timeout=2, reuse=reuse, retries=retries),
+            upstream=UpstreamSettings(connect_timeout=2, reuse=reuse, retries=retries,
+                                      proxy_protocol=proxy_protocol),
             events=events,
         )
         front = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -229,6 +237,15 @@ async def test_reuse_never_gives_each_client_connection_its_own(reuse: Reuse, op
         for _ in range(3):
             assert (await one_request(rig))[0] == 200
     assert farm.opened["cas1"] == opened
+
+
+async def test_a_connection_that_named_its_client_in_a_proxy_header_stays_its_own() -> None:
+    farm = Farm(proxied=True)
+    async with farm_behind(farm, proxy_protocol=2) as rig:
+        for _ in range(2):
+            assert (await one_request(rig))[0] == 200
+    assert farm.opened["cas1"] == 2  # each told the server about its own client
+    assert farm.sources[0] != farm.sources[1]
 
 
 async def test_an_idle_connection_the_server_closed_is_not_handed_out() -> None:

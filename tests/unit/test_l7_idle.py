@@ -71,8 +71,8 @@ def test_bounds_are_as_documented() -> None:
         IdleSet(life=0)
 
 
-FINE = {"reuse": Reuse.SAFE, "private": False, "usable": True, "lease_valid": True,
-        "eligible": True}
+FINE = {"reuse": Reuse.SAFE, "client_bound": False, "private": False, "usable": True,
+        "lease_valid": True, "eligible": True}
 
 
 def test_a_clean_connection_is_parked() -> None:
@@ -81,6 +81,7 @@ def test_a_clean_connection_is_parked() -> None:
 
 @pytest.mark.parametrize("key, value", [
     ("reuse", Reuse.NEVER),
+    ("client_bound", True),  # a PROXY header or transparent source names one client
     ("private", True),  # it carried NTLM or Negotiate: its client's for life
     ("usable", False),
     ("lease_valid", False),  # reset by the pool, or draining
@@ -91,9 +92,10 @@ def test_what_keeps_a_connection_from_being_parked(key: str, value: object) -> N
 
 
 def test_only_replayable_requests_take_a_shared_connection() -> None:
-    assert may_take(reuse=Reuse.SAFE, replayable=True)
-    assert not may_take(reuse=Reuse.SAFE, replayable=False)
-    assert not may_take(reuse=Reuse.NEVER, replayable=True)
+    assert may_take(reuse=Reuse.SAFE, client_bound=False, replayable=True)
+    assert not may_take(reuse=Reuse.SAFE, client_bound=False, replayable=False)
+    assert not may_take(reuse=Reuse.NEVER, client_bound=False, replayable=True)
+    assert not may_take(reuse=Reuse.SAFE, client_bound=True, replayable=True)
 
 
 def _pool(reset_on_down: bool = False) -> Pool:
