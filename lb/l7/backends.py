@@ -239,16 +239,16 @@ class ClientUpstreams:
         if opened is not None:
             opened[0].close()
 
-    def _leave(self, pool_name: str) -> None:
+    def _leave(self, pool_name: str, *, park: bool = True) -> None:
         """Let go of the connection to `pool_name`: parked for others if it may be, else closed."""
         upstream, backend = self._open.pop(pool_name)
-        if not self._shared.park(upstream, backend.pool, backend.settings):
+        if not (park and self._shared.park(upstream, backend.pool, backend.settings)):
             upstream.close()
 
-    def close_all(self) -> None:
+    def close_all(self, *, park: bool = True) -> None:
         """Let go of every connection (the client connection ended): parked or closed."""
         for pool_name in list(self._open):
-            self._leave(pool_name)
+            self._leave(pool_name, park=park)
 
     def observe(
         self,

@@ -136,11 +136,14 @@ class ClientSession:
         return f"<ClientSession {self.client_ip} requests={self.requests} {self.upstreams!r}>"
 
     async def run(self) -> None:
-        """Serve requests until the connection ends; upstreams are closed on return."""
+        """Serve requests until the connection ends; then its upstreams are parked or closed
+        (only closed after an error or a cancellation: their state is not known)."""
+        clean = False
         try:
             await self._serve()
+            clean = True
         finally:
-            self.upstreams.close_all()
+            self.upstreams.close_all(park=clean)
 
     async def _serve(self) -> None:
         s = self.ctx.settings
