@@ -343,3 +343,18 @@ async def test_parked_connections_do_not_count_as_least_connections_load() -> No
         await busy.aclose()
     assert (status, server) == (200, "cas1")
     assert farm.opened == Counter({"cas1": 2, "cas2": 1})
+
+
+async def test_a_retired_frontend_closes_its_parked_connections() -> None:
+    # The app retires a frontend by cancelling the scope its `serve` runs in once its
+    # last client connection has ended (lb/app.py, _end_when_idle): parked ones go then.
+    farm = Farm()
+    async with farm_behind(farm) as rig:
+        await one_request(rig)
+        assert rig.parked("cas1") == 1
+        assert rig.frontend.shared.nursery is not None
+        rig.frontend.shared.nursery.cancel_scope.cancel()
+        await settle(lambda: farm.closed["cas1"] == 1)
+        assert farm.closed["cas1"] == 1
+        assert rig.events.idle == {("owa", "cas1"): 0}
+        assert rig.frontend.shared.nursery is None
