@@ -74,6 +74,10 @@ class SharedUpstreams:
             return self._park(conn, pool, settings)
         except Exception as exc:  # the failure boundary: this connection, nothing else
             self._failed(f"parking {conn!r}", exc)
+            conn.on_close = None
+            idle = self._sets.get((conn.pool, conn.member.name))
+            if idle is not None and idle.remove(conn):  # the caller closes it
+                self._events.idle_changed(conn.pool, conn.member.name, -1)
             return False
 
     def _park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings) -> bool:
@@ -88,11 +92,11 @@ class SharedUpstreams:
         if idle is None:
             idle = self._sets[key] = IdleSet()
         now = trio.current_time()
-        evicted = idle.park(conn, now)
         pool.park(lease)
+        evicted = idle.park(conn, now)
+        self._events.idle_changed(conn.pool, member.name, 1)
         conn.on_close = self._forget
         conn.idle_until(idle.expires_at(now))
-        self._events.idle_changed(conn.pool, member.name, 1)
         for old in evicted:
             self._discard(old)
         return True

@@ -358,3 +358,43 @@ async def test_a_retired_frontend_closes_its_parked_connections() -> None:
         assert farm.closed["cas1"] == 1
         assert rig.events.idle == {("owa", "cas1"): 0}
         assert rig.frontend.shared.nursery is None
+
+
+async def test_a_failure_while_parking_costs_that_connection_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    farm = Farm()
+    async with farm_behind(farm) as rig:
+        def broken(lease: object) -> None:
+            raise RuntimeError("bug")
+
+        rig.pool.park = broken  # type: ignore[method-assign]
+        assert (await one_request(rig))[0] == 200
+        await settle(lambda: farm.closed["cas1"] == 1)
+        assert farm.closed["cas1"] == 1  # closed, not parked
+        assert rig.parked("cas1") == 0
+        assert (await one_request(rig))[0] == 200  # the frontend serves on
+    assert rig.events.internal_errors == ["l7", "l7"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    assert all(e.startswith("frontend http: parking <UpstreamConnection owa/cas1")
+               and e.endswith("failed: RuntimeError: bug") for e in errors)
+
+
+async def test_a_failure_after_the_set_took_it_leaves_nothing_parked() -> None:
+    farm = Farm()
+    async with farm_behind(farm) as rig:
+        calls = []
+
+        def broken(pool: str, server: str, delta: int) -> None:
+            calls.append(delta)
+            if delta > 0:
+                raise RuntimeError("bug")
+
+        rig.events.idle_changed = broken  # type: ignore[method-assign]
+        assert (await one_request(rig))[0] == 200
+        await settle(lambda: farm.closed["cas1"] == 1)
+        assert rig.parked("cas1") == 0
+        assert farm.closed["cas1"] == 1
+        assert rig.pool.member("cas1").active == 0
+        assert (await one_request(rig))[0] == 200
+    assert calls == [1, -1, 1, -1]
