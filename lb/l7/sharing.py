@@ -122,20 +122,20 @@ class SharedUpstreams:
             if conn is None:
                 return None
             conn.on_close = None
-            self._events.idle_changed(pool.name, member.name, -1)
-            # The liveness check: a parked connection the server closed is readable
-            # (EOF, or a TLS close_notify) and must not carry a request.
-            if conn.lease is None or conn.member is not member or not conn.lease_valid \
-                    or not conn.usable():
-                conn.close()
-                continue
             try:
+                self._events.idle_changed(pool.name, member.name, -1)
+                # The liveness check: a parked connection the server closed is readable
+                # (EOF, or a TLS close_notify) and must not carry a request.
+                if conn.lease is None or conn.member is not member or not conn.lease_valid \
+                        or not conn.usable():
+                    conn.close()
+                    continue
                 pool.unpark(conn.lease)
                 conn.idle_until(math.inf)
-            except BaseException:
+                self._events.connection_reused(pool.name, member.name)
+            except BaseException:  # out of the set already: it must not be left open
                 conn.close()
                 raise
-            self._events.connection_reused(pool.name, member.name)
             return conn
 
     def _discard(self, conn: UpstreamConnection) -> None:

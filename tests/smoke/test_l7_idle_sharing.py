@@ -398,3 +398,20 @@ async def test_a_failure_after_the_set_took_it_leaves_nothing_parked() -> None:
         assert rig.pool.member("cas1").active == 0
         assert (await one_request(rig))[0] == 200
     assert calls == [1, -1, 1, -1]
+
+
+async def test_a_failure_while_reusing_closes_that_connection_and_dials_afresh() -> None:
+    farm = Farm()
+    async with farm_behind(farm) as rig:
+        await one_request(rig)
+        assert rig.parked("cas1") == 1
+
+        def broken(lease: object) -> None:
+            raise RuntimeError("bug")
+
+        rig.pool.unpark = broken  # type: ignore[method-assign]
+        assert (await one_request(rig))[0] == 200  # on a new connection
+        await settle(lambda: farm.closed["cas1"] >= 1)
+        assert farm.closed["cas1"] >= 1  # the one that failed was closed, not leaked
+    assert farm.opened["cas1"] == 2
+    assert rig.events.internal_errors == ["l7"]
