@@ -33,12 +33,13 @@ them when a member leaves service:
 
 A lease opened on a member that is already draining gets the same deadline.
 
-A lease may be *parked* (`park`): an L7 upstream connection its client left,
-kept idle for another client (lb/l7/sharing.py). A parked lease is not load:
+A lease may be *idle* (`set_idle`): an L7 upstream connection its client left,
+parked for another client (lb/l7/sharing.py; unlike a parked L4 relay, it
+carries nobody). An idle lease is not load:
 it counts in neither `Member.active` (so least connections and drain progress
 see only connections carrying a client) nor `idle()`. When its member leaves
 service (DOWN, whatever `reset_on_down` says; DRAIN; MAINT; removed by a
-reload) a parked lease is cancelled at once: an idle connection has nothing
+reload) an idle lease is cancelled at once: an idle connection has nothing
 to finish.
 
 The pool also owns its outlier ejections (`ejections`, lb/ejection.py): every
@@ -124,12 +125,12 @@ class Lease:
         member: the member it is on.
         scope: cancelled by the pool to reset the connection, or given a
             deadline to end a drain.
-        parked: idle, not counted as load (`Pool.park`).
+        idle: its connection carries no client; not counted as load (`Pool.set_idle`).
     """
 
     member: Member
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    parked: bool = False
+    idle: bool = False
 
 
 class _Held:
@@ -153,7 +154,7 @@ class _Held:
         return lease
 
     def __exit__(self, *exc: object) -> None:
-        if not self.lease.parked:  # a parked lease was uncounted when parked
+        if not self.lease.idle:  # an idle lease was uncounted when it became idle
             self.lease.member.active -= 1
             self._pool._held.down()
         self._leases.discard(self.lease)
@@ -248,27 +249,27 @@ class Pool:
             raise KeyError(f"member {member.name!r} is not in pool {self.name!r}")
         return _Held(self, leases, member)
 
-    def park(self, lease: Lease) -> None:
+    def set_idle(self, lease: Lease) -> None:
         """Stop counting a held lease as load: its connection idles, carrying no client."""
-        if not lease.parked:
-            lease.parked = True
+        if not lease.idle:
+            lease.idle = True
             lease.member.active -= 1
             self._held.down()
 
-    def unpark(self, lease: Lease) -> None:
-        """Count a parked lease again: a client took its connection."""
-        if lease.parked:
-            lease.parked = False
+    def set_busy(self, lease: Lease) -> None:
+        """Count an idle lease again: a client took its connection."""
+        if lease.idle:
+            lease.idle = False
             lease.member.active += 1  # not `total`: that counts connections opened
             self._held.up()
 
-    def _reset_parked(self, server: str) -> None:
+    def _reset_idle(self, server: str) -> None:
         for lease in self._leases.get(server, ()):
-            if lease.parked:
+            if lease.idle:
                 lease.scope.cancel()
 
     async def idle(self) -> None:
-        """Return once no lease is held on this pool (at once if none is), parked ones aside."""
+        """Return once no lease is held on this pool (at once if none is), idle ones aside."""
         await self._held.wait_zero()
 
     def set_check_state(self, server: str, state: CheckState, now: float) -> None:
@@ -290,7 +291,7 @@ class Pool:
             for lease in self._leases[server]:
                 lease.scope.cancel()
         else:
-            self._reset_parked(server)
+            self._reset_idle(server)
 
     def set_admin(self, server: str, state: AdminState, now: float) -> None:
         """Drain, take into maintenance, or re-enable a member.
@@ -313,7 +314,7 @@ class Pool:
             deadline = now
         self._deadline[server] = deadline
         if state is not AdminState.READY:
-            self._reset_parked(server)
+            self._reset_idle(server)
         for lease in self._leases[server]:
             if state is AdminState.MAINT:
                 lease.scope.cancel()
@@ -338,7 +339,7 @@ class Pool:
             member.configure(server)
             members.append(member)
         for gone in old.values():
-            self._reset_parked(gone.name)
+            self._reset_idle(gone.name)
             for lease in self._leases.pop(gone.name):
                 lease.scope.deadline = min(lease.scope.deadline, now + config.drain_grace)
             del self._deadline[gone.name]

@@ -58,8 +58,8 @@ class Lease(Protocol):
         """Cancelled by the pool to reset the connection."""
 
     @property
-    def parked(self) -> bool:
-        """Idle and not counted as load (`Pool.park`)."""
+    def idle(self) -> bool:
+        """Idle and not counted as load (`Pool.set_idle`)."""
 
 
 class Pool(Protocol):
@@ -88,8 +88,8 @@ class Pool(Protocol):
     def candidate(self, member: Member, now: float) -> Candidate:
         """`member` as the strategy weighs it at `now` (slow start applied)."""
 
-    def park(self, lease: Lease) -> None:
+    def set_idle(self, lease: Lease) -> None:
         """Stop counting `lease` as load (its connection idles)."""
 
-    def unpark(self, lease: Lease) -> None:
+    def set_busy(self, lease: Lease) -> None:
         """Count `lease` as load again."""

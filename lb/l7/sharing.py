@@ -9,7 +9,7 @@ client an idle server connection it already holds; this is caslb's.
 Ownership. `SharedUpstreams` alone holds which connections are parked, one
 lb.l7.idle.IdleSet per (pool, server); each connection still owns its lease and
 stream (its holder task, in the frontend's nursery, `nursery` here). Parking
-tells the pool the lease is no longer load (`Pool.park`); taking one back
+tells the pool the lease is no longer load (`Pool.set_idle`); taking one back
 counts it again. A parked connection closes when its idle life ends (its
 holder's idle deadline), when the pool resets its lease (its server went
 DOWN, drained, into maintenance or out of the config), when the set overflows
@@ -92,7 +92,7 @@ class SharedUpstreams:
         if idle is None:
             idle = self._sets[key] = IdleSet()
         now = trio.current_time()
-        pool.park(lease)
+        pool.set_idle(lease)
         evicted = idle.park(conn, now)
         self._events.idle_changed(conn.pool, member.name, 1)
         conn.on_close = self._forget
@@ -130,7 +130,7 @@ class SharedUpstreams:
                         or not conn.usable():
                     conn.close()
                     continue
-                pool.unpark(conn.lease)
+                pool.set_busy(conn.lease)
                 conn.idle_until(math.inf)
                 self._events.connection_reused(pool.name, member.name)
             except BaseException:  # out of the set already: it must not be left open

@@ -12,7 +12,7 @@ it: those authenticate the TCP connection (docs/exchange.md).
 
 Each upstream connection holds a lease on its server for its whole life: the
 pool counts it as active while it carries a client, not while it is parked
-(`Pool.park`), and may cancel the lease's scope to reset it (server DOWN, end
+(`Pool.set_idle`), and may cancel the lease's scope to reset it (server DOWN, end
 of a drain grace; a parked one also on a drain).
 
 A lease's cancel scope can be entered only once and scopes must nest, yet an

@@ -52,7 +52,7 @@ class FakeMember:
 class FakeLease:
     member: FakeMember
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    parked: bool = False
+    idle: bool = False
 
 
 class FakePool:
@@ -88,17 +88,17 @@ class FakePool:
         try:
             yield lease
         finally:
-            member.active -= not lease.parked
+            member.active -= not lease.idle
             self.live.remove(lease)
 
-    def park(self, lease: FakeLease) -> None:
+    def set_idle(self, lease: FakeLease) -> None:
         """An idle lease is not load (as the real pool counts it)."""
-        if not lease.parked:
-            lease.parked, lease.member.active = True, lease.member.active - 1
+        if not lease.idle:
+            lease.idle, lease.member.active = True, lease.member.active - 1
 
-    def unpark(self, lease: FakeLease) -> None:
-        if lease.parked:
-            lease.parked, lease.member.active = False, lease.member.active + 1
+    def set_busy(self, lease: FakeLease) -> None:
+        if lease.idle:
+            lease.idle, lease.member.active = False, lease.member.active + 1
 
     def reset(self, server: str) -> None:
         """Cancel every lease on `server` (as the real pool does on DOWN)."""

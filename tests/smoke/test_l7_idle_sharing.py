@@ -367,7 +367,7 @@ async def test_a_failure_while_parking_costs_that_connection_only(
         def broken(lease: object) -> None:
             raise RuntimeError("bug")
 
-        rig.pool.park = broken  # type: ignore[method-assign]
+        rig.pool.set_idle = broken  # type: ignore[method-assign]
         assert (await one_request(rig))[0] == 200
         await settle(lambda: farm.closed["cas1"] == 1)
         assert farm.closed["cas1"] == 1  # closed, not parked
@@ -409,7 +409,7 @@ async def test_a_failure_while_reusing_closes_that_connection_and_dials_afresh()
         def broken(lease: object) -> None:
             raise RuntimeError("bug")
 
-        rig.pool.unpark = broken  # type: ignore[method-assign]
+        rig.pool.set_busy = broken  # type: ignore[method-assign]
         assert (await one_request(rig))[0] == 200  # on a new connection
         await settle(lambda: farm.closed["cas1"] >= 1)
         assert farm.closed["cas1"] >= 1  # the one that failed was closed, not leaked

@@ -1,4 +1,4 @@
-"""The rules of shared idle upstream connections (lb.l7.idle), parked leases (lb.pool), `reuse`.
+"""The rules of shared idle upstream connections (lb.l7.idle), idle leases (lb.pool), `reuse`.
 
 Pure: times are numbers passed in, connections plain objects.
 """
@@ -104,30 +104,30 @@ def _pool(reset_on_down: bool = False) -> Pool:
     return Pool(PoolConfig("owa", servers, reset_on_down=reset_on_down))
 
 
-async def test_a_parked_lease_is_not_load_and_counts_again_when_taken() -> None:
+async def test_an_idle_lease_is_not_load_and_counts_again_when_taken() -> None:
     pool = _pool()
     cas1 = pool.member("cas1")
     with pool.lease(cas1) as lease:
         assert cas1.active == 1
-        pool.park(lease)
-        pool.park(lease)  # twice is once
+        pool.set_idle(lease)
+        pool.set_idle(lease)  # twice is once
         assert cas1.active == 0
         with trio.move_on_after(0.01) as waited:
             await pool.idle()  # parked: the pool is idle
         assert not waited.cancelled_caught
-        pool.unpark(lease)
+        pool.set_busy(lease)
         assert cas1.active == 1
         assert cas1.total == 1  # a reuse is not a new connection
-        pool.park(lease)
+        pool.set_idle(lease)
     assert cas1.active == 0  # ended parked: not uncounted twice
 
 
 @pytest.mark.parametrize("leave", ["down", "drain", "maint", "removed"])
-async def test_a_server_leaving_service_resets_its_parked_leases_only(leave: str) -> None:
+async def test_a_server_leaving_service_resets_its_idle_leases_only(leave: str) -> None:
     pool = _pool()
     cas1 = pool.member("cas1")
     with pool.lease(cas1) as parked, pool.lease(cas1) as busy:
-        pool.park(parked)
+        pool.set_idle(parked)
         now = trio.current_time()
         if leave == "down":
             pool.set_check_state("cas1", CheckState.DOWN, now)
@@ -144,7 +144,7 @@ async def test_a_server_coming_back_ready_resets_nothing() -> None:
     pool = _pool()
     cas1 = pool.member("cas1")
     with pool.lease(cas1) as parked:
-        pool.park(parked)
+        pool.set_idle(parked)
         now = trio.current_time()
         pool.set_admin("cas1", AdminState.READY, now)
         pool.set_check_state("cas1", CheckState.UP, now)
