@@ -242,7 +242,10 @@ class ClientUpstreams:
     def _leave(self, pool_name: str, *, park: bool = True) -> None:
         """Let go of the connection to `pool_name`: parked for others if it may be, else closed."""
         upstream, backend = self._open.pop(pool_name)
-        if not (park and self._shared.park(upstream, backend.pool, backend.settings)):
+        ejected = backend.outliers is not None and backend.outliers.is_ejected(
+            upstream.member.name, trio.current_time())
+        if not (park and self._shared.park(upstream, backend.pool, backend.settings,
+                                           ejected=ejected)):
             upstream.close()
 
     def close_all(self, *, park: bool = True) -> None:

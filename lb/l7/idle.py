@@ -7,7 +7,8 @@ What may be parked (`may_park`): a connection whose last exchange ended
 cleanly (its codec idle both ways, nothing buffered, the server has not closed
 it), that never carried NTLM or Negotiate (such a connection is private to its
 client for life: lb.l7.rebalance), whose lease the pool has not reset or given
-a drain deadline, to a server that is eligible for new traffic, in a pool whose
+a drain deadline, to a server that is eligible for new traffic and not ejected
+by outlier detection, in a pool whose
 `reuse` is "safe".
 
 What may take one (`may_take`): only a request the proxy may replay on a fresh
@@ -56,6 +57,7 @@ def may_park(
     usable: bool,
     lease_valid: bool,
     eligible: bool,
+    ejected: bool = False,
 ) -> bool:
     """Whether a connection its client is done with is parked rather than closed.
 
@@ -67,9 +69,10 @@ def may_park(
         usable: idle both ways, unread, open (`UpstreamConnection.usable`).
         lease_valid: the pool has neither reset its lease nor set it a deadline.
         eligible: its server may take new traffic now.
+        ejected: outlier detection has its server out (no pick would take it).
     """
     return (reuse is Reuse.SAFE and not client_bound and not private and usable
-            and lease_valid and eligible)
+            and lease_valid and eligible and not ejected)
 
 
 def may_take(*, reuse: Reuse, client_bound: bool, replayable: bool) -> bool:

@@ -66,12 +66,17 @@ class SharedUpstreams:
         idle = self._sets.get((pool, server))
         return 0 if idle is None else len(idle)
 
-    def park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings) -> bool:
-        """Park `conn` if lb.l7.idle.may_park allows; whether it was (else close it)."""
+    def park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings, *,
+             ejected: bool = False) -> bool:
+        """Park `conn` if lb.l7.idle.may_park allows; whether it was (else close it).
+
+        Args:
+            ejected: outlier detection has its server out now.
+        """
         if self.nursery is None:
             return False
         try:
-            return self._park(conn, pool, settings)
+            return self._park(conn, pool, settings, ejected)
         except Exception as exc:  # the failure boundary: this connection, nothing else
             self._failed(f"parking {conn!r}", exc)
             conn.on_close = None
@@ -80,11 +85,13 @@ class SharedUpstreams:
                 self._events.idle_changed(conn.pool, conn.member.name, -1)
             return False
 
-    def _park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings) -> bool:
+    def _park(self, conn: UpstreamConnection, pool: Pool, settings: UpstreamSettings,
+              ejected: bool) -> bool:
         member, lease = conn.member, conn.lease
         if lease is None or not may_park(
             reuse=settings.reuse, client_bound=settings.client_bound, private=conn.pinned,
             usable=conn.usable(), lease_valid=conn.lease_valid, eligible=member.eligible,
+            ejected=ejected,
         ):
             return False
         key = (conn.pool, member.name)

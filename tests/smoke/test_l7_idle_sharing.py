@@ -25,6 +25,7 @@ from trio.testing import MockClock
 
 from lb.balancer import Balance
 from lb.config import PoolConfig, ServerConfig
+from lb.l7.backends import Ejector
 from lb.l7.events import RecordingEvents
 from lb.l7.frontend import HttpFrontend
 from lb.l7.idle import IDLE_LIFE, Reuse
@@ -32,6 +33,7 @@ from lb.l7.routing import RouteTable
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.upstream import UpstreamSettings
 from lb.pool import Pool
+from probes.outlier import Ejection, Outcome
 from probes.state import AdminState, CheckState
 from tests.farmclient import HttpClient
 from tests.smoke.test_l7_upstream_origin import _proxy_v2_source
@@ -130,6 +132,7 @@ class Rig:
 async def farm_behind(
     farm: Farm, *, reuse: Reuse = Reuse.SAFE, balance: Balance = Balance.ROUNDROBIN,
     servers: tuple[str, ...] = ("cas1",), retries: int = 2, proxy_protocol: int = 0,
+    ejector: Ejector | None = None,
 ) -> AsyncIterator[Rig]:
     async with trio.open_nursery() as nursery:
         configs = []
@@ -149,6 +152,7 @@ async def farm_behind(
             upstream=UpstreamSettings(connect_timeout=2, reuse=reuse, retries=retries,
                                       proxy_protocol=proxy_protocol),
             events=events,
+            ejections=None if ejector is None else {"owa": ejector},
         )
         front = await trio.open_tcp_listeners(0, host="127.0.0.1")
         await nursery.start(frontend.serve, front)
@@ -415,3 +419,32 @@ async def test_a_failure_while_reusing_closes_that_connection_and_dials_afresh()
         assert farm.closed["cas1"] >= 1  # the one that failed was closed, not leaked
     assert farm.opened["cas1"] == 2
     assert rig.events.internal_errors == ["l7"]
+
+
+@dataclass
+class Ejecting:
+    """Outlier detection as the test says: `out` are ejected."""
+
+    out: set[str] = field(default_factory=set)
+
+    def is_ejected(self, server: str, now: float) -> bool:
+        return server in self.out
+
+    def ejected(self, now: float) -> frozenset[str]:
+        return frozenset(self.out)
+
+    def record(self, server: str, outcome: Outcome, now: float, *,
+               client: str | None) -> Ejection | None:
+        return None
+
+
+async def test_a_connection_to_an_ejected_server_is_not_parked() -> None:
+    farm, ejecting = Farm(), Ejecting()
+    async with farm_behind(farm, servers=SERVERS, ejector=ejecting) as rig:
+        client = await connect(rig)
+        _, server, _ = await ask(client)
+        ejecting.out.add(server)
+        await client.aclose()
+        await settle(lambda: farm.closed[server] == 1)
+        assert rig.parked(server) == 0
+        assert farm.closed[server] == 1

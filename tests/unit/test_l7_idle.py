@@ -86,6 +86,7 @@ def test_a_clean_connection_is_parked() -> None:
     ("usable", False),
     ("lease_valid", False),  # reset by the pool, or draining
     ("eligible", False),
+    ("ejected", True),  # outlier detection has it out: no pick would take it
 ])
 def test_what_keeps_a_connection_from_being_parked(key: str, value: object) -> None:
     assert not may_park(**{**FINE, key: value})  # type: ignore[arg-type]
