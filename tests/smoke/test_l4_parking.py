@@ -104,7 +104,8 @@ async def test_a_parked_connection_relays_both_ways_and_parks_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with parked_connection() as p:
-        assert tasks() == p.tasks_relaying - 1  # the upstream flow's task is gone
+        # No task left: neither the upstream flow's nor the connection's own.
+        assert tasks() == p.tasks_relaying - 2
         assert p.frontend.active == 1  # a parked connection is still an active one
         await p.client.send_all(b"ping")
         with trio.fail_after(5):
@@ -114,7 +115,7 @@ async def test_a_parked_connection_relays_both_ways_and_parks_again(
         with trio.fail_after(5):
             assert await p.client.receive_some(100) == b"pushed"
         await until_parked(p.frontend, 1)
-        assert tasks() == p.tasks_relaying - 1
+        assert tasks() == p.tasks_relaying - 2
         assert p.events.counts["closed", "fe"] == 0
 
 
