@@ -170,6 +170,12 @@ class Parker:
             return
         self._held[sleeper] = due
         heapq.heappush(self._heap, (due, next(self._order), sleeper))
+        if len(self._heap) > 2 * len(self._held) + 64:
+            # A relay that parks every few seconds leaves an entry per park, each
+            # stale until its idle deadline (minutes away): rebuilding from the
+            # live ones keeps the heap within twice the parked relays.
+            self._heap = [(d, next(self._order), s) for s, d in self._held.items()]
+            heapq.heapify(self._heap)
         if self._timer is not None and due < self._timer.deadline:
             self._timer.deadline = due
 
