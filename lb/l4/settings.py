@@ -27,7 +27,7 @@ class TcpFrontendSettings:
         first_flight_limit: bytes of client data kept for replay before the
             server's first byte; past it the connection commits to its server.
         park_sweep: seconds between the parker's sweeps: a relay idle for one
-            to two of them gives up its flow tasks (lb/l4/parking.py).
+            to two of them gives up its tasks (lb/l4/parking.py).
     """
 
     name: str
