@@ -56,8 +56,9 @@ from lb.l4.pump import Link, Mode
 
 log = logging.getLogger("caslb.l4")
 
-SWEEP_EVERY = 0.5
-"""Seconds between sweeps: a relay idle for one to two of them is parked."""
+SWEEP_EVERY = 0.25
+"""Seconds between sweeps: a relay idle for one to two of them is parked (see
+TcpFrontendSettings.park_sweep for the trade)."""
 
 _WAKE_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 
