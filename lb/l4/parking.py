@@ -216,7 +216,18 @@ class Parker:
 
     def _start(self, sleeper: Sleeper) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(sleeper.resume)
+        self._nursery.start_soon(self._resumed, sleeper)
+
+    async def _resumed(self, sleeper: Sleeper) -> None:
+        # The relay keeps its own failure boundary; this one catches a bug in how it
+        # ends, which would otherwise end the parker's nursery and every relay in it.
+        try:
+            await sleeper.resume()
+        except Exception as exc:
+            log_internal_error(log, "the L4 parker resuming a relay", exc)
+            self._events.internal_error("l4")
+            with contextlib.suppress(Exception):
+                sleeper.shut()
 
     async def _deadline_loop(self) -> None:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 
 import trio
 import trio.testing
@@ -100,3 +101,31 @@ async def test_a_bug_in_one_relay_ends_it_alone_and_stopping_shuts_the_rest(
         nursery.cancel_scope.cancel()
     assert kept.ends == [("shut", 20.0)]
     assert not parker.running and not parker.hold(_Sleeper(1.0))
+
+
+async def test_a_relay_that_fails_as_it_resumes_is_shut_and_the_parker_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    events = RecordingEvents()
+    parker = Parker(events)
+    a, b = socket.socketpair()
+    failing, other = _Sleeper(100.0), _Sleeper(200.0)
+
+    async def broken_resume() -> None:
+        raise RuntimeError("bug while ending")
+
+    failing.resume = broken_resume  # type: ignore[method-assign]
+    failing.fds = lambda: (a.fileno(),)  # type: ignore[method-assign]
+    with a, b:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(parker.run)
+            parker.hold(failing)
+            parker.hold(other)
+            b.send(b"x")  # `a` readable: the parker wakes `failing`
+            await trio.sleep(1)
+            assert failing.ends == [("shut", 0.0)]
+            assert events.counts["internal_error", "l4"] == 1
+            assert parker.running and parker.parked == 1
+            await trio.sleep(300)
+            assert other.ends == [("expire", 200.0)]
+            nursery.cancel_scope.cancel()
