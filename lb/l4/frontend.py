@@ -285,7 +285,7 @@ class TcpFrontend:
                 await close(server)
 
     def _hand_over(self, conn: Connection, held: Held, outcome: Outcome) -> bool:
-        """Give an idle relay to the parker (False: it is not running, go on here)."""
+        """Give an idle relay to the parker; False when it stopped (shutdown): close it here."""
         assert outcome.parked is not None
         relay = Relay(outcome.parked, conn.record, held, outcome.replayed_bytes, self.parker,
                       self)
