@@ -145,6 +145,8 @@ class Parker:
         epoll = self._epoll
         if self._nursery is None or epoll is None:
             return False
+        if sleeper in self._held:  # its fds are registered: a second try would drop them
+            raise RuntimeError("the relay is parked already")
         fds = sleeper.fds()
         try:
             for fd in fds:
