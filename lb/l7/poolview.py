@@ -88,8 +88,5 @@ class Pool(Protocol):
     def candidate(self, member: Member, now: float) -> Candidate:
         """`member` as the strategy weighs it at `now` (slow start applied)."""
 
-    def set_idle(self, lease: Lease) -> None:
-        """Stop counting `lease` as load (its connection idles)."""
-
-    def set_busy(self, lease: Lease) -> None:
-        """Count `lease` as load again."""
+    def set_idle(self, lease: Lease, idle: bool = True) -> None:
+        """Stop counting `lease` as load (its connection idles), or count it again."""

@@ -137,7 +137,7 @@ class SharedUpstreams:
                         or not conn.usable():
                     conn.close()
                     continue
-                pool.set_busy(conn.lease)
+                pool.set_idle(conn.lease, False)
                 conn.idle_until(math.inf)
                 self._events.connection_reused(pool.name, member.name)
             except BaseException:  # out of the set already: it must not be left open

@@ -91,14 +91,10 @@ class FakePool:
             member.active -= not lease.idle
             self.live.remove(lease)
 
-    def set_idle(self, lease: FakeLease) -> None:
+    def set_idle(self, lease: FakeLease, idle: bool = True) -> None:
         """An idle lease is not load (as the real pool counts it)."""
-        if not lease.idle:
-            lease.idle, lease.member.active = True, lease.member.active - 1
-
-    def set_busy(self, lease: FakeLease) -> None:
-        if lease.idle:
-            lease.idle, lease.member.active = False, lease.member.active + 1
+        if lease.idle is not idle:
+            lease.idle, lease.member.active = idle, lease.member.active + (-1 if idle else 1)
 
     def reset(self, server: str) -> None:
         """Cancel every lease on `server` (as the real pool does on DOWN)."""

@@ -32,7 +32,7 @@ from lb.l7.idle import IDLE_LIFE, Reuse
 from lb.l7.routing import RouteTable
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.upstream import UpstreamSettings
-from lb.pool import Pool
+from lb.pool import Lease, Pool
 from probes.outlier import Ejection, Outcome
 from probes.state import AdminState, CheckState
 from tests.farmclient import HttpClient
@@ -368,7 +368,7 @@ async def test_a_failure_while_parking_costs_that_connection_only(
         caplog: pytest.LogCaptureFixture) -> None:
     farm = Farm()
     async with farm_behind(farm) as rig:
-        def broken(lease: object) -> None:
+        def broken(lease: object, idle: bool = True) -> None:
             raise RuntimeError("bug")
 
         rig.pool.set_idle = broken  # type: ignore[method-assign]
@@ -410,10 +410,14 @@ async def test_a_failure_while_reusing_closes_that_connection_and_dials_afresh()
         await one_request(rig)
         assert rig.parked("cas1") == 1
 
-        def broken(lease: object) -> None:
-            raise RuntimeError("bug")
+        set_idle = rig.pool.set_idle
 
-        rig.pool.set_busy = broken  # type: ignore[method-assign]
+        def broken(lease: Lease, idle: bool = True) -> None:
+            if not idle:  # only handing it out fails
+                raise RuntimeError("bug")
+            set_idle(lease, idle)
+
+        rig.pool.set_idle = broken  # type: ignore[method-assign]
         assert (await one_request(rig))[0] == 200  # on a new connection
         await settle(lambda: farm.closed["cas1"] >= 1)
         assert farm.closed["cas1"] >= 1  # the one that failed was closed, not leaked

@@ -116,7 +116,7 @@ async def test_an_idle_lease_is_not_load_and_counts_again_when_taken() -> None:
         with trio.move_on_after(0.01) as waited:
             await pool.idle()  # parked: the pool is idle
         assert not waited.cancelled_caught
-        pool.set_busy(lease)
+        pool.set_idle(lease, False)
         assert cas1.active == 1
         assert cas1.total == 1  # a reuse is not a new connection
         pool.set_idle(lease)
