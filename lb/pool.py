@@ -129,11 +129,14 @@ class Lease:
         scope: cancelled by the pool to reset the connection, or given a
             deadline to end a drain.
         watcher: told of every change the pool makes to `scope`, while set.
+        idle: an L7 connection parked for other clients (lb/l7/sharing.py): not load, and
+            cancelled as soon as its member leaves service (DOWN, DRAIN, MAINT, removed).
     """
 
     member: Member
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     watcher: LeaseWatcher | None = None
+    idle: bool = False
 
     def cancel(self) -> None:
         """Reset the connection now (DOWN with reset, MAINT)."""
@@ -183,9 +186,10 @@ class Held:
 
     def release(self) -> None:
         """The connection ended: the member and the pool stop counting it."""
-        self.lease.member.active -= 1
+        if not self.lease.idle:  # an idle lease was uncounted when it became idle
+            self.lease.member.active -= 1
+            self._pool._held.down()
         self._leases.discard(self.lease)
-        self._pool._held.down()
 
 
 class Pool:
@@ -277,8 +281,15 @@ class Pool:
             raise KeyError(f"member {member.name!r} is not in pool {self.name!r}")
         return Held(self, leases, member)
 
+    def set_idle(self, lease: Lease, idle: bool = True) -> None:
+        """Count a held lease as load again, or no longer (idle: it carries no client)."""
+        if lease.idle is not idle:
+            lease.idle = idle
+            lease.member.active += -1 if idle else 1  # not `total`: connections opened
+            (self._held.down if idle else self._held.up)()
+
     async def idle(self) -> None:
-        """Return once no lease is held on this pool (at once if none is)."""
+        """Return once no lease is held on this pool (at once if none is), idle ones aside."""
         await self._held.wait_zero()
 
     def set_check_state(self, server: str, state: CheckState, now: float) -> None:
@@ -296,8 +307,9 @@ class Pool:
             member.up_since = now
             # A crash or hang that ejected it is over once the check says so.
             self.ejections.lift(server, "its check is UP again")
-        elif self.config.reset_on_down and not self.panicking:
-            for lease in self._leases[server]:
+        else:
+            reset = self.config.reset_on_down and not self.panicking
+            for lease in (held for held in self._leases[server] if reset or held.idle):
                 lease.cancel()
 
     def set_admin(self, server: str, state: AdminState, now: float) -> None:
@@ -321,7 +333,7 @@ class Pool:
             deadline = now
         self._deadline[server] = deadline
         for lease in self._leases[server]:
-            if state is AdminState.MAINT:
+            if state is AdminState.MAINT or (lease.idle and state is AdminState.DRAIN):
                 lease.cancel()
             lease.end_by(deadline)
 
@@ -345,6 +357,8 @@ class Pool:
             members.append(member)
         for gone in old.values():
             for lease in self._leases.pop(gone.name):
+                if lease.idle:
+                    lease.cancel()
                 lease.end_by(min(lease.scope.deadline, now + config.drain_grace))
             del self._deadline[gone.name]
             self.ejections.forget(gone.name)
