@@ -26,6 +26,7 @@ from lb.frontends import Connector, Frontend, Report
 from lb.l4.events import L4Events
 from lb.l4.frontend import Route, TcpFrontend
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
+from lb.l7 import poolview
 from lb.l7 import upstream as l7upstream
 from lb.l7.frontend import HttpFrontend
 from lb.l7.routing import RouteTable
@@ -125,7 +126,7 @@ def _upstream(pool: PoolConfig) -> UpstreamSettings:
         connect_timeout=pool.connect_timeout, tls=context, retries=pool.retries,
         idle_timeout=pool.idle_timeout, response_timeout=pool.response_timeout,
         retry_to=pool.retry_to, names=names, proxy_protocol=pool.proxy_protocol,
-        transparent=pool.transparent,
+        transparent=pool.transparent, reuse=pool.reuse,
     )
 
 
@@ -165,7 +166,7 @@ def build_http(
     # member; the proxy only leases members the same pool picked.
     return HttpFrontend(
         settings,
-        cast(Mapping[str, l7upstream.Pool], mine),
+        cast(Mapping[str, poolview.Pool], mine),
         upstream=upstream,
         connector=cast(l7upstream.Connector | None, connector),
         report=report,

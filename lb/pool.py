@@ -31,6 +31,11 @@ them when a member leaves service:
 - DRAIN: each lease gets `deadline = now + drain_grace`; MAINT: cancelled now;
 - READY again: deadlines are lifted.
 
+A connection may also be held without a task inside the scope (a parked L4
+relay, lb/l4/parking.py): its holder sets `Lease.watcher`, and the pool tells
+the watcher after every change it makes to the scope, so the reset and the
+drain deadline reach it as they reach a task.
+
 A lease opened on a member that is already draining gets the same deadline.
 
 The pool also owns its outlier ejections (`ejections`, lb/ejection.py): every
@@ -45,7 +50,7 @@ import math
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -108,7 +113,14 @@ class Member:
                 f"{self.admin.value} active={self.active} total={self.total}>")
 
 
-@dataclass(eq=False)
+class LeaseWatcher(Protocol):
+    """Whoever holds a connection outside its lease's scope (see the module docstring)."""
+
+    def lease_changed(self) -> None:
+        """The pool just cancelled the lease's scope or moved its deadline."""
+
+
+@dataclass(eq=False, slots=True)
 class Lease:
     """One connection on a member; run its I/O inside `with lease.scope:`.
 
@@ -116,21 +128,43 @@ class Lease:
         member: the member it is on.
         scope: cancelled by the pool to reset the connection, or given a
             deadline to end a drain.
+        watcher: told of every change the pool makes to `scope`, while set.
+        idle: an L7 connection parked for other clients (lb/l7/sharing.py): not load, and
+            cancelled as soon as its member leaves service (DOWN, DRAIN, MAINT, removed).
     """
 
     member: Member
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    watcher: LeaseWatcher | None = None
+    idle: bool = False
+
+    def cancel(self) -> None:
+        """Reset the connection now (DOWN with reset, MAINT)."""
+        self.scope.cancel()
+        if self.watcher is not None:
+            self.watcher.lease_changed()
+
+    def end_by(self, deadline: float) -> None:
+        """End the connection at `deadline` (a drain's grace), or never (inf)."""
+        self.scope.deadline = deadline
+        if self.watcher is not None:
+            self.watcher.lease_changed()
 
 
-class _Held:
-    """One lease while its `with` block runs; a class, not a generator: one per connection."""
+class Held:
+    """One lease while its `with` block runs; a class, not a generator: one per connection.
 
-    __slots__ = ("_leases", "_pool", "lease")
+    A holder that keeps the connection past the block (lb/l4/parking.py) calls
+    `keep` inside it and `release` once the connection ends.
+    """
+
+    __slots__ = ("_leases", "_pool", "kept", "lease")
 
     def __init__(self, pool: Pool, leases: set[Lease], member: Member) -> None:
         self._pool, self._leases = pool, leases
         # Its deadline given to the constructor: trio's deadline setter costs a context manager.
         self.lease = Lease(member, trio.CancelScope(deadline=pool._deadline[member.name]))
+        self.kept = False
 
     def __enter__(self) -> Lease:
         lease, member = self.lease, self.lease.member
@@ -143,9 +177,19 @@ class _Held:
         return lease
 
     def __exit__(self, *exc: object) -> None:
-        self.lease.member.active -= 1
+        if not self.kept:
+            self.release()
+
+    def keep(self) -> None:
+        """Leave the lease held when the `with` block ends; `release` ends it."""
+        self.kept = True
+
+    def release(self) -> None:
+        """The connection ended: the member and the pool stop counting it."""
+        if not self.lease.idle:  # an idle lease was uncounted when it became idle
+            self.lease.member.active -= 1
+            self._pool._held.down()
         self._leases.discard(self.lease)
-        self._pool._held.down()
 
 
 class Pool:
@@ -226,7 +270,7 @@ class Pool:
         chosen = self._strategy.choose(self._candidates(now, exclude), client)
         return None if chosen is None else self.member(chosen.name)
 
-    def lease(self, member: Member) -> _Held:
+    def lease(self, member: Member) -> Held:
         """Account one connection on `member` for as long as the `with` block runs.
 
         Raises:
@@ -235,10 +279,17 @@ class Pool:
         leases = self._leases.get(member.name)
         if leases is None or self.member(member.name) is not member:
             raise KeyError(f"member {member.name!r} is not in pool {self.name!r}")
-        return _Held(self, leases, member)
+        return Held(self, leases, member)
+
+    def set_idle(self, lease: Lease, idle: bool = True) -> None:
+        """Count a held lease as load again, or no longer (idle: it carries no client)."""
+        if lease.idle is not idle:
+            lease.idle = idle
+            lease.member.active += -1 if idle else 1  # not `total`: connections opened
+            (self._held.down if idle else self._held.up)()
 
     async def idle(self) -> None:
-        """Return once no lease is held on this pool (at once if none is)."""
+        """Return once no lease is held on this pool (at once if none is), idle ones aside."""
         await self._held.wait_zero()
 
     def set_check_state(self, server: str, state: CheckState, now: float) -> None:
@@ -256,9 +307,10 @@ class Pool:
             member.up_since = now
             # A crash or hang that ejected it is over once the check says so.
             self.ejections.lift(server, "its check is UP again")
-        elif self.config.reset_on_down and not self.panicking:
-            for lease in self._leases[server]:
-                lease.scope.cancel()
+        else:
+            reset = self.config.reset_on_down and not self.panicking
+            for lease in (held for held in self._leases[server] if reset or held.idle):
+                lease.cancel()
 
     def set_admin(self, server: str, state: AdminState, now: float) -> None:
         """Drain, take into maintenance, or re-enable a member.
@@ -281,9 +333,9 @@ class Pool:
             deadline = now
         self._deadline[server] = deadline
         for lease in self._leases[server]:
-            if state is AdminState.MAINT:
-                lease.scope.cancel()
-            lease.scope.deadline = deadline
+            if state is AdminState.MAINT or (lease.idle and state is AdminState.DRAIN):
+                lease.cancel()
+            lease.end_by(deadline)
 
     def reconfigure(self, config: PoolConfig, now: float) -> None:
         """Apply a reloaded config, keeping the state of servers it still lists.
@@ -305,7 +357,9 @@ class Pool:
             members.append(member)
         for gone in old.values():
             for lease in self._leases.pop(gone.name):
-                lease.scope.deadline = min(lease.scope.deadline, now + config.drain_grace)
+                if lease.idle:
+                    lease.cancel()
+                lease.end_by(min(lease.scope.deadline, now + config.drain_grace))
             del self._deadline[gone.name]
             self.ejections.forget(gone.name)
         self.ejections.configure(config.outlier, config.protocol)

@@ -125,7 +125,7 @@ async def measure(name: str, count: int, settle: float = SETTLE) -> str:
     """Open `count` idle connections through one design and report RSS per connection.
 
     RSS is read `settle` seconds after the last connection was greeted; caslb
-    parks a relay idle for 0.5 to 1 s (lb/l4/parking.py), so 2 s or more
+    parks a relay idle for 0.25 to 0.5 s (lb/l4/parking.py), so 1 s or more
     measures parked connections.
     """
     back_listeners, back, front = await prepare(count)

@@ -155,7 +155,7 @@ async def profile(mode: str, count: int, settle: float = 0.5) -> list[str]:
                     await opener(front, WARMUP, clients)
                     rss0, before = rss_kib(proc.process.pid), await _ask(out, "before")
                     await opener(front, count, clients)
-                    await trio.sleep(settle)  # 2 s or more: every L4 relay parked
+                    await trio.sleep(settle)  # 1 s or more: every L4 relay parked
                     rss1, after = rss_kib(proc.process.pid), await _ask(out, "after")
                     nursery.cancel_scope.cancel()
             finally:

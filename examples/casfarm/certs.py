@@ -45,8 +45,9 @@ class ServerTls:
         return self.good
 
 
-def _server_context(leaf: Any) -> ssl.SSLContext:
+def _server_context(leaf: Any, maximum_version: ssl.TLSVersion) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.maximum_version = maximum_version
     leaf.configure_cert(ctx)
     # Exchange speaks HTTP/1.1 only; offering it keeps ALPN clients honest.
     ctx.set_alpn_protocols(["http/1.1"])
@@ -67,8 +68,12 @@ class FarmCA:
         self.ca_path = cert_dir / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_path))
 
-    def server_tls(self, name: str, fqdn: str, namespace: str, host: str) -> ServerTls:
-        """Issue the good and bad certificates of one server."""
+    def server_tls(
+        self, name: str, fqdn: str, namespace: str, host: str,
+        maximum_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    ) -> ServerTls:
+        """Issue the good and bad certificates of one server, in contexts that speak
+        TLS up to `maximum_version`."""
         # *.namespace: the per-protocol names an SNI design gives clients (ews.mail.lab.local).
         names = (fqdn, namespace, f"*.{namespace}", f"autodiscover.{namespace.split('.', 1)[-1]}",
                  host)
@@ -86,8 +91,8 @@ class FarmCA:
             b"".join(blob.bytes() for blob in good.cert_chain_pems) + good.private_key_pem.bytes()
         )
         return ServerTls(
-            good=_server_context(good),
-            wrong_name=_server_context(wrong),
-            expired=_server_context(expired),
+            good=_server_context(good, maximum_version),
+            wrong_name=_server_context(wrong, maximum_version),
+            expired=_server_context(expired, maximum_version),
             cert_path=cert_path,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -270,6 +271,7 @@ async def running(
     hosts: Sequence[str] | None = None,
     idle_close: float = IIS_CONNECTION_TIMEOUT,
     mailbox_server: str | None = None,
+    tls_max: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
 ) -> AsyncIterator[Farm]:
     """Run a simulated CAS farm for the duration of the `async with` block.
 
@@ -305,6 +307,8 @@ async def running(
             the server closes it (IIS connectionTimeout, 120 by default).
         mailbox_server: FQDN of the mailbox server the front ends proxy to, named
             by X-CalculatedBETarget and X-BEServer (None: mbx1.<domain>).
+        tls_max: the newest TLS version the servers speak (TLSv1_2: as Exchange
+            2016 and 2019 on Windows Server 2016/2019, whose Schannel has no TLS 1.3).
 
     Raises:
         ValueError: a bad argument, named.
@@ -347,7 +351,7 @@ async def running(
                     host=host,
                     ports=wanted_ports[i],
                     namespace=namespace,
-                    tls=ca.server_tls(name, f"{name}.{domain}", namespace, host),
+                    tls=ca.server_tls(name, f"{name}.{domain}", namespace, host, tls_max),
                     profile=profile,
                     health_cache_delay=health_cache_delay,
                     nursery=nursery,

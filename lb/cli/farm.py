@@ -10,7 +10,9 @@ listens, and an exit when stdin ends, so the farm never outlives the demo.
 
 from __future__ import annotations
 
+import enum
 import os
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +28,16 @@ from lb.cli.farmcontrol import farm_app  # importing it registers the subcommand
 
 # What `caslb farm --child` prints, then its control URL, once every server listens.
 READY = "ready"
+
+
+class TlsMax(enum.StrEnum):
+    """The newest TLS version the farm's servers speak (--tls-max)."""
+
+    TLS12 = "1.2"
+    TLS13 = "1.3"
+
+
+_TLS_VERSIONS = {TlsMax.TLS12: ssl.TLSVersion.TLSv1_2, TlsMax.TLS13: ssl.TLSVersion.TLSv1_3}
 DEFAULT_CERT_DIR = Path(tempfile.gettempdir()) / "casfarm-certs"
 LAB_USER_HINT = ", ".join(
     f"{casfarm.LAB_DOMAIN}\\{name} / {password}" for name, password in casfarm.LAB_USERS.items()
@@ -94,6 +106,7 @@ async def _run_farm(
     child: bool,
     users: dict[str, str] | None,
     idle_close: float,
+    tls_max: ssl.TLSVersion,
 ) -> None:
     async with casfarm.running(
         servers=servers,
@@ -108,6 +121,7 @@ async def _run_farm(
         users=users,
         responder=casfarm.LAB_POLICY if managed_availability else None,
         idle_close=idle_close,
+        tls_max=tls_max,
     ) as farm:
         if child:
             typer.echo(f"{READY} {farm.control_url}")
@@ -170,6 +184,10 @@ def farm(
     ] = None,
     idle_close: Annotated[float, typer.Option(
         min=0.001, help="Seconds an idle HTTPS keep-alive lasts (IIS connectionTimeout).")] = 120.0,
+    tls_max: Annotated[
+        TlsMax, typer.Option(help="The newest TLS version the servers speak: 1.2 as "
+                                  "Exchange on Windows Server 2016/2019 (no TLS 1.3 there).")
+    ] = TlsMax.TLS13,
     run_for: Annotated[
         float | None, typer.Option(hidden=True, help="Stop after this many seconds.")
     ] = None,
@@ -194,7 +212,7 @@ def farm(
     try:
         run_or_exit(_run_farm, servers, ephemeral, distinct_addresses, cert_dir, heartbeat,
                     pending_period, health_cache_delay, managed_availability, run_for, child,
-                    users, idle_close)
+                    users, idle_close, _TLS_VERSIONS[tls_max])
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")
 

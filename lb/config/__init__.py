@@ -34,6 +34,7 @@ The generic model (every key is optional unless marked):
       slowstart = "0s"; panic_threshold = 0 (off; 0..1); connect_timeout = "2s"; retries = 3
       first_response_timeout; idle_timeout; reset_on_down = false; drain_grace = "30s"
       proxy_protocol = 0 | 1 | 2; tls = true | { verify, ca_file, sni } (http pools only)
+      reuse = "safe" | "never" (http pools: share idle upstream connections; lb/l7/idle.py)
       observe = true | { error_limit = 10, on_error = "fail-check" }
       outlier = true | false | [pools.NAME.outlier] enabled, consecutive_5xx = 3,
               consecutive_gateway_errors = 3, interval = "10s", base_ejection_time = "30s",

@@ -13,6 +13,7 @@ from typing import Any
 from lb.balancer import Balance
 from lb.config.farm import MAIL_PORT_NAMES, STARTTLS_PORT_NAMES, ExchangeMode, Farm
 from lb.config.reader import Table, format_duration, show
+from lb.l7.idle import Reuse
 from probes.catalog import HTTP_PROTOCOLS, PROTOCOLS
 
 # Long Exchange sessions balance better on live counts than on turns; slow start
@@ -35,6 +36,7 @@ POOL_SETTINGS: Settings = {
     "first_response_timeout": ("duration", {"positive": True}),
     "reset_on_down": ("boolean", {}),
     "proxy_protocol": ("integer", {"low": 0, "high": 2}),
+    "reuse": ("choice", {"kind": Reuse}),
 }
 CHECK_SETTINGS: Settings = {
     "inter": ("duration", {"positive": True}),

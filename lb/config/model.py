@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lb.balancer import Balance
+from lb.l7.idle import Reuse
 from lb.ports import DEFAULT_ADMIN_PORT
 from lb.retry import RetryPolicy, RetryTo
 from probes.checks import CheckSpec, Target
@@ -132,6 +133,8 @@ class PoolConfig:
         observe: passive observation, None for off.
         outlier: outlier detection on the real responses of http frontends,
             None for off.
+        reuse: at L7, whether idle upstream connections are shared between
+            client connections ("safe") or each client's own ("never").
     """
 
     name: str
@@ -154,6 +157,7 @@ class PoolConfig:
     upstream_tls: UpstreamTlsConfig | None = None
     observe: ObserveConfig | None = None
     outlier: OutlierSettings | None = DEFAULT_OUTLIER
+    reuse: Reuse = Reuse.SAFE
 
     @property
     def retry(self) -> RetryPolicy:

@@ -24,6 +24,7 @@ from lb.config.model import (
     UpstreamTlsConfig,
 )
 from lb.config.reader import Table, format_duration, join, read_address, resolve_file, show
+from lb.l7.idle import Reuse
 from lb.retry import RetryTo
 from probes.catalog import PROTOCOLS, CheckKind, ExchangeProtocol
 from probes.checks import CheckSpec
@@ -340,6 +341,7 @@ def read_pool(
         upstream_tls=_read_upstream_tls(table, base_dir),
         observe=_read_observe(table),
         outlier=_read_outlier(table),
+        reuse=table.choice("reuse", Reuse, defaults.reuse),
     )
     table.finish()
     return pool if len(table.errors) == before else None

@@ -40,7 +40,7 @@ weight, ports}], protocols, ports / listen (port maps by name: https, imaps,
 imap, pops, pop, smtp, submission), tls = {cert, key, names} (l7), verify, ca_file,
 l4_check, hostnames, compare, pool settings (balance, slowstart, panic_threshold,
 connect_timeout, retries, drain_grace, idle_timeout, first_response_timeout,
-reset_on_down, proxy_protocol) and check timing (inter, fastinter, downinter,
+reset_on_down, proxy_protocol, reuse) and check timing (inter, fastinter, downinter,
 rise, fall, timeout).
 """
 

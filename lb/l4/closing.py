@@ -16,9 +16,21 @@ _LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RS
 async def reset(stream: trio.abc.Stream) -> None:
     """Close a stream abortively: an RST for sockets, so the peer sees a failure."""
     if isinstance(stream, trio.SocketStream):
+        drop(stream, abort=True)
+    else:
+        await close(stream)
+
+
+def drop(stream: trio.SocketStream, *, abort: bool = False) -> None:
+    """Close a socket stream now, with an RST when `abort`.
+
+    Synchronous, for the parker, which ends a parked relay outside any task
+    (lb/l4/parking.py). Closing twice is harmless.
+    """
+    if abort:
         with contextlib.suppress(OSError):
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    await close(stream)
+    stream.socket.close()
 
 
 async def close(stream: trio.abc.Stream) -> None:

@@ -45,7 +45,8 @@ class Resolved:
 class Connection:
     """Per-connection state the attempts share."""
 
-    __slots__ = ("client", "committed", "flight", "flight_sent", "idle", "peer", "record", "tried")
+    __slots__ = ("client", "committed", "flight", "flight_sent", "idle", "parked", "peer", "record",
+                 "tried")
 
     def __init__(self, client: trio.abc.Stream, flight: FirstFlight, idle: IdleTimer,
                  frontend: str) -> None:
@@ -57,3 +58,4 @@ class Connection:
         self.tried: list[str] = []
         self.flight_sent = False
         self.committed = False  # set the moment an attempt commits, even mid-relay
+        self.parked = False  # handed to the parker (lb/l4/parked.py), which ends it

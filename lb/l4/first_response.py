@@ -11,7 +11,8 @@ appends every client chunk to the flight, while its own task waits for the
 server's first bytes under a timer. Once they arrive the tap is switched off,
 the attempt is committed, and the same task goes on as the downstream flow: the
 upstream flow never stops, so committing costs nothing and the relay after it
-is the plain (splice) pump, which parks while idle (lb/l4/parking.py). An
+is the plain (splice) pump. Flows that park while idle (lb/l4/parking.py) end
+the attempt with the link in `Outcome.parked`, for the frontend to hand over. An
 abandoned attempt is simply cancelled: whatever the upstream task was sending
 to the abandoned server no longer matters, because the flight recorded it
 before sending.
@@ -39,7 +40,7 @@ import trio
 from lb.l4.connector import failure_reason
 from lb.l4.fdio import read_some
 from lb.l4.idle_timer import IdleTimer
-from lb.l4.parking import Parker, relay_parked
+from lb.l4.parking import Parker, all_parked
 from lb.l4.pump import COPY_CHUNK, PEER_ERRORS, Link, RelayResult, Side, send_eof
 from lb.l4.sni import HelloStatus, parse_client_hello
 
@@ -118,12 +119,15 @@ class Outcome:
         reason: for CLOSED, why (reset, closed, error).
         replayed_bytes: first-flight bytes sent to this server before its flows ran.
         relay: what the flows moved, for committed attempts.
+        parked: the link, when its flows parked rather than ended (lb/l4/parked.py
+            takes the connection on).
     """
 
     verdict: Verdict
     reason: str = ""
     replayed_bytes: int = 0
     relay: RelayResult | None = None
+    parked: Link | None = None
 
 
 class _Timer:
@@ -189,7 +193,7 @@ async def run_attempt(
         server_speaks_first: start the timer now rather than after client bytes.
         idle: touched on every transfer.
         on_commit: called once, as soon as the attempt commits (before relaying).
-        parker: parks the relay while it is idle (lb/l4/parking.py); None: never.
+        parker: watches the relay for idleness (lb/l4/parking.py); None: never parks.
     """
     replayed = len(flight.data)
     try:
@@ -205,12 +209,10 @@ async def run_attempt(
     first = await _run_flows(link, flight, _Timer(timeout, start_now), on_commit, parker)
     if first is None or not first.verdict.committed:
         return _abandoned(first, link.result(), replayed)
-    verdict = first.verdict
-    if parker is not None:
-        del first, on_commit  # a parked connection keeps no more than it needs
+    if parker is not None and all_parked(link):
         flight.data.clear()  # committed: never replayed, so not kept for the relay's life
-        await relay_parked(link, parker)
-    return Outcome(verdict, replayed_bytes=replayed, relay=link.result())
+        return Outcome(first.verdict, replayed_bytes=replayed, relay=link.result(), parked=link)
+    return Outcome(first.verdict, replayed_bytes=replayed, relay=link.result())
 
 
 async def _run_flows(

@@ -26,7 +26,9 @@ Theory of operation, per accepted connection:
    pump takes over (splice for socket pairs). From here there is no replay.
    When the lease scope is cancelled (reset on DOWN) or hits its deadline
    (drain grace), both ends are reset so clients reconnect elsewhere. An idle
-   relay parks (lb/l4/parking.py) inside the same scopes.
+   relay is handed to the frontend's parker without a task (lb/l4/parked.py):
+   the connection's slot, its lease and its log line go with it, and the
+   same bounds keep reaching it.
 
 When every try failed the client is reset, as a dead server would have done.
 A connect that fails for the balancer's own lack of fds or buffers is no
@@ -56,11 +58,12 @@ from lb.l4.connector import BOUNDS_ITSELF, Connector, failure_reason, open_plain
 from lb.l4.events import ConnectionRecord, L4Events
 from lb.l4.first_response import FirstFlight, Outcome, Verdict, read_server_name, run_attempt
 from lb.l4.idle_timer import IdleTimer
+from lb.l4.parked import Relay, account_relay, note_idle_timeout, note_pool_reset
 from lb.l4.parking import Parker
 from lb.l4.pump import PEER_ERRORS
 from lb.l4.settings import TcpFrontendSettings, UpstreamPolicy
 from lb.listeners import UNGUARDED, AcceptGuard, accept_loop
-from lb.pool import Member, Pool
+from lb.pool import Held, Member, Pool
 from lb.tls import match_server_name
 from probes.local_resources import OncePerInterval, is_local_resource_error
 
@@ -123,6 +126,11 @@ class TcpFrontend:
         """The frontend's name."""
         return self.settings.name
 
+    @property
+    def events(self) -> L4Events:
+        """Its counters (a parked relay counts its bytes there)."""
+        return self._events
+
     async def serve(
         self,
         listeners: Sequence[trio.abc.Listener[Any]],
@@ -171,8 +179,7 @@ class TcpFrontend:
             with idle.scope:
                 await self._route_and_serve(conn, route, policy)
             if idle.scope.cancelled_caught:
-                conn.record.termination = connlog.IDLE_TIMEOUT
-                log.debug("frontend %s: idle timeout", self.name)
+                note_idle_timeout(conn.record)
         except PEER_ERRORS as exc:
             conn.record.termination = connlog.CLIENT_ERROR
             log.debug("frontend %s: client error %r", self.name, exc)
@@ -181,12 +188,21 @@ class TcpFrontend:
             log_internal_error(log, f"frontend {self.name}: a connection", exc)
             self._events.internal_error("l4")
         finally:
-            # Bookkeeping first: closing a non-socket stream can still raise Cancelled.
-            conn.record.fe_conn = conn.record.fe_conn or self.active
-            self.active -= 1
-            self._events.frontend_connection_closed(self.name)
-            connlog.log_connection(conn.record)
-            await close(client)
+            if not conn.parked:  # else the relay owns the client and the bookkeeping
+                # Bookkeeping first: closing a non-socket stream can still raise Cancelled.
+                self._closed(conn.record)
+                await close(client)
+
+    def _closed(self, record: ConnectionRecord) -> None:
+        record.fe_conn = record.fe_conn or self.active
+        self.active -= 1
+        self._events.frontend_connection_closed(self.name)
+        connlog.log_connection(record)
+
+    def relay_ended(self, record: ConnectionRecord) -> None:
+        """A connection handed to the parker ended: its slot is free again."""
+        self._limiter.total_tokens += 1
+        self._closed(record)
 
     async def _route_and_serve(
         self, conn: Connection, route: Route | None, policy: UpstreamPolicy | None
@@ -236,11 +252,11 @@ class TcpFrontend:
 
     async def _attempt(self, conn: Connection, route: Resolved, member: Member) -> bool:
         """One server; True when the connection is finished, False to try another."""
-        pool = route.pool.name
         server: trio.abc.Stream | None = None
         conn.committed = False
+        held = route.pool.lease(member)
         try:
-            with route.pool.lease(member) as lease:
+            with held as lease:
                 _chosen(conn.record, self.active, route.pool, member)
                 with lease.scope:
                     server = await self._connect(conn, route, member)
@@ -250,13 +266,15 @@ class TcpFrontend:
                     if outcome.relay is None:
                         await reset(server)
                         return outcome.verdict is Verdict.CLIENT_GONE
-                    self._account_relay(conn, pool, member, outcome)
+                    if outcome.parked is not None and self._hand_over(conn, held, outcome):
+                        server = None  # the relay's now
+                        return True
+                    account_relay(self._events, conn.record, outcome.replayed_bytes,
+                                  outcome.relay)
                     await close_after(outcome.relay, conn.client, server)
                     return True
                 # The pool cancelled the lease: DOWN with reset, MAINT, or a drain deadline.
-                log.info("frontend %s: %s/%s: connection reset by the pool", self.name, pool,
-                         member.name)
-                conn.record.termination = connlog.RESET_BY_POOL
+                note_pool_reset(conn.record)
                 if server is not None:
                     await reset(server)
                 if conn.committed:
@@ -265,6 +283,20 @@ class TcpFrontend:
         finally:
             if server is not None:
                 await close(server)
+
+    def _hand_over(self, conn: Connection, held: Held, outcome: Outcome) -> bool:
+        """Give an idle relay to the parker; False when it stopped (shutdown): close it here."""
+        assert outcome.parked is not None
+        relay = Relay(outcome.parked, conn.record, held, outcome.replayed_bytes, self.parker,
+                      self)
+        if not relay.park():
+            return False
+        held.keep()
+        conn.parked = True
+        # The relay keeps the connection's slot: this task's token goes back to the
+        # limiter as it ends, so the total shrinks by one until the relay ends.
+        self._limiter.total_tokens -= 1
+        return True
 
     async def _connect(
         self, conn: Connection, route: Resolved, member: Member
@@ -352,14 +384,6 @@ class TcpFrontend:
                      self.name, pool, member.name, out.reason)
             self._report(pool, member.name, False, out.reason)
             self._events.retried(pool, member.name, out.reason)
-
-    def _account_relay(self, conn: Connection, pool: str, member: Member, out: Outcome) -> None:
-        assert out.relay is not None
-        conn.record.bytes_read = out.relay.downstream_bytes
-        self._events.bytes_relayed(
-            self.name, pool, member.name,
-            to_server=out.replayed_bytes + out.relay.upstream_bytes,
-            to_client=out.relay.downstream_bytes)
 
 
 def _chosen(record: ConnectionRecord, fe_conn: int, pool: Pool, member: Member) -> None:

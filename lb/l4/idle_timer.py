@@ -40,6 +40,11 @@ class IdleTimer:
         self._set(idle)
         self.scope.deadline = trio.current_time() + idle + self._slack
 
+    def renew(self) -> None:
+        """A fresh scope with the same deadline, for a relay resumed by another task
+        (a trio scope is entered once; lb/l4/parking.py)."""
+        self.scope = trio.CancelScope(deadline=self.scope.deadline)
+
     def touch(self) -> None:
         """Record activity now."""
         now = trio.current_time()

@@ -92,7 +92,7 @@ class _Flow:
         self.done = False  # saw EOF and passed it on
         self.waiting = False  # in a read wait, with nothing pending: parkable
         self.park = False  # asked to give up its task at its next read wait
-        self.parked = False  # gave it up (lb/l4/parking.py resumes it)
+        self.parked = False  # gave it up (lb/l4/parked.py resumes it)
 
 
 class Parking(Exception):

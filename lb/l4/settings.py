@@ -27,7 +27,10 @@ class TcpFrontendSettings:
         first_flight_limit: bytes of client data kept for replay before the
             server's first byte; past it the connection commits to its server.
         park_sweep: seconds between the parker's sweeps: a relay idle for one
-            to two of them gives up its flow tasks (lb/l4/parking.py).
+            to two of them gives up its tasks (lb/l4/parking.py). Until then
+            a relay costs its three tasks, so a burst of new connections peaks
+            at that many times the sweep's length; a shorter sweep costs more
+            wakes while relays run, and parks relays with shorter pauses.
     """
 
     name: str
@@ -35,7 +38,7 @@ class TcpFrontendSettings:
     max_connections: int = 10_000
     sni_timeout: float = 5.0
     first_flight_limit: int = FIRST_FLIGHT_LIMIT
-    park_sweep: float = 0.5
+    park_sweep: float = 0.25
 
     def __post_init__(self) -> None:
         _positive("idle_timeout", self.idle_timeout)

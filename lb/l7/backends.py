@@ -1,14 +1,21 @@
 """A client's upstream connections, one per pool: reuse or pick, connect, observe.
 
-A client connection keeps at most one upstream connection per pool (NTLM
-authenticates the connection, so it is never shared with another client). For
-each request the kept connection is reused when policy allows it: a pinned one
-while its server serves (lb.l7.rebalance.keep_pinned), another while it is
-reusable (lb.l7.policy.keep_upstream) and, once a second, a fresh pick does not
-move it (lb.l7.rebalance.moves). Otherwise a server is picked from the pool,
-excluding those outlier detection ejected and, by the pool's retry policy
-(lb.retry), the servers this request already tried (or, retrying on the same
-server, every other), and connected to, with the pool's connect retries.
+A client connection keeps at most one upstream connection per pool at a time.
+For each request the kept connection is reused when policy allows it: a
+pinned one while its server serves (lb.l7.rebalance.keep_pinned), another
+while it is reusable (lb.l7.policy.keep_upstream) and, once a second, a fresh
+pick does not move it (lb.l7.rebalance.moves). Otherwise a server is picked
+from the pool, excluding those outlier detection ejected and, by the pool's
+retry policy (lb.retry), the servers this request already tried (or, retrying
+on the same server, every other); a replayable request then takes an idle
+connection to that server that another client connection left
+(lb.l7.sharing), else one is dialled, with the pool's connect retries.
+
+A connection this client leaves (moved away, or the client connection ends)
+is parked for others when lb.l7.idle.may_park allows, else closed: one that
+carried NTLM or Negotiate never is. A connection to another pool stays this
+client's while it uses a second pool: parking it at each switch would cost
+its next request with a body (which never takes a shared one) a connect.
 
 Every attempt's outcome is observed here: it goes to passive health (the
 report callback) and to the pool's outlier ejections (an `Ejector`, owned by
@@ -29,11 +36,11 @@ import trio
 from lb.dial import UNKNOWN_PEER, Peer, dial_for
 from lb.l7 import policy, rebalance
 from lb.l7.events import L7Events, Report
+from lb.l7.poolview import Member, Pool
+from lb.l7.sharing import SharedUpstreams
 from lb.l7.upstream import (
     ConnectFailed,
     Connector,
-    Member,
-    Pool,
     UpstreamConnection,
     UpstreamSettings,
     open_upstream,
@@ -84,7 +91,8 @@ class Picked:
         retries: connect retries spent on other servers.
         last_error: the last connect error, if any.
         connect_time: seconds the connect took (0 for a reused connection).
-        reused: the connection carried an earlier request of this client.
+        reused: the connection carried an earlier request (of this client, or
+            of another when it was parked).
     """
 
     upstream: UpstreamConnection | None
@@ -102,7 +110,7 @@ class ClientUpstreams:
     """One client's upstream connections, keyed by pool name.
 
     Args:
-        nursery: the client connection's nursery (lease holders run there).
+        shared: the frontend's idle connections; lease holders run in its nursery.
         client: the client's address (source-hash picks use it).
         receive_size: the most bytes read from an upstream at once.
         report: passive health callback.
@@ -113,6 +121,7 @@ class ClientUpstreams:
 
     def __init__(
         self,
+        shared: SharedUpstreams,
         nursery: trio.Nursery,
         client: str,
         receive_size: int,
@@ -120,30 +129,39 @@ class ClientUpstreams:
         events: L7Events,
         origin: Peer = UNKNOWN_PEER,
     ) -> None:
+        self._shared = shared
         self._nursery = nursery
         self._origin = origin
         self._client = client
         self._receive_size = receive_size
         self._report = report
         self._events = events
-        self._open: dict[str, UpstreamConnection] = {}
+        self._open: dict[str, tuple[UpstreamConnection, Backend]] = {}
 
     def __repr__(self) -> str:
         return f"<ClientUpstreams {list(self._open)}>"
 
-    async def get(self, pool_name: str, backend: Backend, tried: list[str]) -> Picked:
-        """This client's connection to `pool_name`, reused or opened (with connect retries).
+    async def get(
+        self, pool_name: str, backend: Backend, tried: list[str], *, share: bool = False,
+        fresh: bool = False,
+    ) -> Picked:
+        """This client's connection to `pool_name`: kept, taken idle, or opened (with
+        connect retries).
 
-        Servers that fail to connect are appended to `tried`.
+        Args:
+            share: the request may take a connection another client parked
+                (lb.l7.idle.may_take).
+            fresh: dial a new connection (a replay after a failure).
+            tried: servers that fail to connect are appended to it.
         """
-        current = self._open.get(pool_name)
+        opened = self._open.get(pool_name)
         now = trio.current_time()
         member: Member | None = None  # this request's fresh pick, once made
-        if current is not None:
-            kept, member = self._keeps(current, backend, now)
+        if opened is not None:
+            kept, member = self._keeps(opened[0], backend, now)
             if kept:
-                return Picked(current, 0, reused=True)
-            self.drop(pool_name)
+                return Picked(opened[0], 0, reused=True)
+            self._leave(pool_name)
         retries, last_error = 0, ""
         retry = backend.settings.retry
         for attempt in range(retry.attempts):
@@ -153,12 +171,16 @@ class ClientUpstreams:
                 member = backend.pool.pick(now, client=self._client, exclude=exclude)
                 if member is None:
                     break
+            if share and not fresh and (idle := self._shared.take(backend.pool, member)):
+                idle.rebalance_at = now + rebalance.RECHECK_EVERY
+                self._open[pool_name] = (idle, backend)
+                return Picked(idle, retries, reused=True)
             if attempt:
                 retries += 1
             started = trio.current_time()
             try:
                 upstream = await open_upstream(
-                    self._nursery,
+                    self._shared.nursery or self._nursery,
                     backend.pool,
                     member,
                     backend.connector,
@@ -181,7 +203,7 @@ class ClientUpstreams:
                 continue
             took = trio.current_time() - started
             self._events.server_connected(pool_name, member.name, took)
-            self._open[pool_name] = upstream
+            self._open[pool_name] = (upstream, backend)
             return Picked(upstream, retries, connect_time=took)
         return Picked(None, retries, last_error)
 
@@ -212,16 +234,24 @@ class ClientUpstreams:
         return True, None
 
     def drop(self, pool_name: str) -> None:
-        """Close the connection to `pool_name`, if any."""
-        upstream = self._open.pop(pool_name, None)
-        if upstream is not None:
+        """Close the connection to `pool_name`, if any (its exchange did not end cleanly)."""
+        opened = self._open.pop(pool_name, None)
+        if opened is not None:
+            opened[0].close()
+
+    def _leave(self, pool_name: str, *, park: bool = True) -> None:
+        """Let go of the connection to `pool_name`: parked for others if it may be, else closed."""
+        upstream, backend = self._open.pop(pool_name)
+        ejected = backend.outliers is not None and backend.outliers.is_ejected(
+            upstream.member.name, trio.current_time())
+        if not (park and self._shared.park(upstream, backend.pool, backend.settings,
+                                           ejected=ejected)):
             upstream.close()
 
-    def close_all(self) -> None:
-        """Close every connection (the client connection ended)."""
-        for upstream in self._open.values():
-            upstream.close()
-        self._open.clear()
+    def close_all(self, *, park: bool = True) -> None:
+        """Let go of every connection (the client connection ended): parked or closed."""
+        for pool_name in list(self._open):
+            self._leave(pool_name, park=park)
 
     def observe(
         self,

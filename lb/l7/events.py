@@ -144,6 +144,12 @@ class L7Events(Protocol):
     def connect_failed(self, pool: str, server: str) -> None:
         """An upstream connect failed."""
 
+    def connection_reused(self, pool: str, server: str) -> None:
+        """A request took an idle upstream connection another client connection left."""
+
+    def idle_changed(self, pool: str, server: str, delta: int) -> None:
+        """The parked upstream connections to `server` changed by `delta` (lb.l7.sharing)."""
+
 
 class NullEvents:
     """An `L7Events` that drops everything."""
@@ -175,6 +181,12 @@ class NullEvents:
     def connect_failed(self, pool: str, server: str) -> None:
         """Ignore."""
 
+    def connection_reused(self, pool: str, server: str) -> None:
+        """Ignore."""
+
+    def idle_changed(self, pool: str, server: str, delta: int) -> None:
+        """Ignore."""
+
 
 @dataclass
 class RecordingEvents:
@@ -187,6 +199,8 @@ class RecordingEvents:
     internal_errors: list[str] = field(default_factory=list)
     connections: list[tuple[str, str]] = field(default_factory=list)
     connects: list[tuple[str, str, bool]] = field(default_factory=list)
+    reuses: list[tuple[str, str]] = field(default_factory=list)
+    idle: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def request_finished(self, record: RequestRecord) -> None:
         """Keep the record."""
@@ -223,6 +237,14 @@ class RecordingEvents:
     def connect_failed(self, pool: str, server: str) -> None:
         """Keep (pool, server, False)."""
         self.connects.append((pool, server, False))
+
+    def connection_reused(self, pool: str, server: str) -> None:
+        """Keep (pool, server)."""
+        self.reuses.append((pool, server))
+
+    def idle_changed(self, pool: str, server: str, delta: int) -> None:
+        """Keep the count per (pool, server)."""
+        self.idle[pool, server] = self.idle.get((pool, server), 0) + delta
 
 
 def access_log_on() -> bool:

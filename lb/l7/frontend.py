@@ -7,6 +7,12 @@ lacks fds or buffers. Each connection's
 handler contains its own failures: a TLS handshake that fails or stalls past
 `handshake_timeout` costs that connection and a counter; any other error is
 logged and closes that connection only. The listener never dies from a peer.
+
+Upstream connections' lease holders run in the frontend's own nursery (the
+one `serve` opens), not in a nursery per client connection: a connection its
+client left may be parked for another client (lb.l7.sharing), and a retired
+frontend's parked connections close when that nursery is cancelled after its
+last client connection ends.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from lb.dial import Peer, socket_of
 from lb.l7 import tlsstream
 from lb.l7.backends import Ejector
 from lb.l7.events import L7Events, NullEvents, Report
+from lb.l7.poolview import Pool
 from lb.l7.proxy import Backend, ClientSession, ProxyContext
 from lb.l7.settings import HttpFrontendSettings
+from lb.l7.sharing import SharedUpstreams
 from lb.l7.upstream import (
     Connector,
-    Pool,
     UpstreamSettings,
     describe_error,
     tcp_connector,
@@ -98,8 +105,9 @@ class HttpFrontend:
         }
         self.limiter = trio.CapacityLimiter(settings.max_connections)
         self.open_connections = 0  # those being served, however they were accepted
+        self.shared = SharedUpstreams(settings.name, self.events)
         self.context = ProxyContext(settings, backends, report or _ignore_report, self.events,
-                                    lambda: self.open_connections)
+                                    self.shared, lambda: self.open_connections)
         self.guard = guard
 
     @staticmethod
@@ -133,11 +141,15 @@ class HttpFrontend:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept on every listener until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
-            task_status.started()
+        """Accept on every listener until cancelled (its parked upstreams close then)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.shared.nursery = nursery
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+        finally:
+            self.shared.nursery = None
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
@@ -176,11 +188,16 @@ class HttpFrontend:
             if tls is None:
                 return
             stream = tls
-        async with trio.open_nursery() as nursery:
-            try:
-                await ClientSession(self.context, stream, client, nursery, origin=origin).run()
-            finally:
-                nursery.cancel_scope.cancel()
+        if self.shared.nursery is not None:  # serving: the upstreams' holders run there
+            await ClientSession(self.context, stream, client, self.shared.nursery,
+                                origin=origin).run()
+        else:  # called outside `serve`: this connection's upstreams are its own
+            async with trio.open_nursery() as nursery:
+                try:
+                    await ClientSession(self.context, stream, client, nursery,
+                                        origin=origin).run()
+                finally:
+                    nursery.cancel_scope.cancel()
         with trio.move_on_after(1.0):
             await stream.aclose()  # a clean TLS close_notify when the client is still there
 

@@ -62,6 +62,13 @@ def in_panic(*, member_eligible: bool, eligible: Iterable[bool]) -> bool:
     return not member_eligible and not any(eligible)
 
 
+def replayable(*, method: bytes, has_body: bool, may_retry: bool = True) -> bool:
+    """Whether a request is one the proxy may send again: bodiless and idempotent,
+    in a pool that retries at all (so it also may take a shared idle connection:
+    lb.l7.idle.may_take)."""
+    return may_retry and not has_body and method.upper() in IDEMPOTENT_METHODS
+
+
 def should_replay(
     *,
     method: bytes,
@@ -77,9 +84,7 @@ def should_replay(
         may_retry: the pool's retry policy allows a retry at all.
     """
     return (
-        may_retry
-        and not has_body
-        and method.upper() in IDEMPOTENT_METHODS
+        replayable(method=method, has_body=has_body, may_retry=may_retry)
         and not response_started
         and not replayed
         and termination in _REPLAYED_AFTER

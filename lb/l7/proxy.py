@@ -4,8 +4,9 @@ Theory of operation. One `ClientSession` serves one client connection. It
 reads a request head with the codec, lb.l7.wire (under the idle and header timeouts), refuses
 what must not be forwarded (lb.l7.heads, lb.l7.target), routes the normalised
 path to a pool (lb.l7.routing) and relays the request over this client's
-upstream connection to that pool (lb.l7.backends): kept, or balanced afresh
-unless NTLM pinned it. Requests of one client are strictly sequential, as
+upstream connection to that pool (lb.l7.backends): kept, balanced afresh
+unless NTLM pinned it, or, for a replayable request, taken idle from another
+client (lb.l7.sharing). Requests of one client are strictly sequential, as
 HTTP/1.1 without pipelining to the server demands; a pipelined request already
 buffered waits for one scheduler turn, so that a pipelining flood cannot
 starve others. This module is the driver: the I/O of an exchange is
@@ -15,12 +16,12 @@ answer) lb.l7.policy's.
 
 Failures (retried where the pool's retry policy says, lb.retry): a connect
 failure is retried (nothing was sent); an idempotent request without a body
-whose upstream fails before any response byte is replayed once (on the same
-server, unblamed, when it was a kept connection the server had just closed).
-Otherwise the client gets 502 (504 on a response timeout) if no response byte
-reached it yet, else the connection is cut. Every attempt's outcome feeds
-passive health and the pool's outlier detector; an ejected server is excluded
-from picks.
+whose upstream fails before any response byte is replayed once, on a freshly
+dialled connection (on the same server, unblamed, when it was a kept or shared
+connection the server had just closed). Otherwise the client gets 502 (504 on
+a response timeout) if no response byte reached it yet, else the connection
+is cut. Every attempt's outcome feeds passive health and the pool's outlier
+detector; an ejected server is excluded from picks.
 """
 
 from __future__ import annotations
@@ -35,20 +36,16 @@ import trio
 
 from lb.dial import UNKNOWN_PEER, Peer
 from lb.l7 import events as l7_events
-from lb.l7 import policy, rebalance, responses
+from lb.l7 import idle, policy, rebalance, responses
 from lb.l7.adapter import HeaderTimeout, HttpStream, IdleTimeout
 from lb.l7.backends import Backend, ClientUpstreams
 from lb.l7.events import L7Events, Report, RequestLog, RequestRecord, Termination
-from lb.l7.headers import (
-    Headers,
-    declares_body,
-    forwarded_request_headers,
-    header_value,
-)
+from lb.l7.headers import Headers, declares_body, forwarded_request_headers, header_value
 from lb.l7.heads import HeadLimits, forwarded_request, request_refusal, valid_field_value
 from lb.l7.relay import PEER_ERRORS, Attempt, Relay, take_ready
 from lb.l7.routing import TimeoutProfile, host_name, timeout_profile
 from lb.l7.settings import HttpFrontendSettings
+from lb.l7.sharing import SharedUpstreams
 from lb.l7.target import Target, parse_target
 from lb.l7.wire.connection import WireConnection
 from lb.l7.wire.events import Request, WireError
@@ -68,12 +65,14 @@ class ProxyContext:
         report: passive health callback report(pool, server, ok, reason).
         events: metrics sink.
         connections: the frontend's open client connections now (for the access log).
+        shared: the frontend's idle upstream connections (lb.l7.sharing).
     """
 
     settings: HttpFrontendSettings
     backends: Mapping[str, Backend]
     report: Report
     events: L7Events
+    shared: SharedUpstreams
     connections: Callable[[], int] = int
 
 
@@ -111,7 +110,7 @@ class ClientSession:
         ctx: the frontend's shared context.
         stream: the client stream (TLS already terminated).
         client: the client's address, for X-Forwarded-For, logs and source hashing.
-        nursery: where the lease holders of this session's upstreams run.
+        nursery: where its upstreams' lease holders run if the frontend's is not open.
         origin: the client's and the frontend's addresses (the access log's client
             port; PROXY headers and transparent connects carry them).
     """
@@ -126,8 +125,8 @@ class ClientSession:
         self.client = HttpStream(stream, conn, receive_size=s.receive_size)
         self.client_ip = client
         self.client_port = 0 if origin.client is None else origin.client[1]
-        self.upstreams = ClientUpstreams(nursery, client, s.receive_size, ctx.report, ctx.events,
-                                         origin)
+        self.upstreams = ClientUpstreams(ctx.shared, nursery, client, s.receive_size,
+                                         ctx.report, ctx.events, origin)
         self.requests = 0
         self.limits = HeadLimits(s.max_header_bytes, s.max_header_count)
         self.trusted = s.trusts(client)
@@ -137,11 +136,14 @@ class ClientSession:
         return f"<ClientSession {self.client_ip} requests={self.requests} {self.upstreams!r}>"
 
     async def run(self) -> None:
-        """Serve requests until the connection ends; upstreams are closed on return."""
+        """Serve requests until the connection ends; then its upstreams are parked or closed
+        (only closed after an error or a cancellation: their state is not known)."""
+        clean = False
         try:
             await self._serve()
+            clean = True
         finally:
-            self.upstreams.close_all()
+            self.upstreams.close_all(park=clean)
 
     async def _serve(self) -> None:
         s = self.ctx.settings
@@ -198,15 +200,9 @@ class ClientSession:
             await self.client.send(*events)
         self._finish(
             RequestRecord(
-                frontend=self.ctx.settings.name,
-                client=self.client_ip,
-                method="-",
-                path="-",
-                pool=None, server=None,
-                status=events[0].status_code,
-                bytes_in=0, bytes_out=0,
-                duration=0.0,
-                termination=term,
+                frontend=self.ctx.settings.name, client=self.client_ip, method="-", path="-",
+                pool=None, server=None, status=events[0].status_code, bytes_in=0, bytes_out=0,
+                duration=0.0, termination=term,
             )
         )
 
@@ -311,12 +307,17 @@ class ClientSession:
             keep_chain=self.trusted,
         )
         pins = rebalance.request_pins(header_value(fields, b"authorization"))
+        may_retry = backend.settings.retry.attempts > 1
+        share = idle.may_take(reuse=backend.settings.reuse, replayable=policy.replayable(
+            method=request.method, has_body=has_body, may_retry=may_retry),
+            client_bound=backend.settings.client_bound)
         tried: list[str] = []
         retries = 0
         # The failed attempt a replay stands in for, and how it ended.
         replayed: tuple[Attempt, Termination | None] | None = None
         while True:
-            picked = await self.upstreams.get(pool_name, backend, tried)
+            picked = await self.upstreams.get(pool_name, backend, tried, share=share,
+                                              fresh=replayed is not None)
             retries += picked.retries
             connect = picked.connect_time
             upstream = picked.upstream
@@ -352,7 +353,7 @@ class ClientSession:
                 response_started=attempt.response.started,
                 replayed=replayed is not None,
                 termination=termination,
-                may_retry=backend.settings.retry.attempts > 1,
+                may_retry=may_retry,
             ):
                 replayed = (attempt, termination)
                 if not stale:  # else the same server, on a fresh connection

@@ -24,11 +24,11 @@ belongs); otherwise, when the picked server would carry this connection at a
 lower weighted load (connections per unit of effective weight, slow start
 applied) than the current server carries now. Moves thus even out the
 connections and stop, instead of trading clients back and forth at every turn
-of a round robin: one move costs a connect (and a TLS handshake when
-re-encrypting), and the connection left is closed rather than parked for
-other clients, as an NTLM-bound farm shares none. (A connection whose server
-is drained, DOWN or ejected is left at its next request, as before:
-lb.l7.policy.keep_upstream.)
+of a round robin: a move may cost a connect (and a TLS handshake when
+re-encrypting), unless a connection to the new server is parked idle
+(lb.l7.sharing), where the connection left is parked in its turn. (A
+connection whose server is drained, DOWN or ejected is left at its next
+request, as before: lb.l7.policy.keep_upstream.)
 
 Seam. tests/smoke/test_ntlm_shared_upstream.py replaces `request_pins`,
 `response_pins` (as lb.l7.relay imported it), `RECHECK_EVERY` (here and in

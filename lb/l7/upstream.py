@@ -1,20 +1,31 @@
 """Upstream connections: the pool interface the proxy needs, the connector, leases.
 
-Theory of operation. A client connection owns at most one upstream connection
-per pool (NTLM authenticates a connection, so an upstream connection is never
-shared between clients, and a client that switches pools gets a second one);
-lb.l7.rebalance decides when it is left for another server.
+Theory of operation. A client connection uses at most one upstream connection
+per pool at a time (lb.l7.backends); lb.l7.rebalance decides when it is left
+for another server. When its client is done with it (the client connection
+ends, or leaves it for another server) a connection whose last exchange ended
+cleanly is *parked* in its frontend's idle set (lb.l7.sharing, rules in
+lb.l7.idle) rather than closed, and a later replayable request of any client
+connection whose pick is that server takes it. A connection that ever carried
+NTLM or Negotiate (`pinned`) is private to its client for life and closed with
+it: those authenticate the TCP connection (docs/exchange.md).
+
 Each upstream connection holds a lease on its server for its whole life: the
-pool counts it as active and may cancel the lease's scope to reset it (server
-DOWN, end of a drain grace).
+pool counts it as active while it carries a client, not while it is parked
+(`Pool.set_idle`), and may cancel the lease's scope to reset it (server DOWN, end
+of a drain grace; a parked one also on a drain).
 
 A lease's cancel scope can be entered only once and scopes must nest, yet an
-upstream connection outlives each request and several can be open at once. So
-each one gets a small holder task in the client connection's nursery: it
-enters the lease and its scope, then sleeps until the connection is closed.
+upstream connection outlives each request, several can be open at once, and a
+parked one outlives its client. So each one gets a small holder task in the
+frontend's nursery (never a client connection's, which ends with its client):
+it enters the lease and its scope, then sleeps until the connection is closed,
+inside an idle scope whose deadline is the end of its idle life while parked.
 When the pool cancels the scope, the holder wakes and closes the stream under
 the proxy's feet; the proxy's pending read or write fails and it answers as
-for any upstream failure (502 before a response byte, else an abort).
+for any upstream failure (502 before a response byte, else an abort). When a
+parked connection closes, whatever closed it, the holder tells its idle set
+(`on_close`), which alone holds the set's membership.
 
 A connect that fails for the balancer's own lack of fds or buffers
 (probes/local_resources.py) raises `ConnectFailed` with `local` set: the
@@ -24,19 +35,19 @@ is logged here once per interval.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import select
 import ssl
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
-from lb.balancer import Candidate
 from lb.dial import DIRECT, Dial, open_tcp, socket_of
 from lb.l7.adapter import HttpStream
+from lb.l7.idle import Reuse
+from lb.l7.poolview import Lease, Member, Pool
 from lb.l7.rebalance import RECHECK_EVERY
 from lb.l7.tlsresume import UpstreamSessions, session_key
 from lb.l7.wire.connection import WireConnection
@@ -47,77 +58,6 @@ from probes.local_resources import OncePerInterval, is_local_resource_error
 
 log = logging.getLogger("caslb.l7")
 _out_of_resources = OncePerInterval()
-
-
-class Member(Protocol):
-    """A server as a pool shows it (lb.pool.Member satisfies this)."""
-
-    @property
-    def name(self) -> str:
-        """Server name."""
-
-    @property
-    def host(self) -> str:
-        """Address to connect to."""
-
-    @property
-    def port(self) -> int:
-        """Port to connect to."""
-
-    @property
-    def fqdn(self) -> str:
-        """FQDN: SNI and certificate name when re-encrypting."""
-
-    @property
-    def eligible(self) -> bool:
-        """Whether new traffic may go to it."""
-
-    @property
-    def serving(self) -> bool:
-        """Whether it may go on carrying what it has (UP; READY or draining)."""
-
-    @property
-    def active(self) -> int:
-        """Connections open to it now."""
-
-
-class Lease(Protocol):
-    """A claim on a member for the life of one upstream connection."""
-
-    @property
-    def member(self) -> Member:
-        """The leased member."""
-
-    @property
-    def scope(self) -> trio.CancelScope:
-        """Cancelled by the pool to reset the connection."""
-
-
-class Pool(Protocol):
-    """The part of lb.pool.Pool the proxy uses."""
-
-    @property
-    def name(self) -> str:
-        """Pool name."""
-
-    @property
-    def members(self) -> Sequence[Member]:
-        """Every member, eligible or not."""
-
-    def pick(
-        self, now: float, *, client: str | None = None, exclude: Collection[str] = ()
-    ) -> Member | None:
-        """An eligible member not named in `exclude`, or None."""
-
-    def lease(self, member: Member) -> contextlib.AbstractContextManager[Lease]:
-        """Hold `member` as active for the duration of the context."""
-
-    @property
-    def sticky(self) -> bool:
-        """Whether the strategy hashes each client to a server (`source`)."""
-
-    def candidate(self, member: Member, now: float) -> Candidate:
-        """`member` as the strategy weighs it at `now` (slow start applied)."""
 
 
 Connector = Callable[[Member, float, Dial], Awaitable[trio.abc.Stream]]
@@ -153,6 +93,8 @@ class UpstreamSettings:
         proxy_protocol: the PROXY header version sent first on each new
             upstream connection, 0 for none.
         transparent: connect from the client's address (lb/dial.py).
+        reuse: whether idle connections are shared between client
+            connections (lb.l7.idle).
     """
 
     connect_timeout: float = 3.0
@@ -164,6 +106,7 @@ class UpstreamSettings:
     names: UpstreamNames = FQDN_NAMES
     proxy_protocol: int = 0
     transparent: bool = False
+    reuse: Reuse = Reuse.SAFE
 
     def __post_init__(self) -> None:
         if not self.connect_timeout > 0:
@@ -176,6 +119,11 @@ class UpstreamSettings:
 
     retry: RetryPolicy = field(init=False, repr=False, compare=False)
     """Its retries and where they go (derived: read once per request)."""
+
+    @property
+    def client_bound(self) -> bool:
+        """Whether each connection carries its client's address (PROXY header, transparent)."""
+        return self.proxy_protocol != 0 or self.transparent
 
 
 def tcp_connector(tls: ssl.SSLContext | None, names: UpstreamNames = FQDN_NAMES) -> Connector:
@@ -272,6 +220,8 @@ class UpstreamConnection:
             never balanced away while usable.
         rebalance_at: trio time from which its client's next request is
             balanced afresh (lb.l7.rebalance.RECHECK_EVERY after the last time).
+        lease: its lease, once the holder holds it.
+        on_close: called once when it closes while parked (its idle set forgets it).
     """
 
     def __init__(
@@ -285,6 +235,9 @@ class UpstreamConnection:
         self.rebalance_at = trio.current_time() + RECHECK_EVERY
         self._done = trio.Event()
         self._readable_now = _ReadableProbe(stream)
+        self.lease: Lease | None = None
+        self.on_close: Callable[[UpstreamConnection], None] | None = None
+        self._idle: trio.CancelScope | None = None  # the holder's: its deadline ends a park
 
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.pool}/{self.member.name} {self.io!r}>"
@@ -336,21 +289,39 @@ class UpstreamConnection:
             return True
         return False
 
+    @property
+    def lease_valid(self) -> bool:
+        """Whether the pool has neither reset its lease nor given it a deadline (a drain)."""
+        lease = self.lease
+        return (lease is not None and not lease.scope.cancel_called
+                and lease.scope.deadline == math.inf)
+
+    def idle_until(self, deadline: float) -> None:
+        """Close the connection at `deadline` unless a client takes it first (`math.inf`)."""
+        if self._idle is not None:
+            self._idle.deadline = deadline
+
     def close(self) -> None:
         """Close the connection; the holder task closes the stream and ends the lease."""
         self._done.set()
 
     async def hold(self, pool: Pool, task_status: trio.TaskStatus[None]) -> None:
-        """Hold the lease until `close`, or until the pool resets it (run in a nursery)."""
+        """Hold the lease until `close`, the idle deadline, or the pool's reset (in a nursery)."""
         try:
             with pool.lease(self.member) as lease:
+                self.lease = lease
                 with lease.scope:
                     task_status.started()
-                    await self._done.wait()
+                    with trio.CancelScope() as self._idle:
+                        await self._done.wait()
                 if lease.scope.cancelled_caught:
                     self.reset_by_pool = True
         finally:
             self._done.set()
+            self._idle = None
+            on_close, self.on_close = self.on_close, None
+            if on_close is not None:
+                on_close(self)
             await trio.aclose_forcefully(self.io.stream)
 
 
@@ -363,7 +334,8 @@ async def open_upstream(
     receive_size: int,
     dial: Dial = DIRECT,
 ) -> UpstreamConnection:
-    """Connect to `member` (as `dial` says) and start the holder of its lease in `nursery`.
+    """Connect to `member` (as `dial` says) and start the holder of its lease in `nursery`
+    (the frontend's: the holder outlives the client connection if the connection is parked).
 
     Raises:
         ConnectFailed: naming the server and the cause.

@@ -88,7 +88,7 @@ def _version() -> str:
 
 _FRONTEND_COUNTERS = ("fe_connections", "fe_bytes_in", "fe_bytes_out", "fe_tls_failures")
 _SERVER_COUNTERS = ("srv_bytes_in", "srv_bytes_out", "srv_connect_errors", "srv_retries",
-                    "srv_redispatches", "srv_first_response_timeouts", "srv_replays")
+                    "srv_redispatches", "srv_first_response_timeouts", "srv_replays", "srv_reuses")
 _STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 
@@ -126,6 +126,7 @@ class Metrics:
         series = build_series(registry)
         self._counters, self._histograms = series.counters, series.histograms
         self._fe_current = series.gauges["fe_current"]
+        self._srv_idle = series.gauges["srv_idle"]
         for where in INTERNAL_ERROR_PLACES:
             self._counters["internal_errors"].labels(where)
         # `_created` samples appear only once a child exists and double the
@@ -166,6 +167,7 @@ class Metrics:
         for pool, server in members:
             for key in _SERVER_COUNTERS:
                 self._counters[key].labels(pool, server)
+            self._srv_idle.labels(pool, server)
             for code in _STATUS_CLASSES:
                 self._counters["srv_responses"].labels(pool, server, code)
             for rule in EJECTION_RULES:
@@ -257,6 +259,14 @@ class Metrics:
     def connect_failed(self, pool: str, server: str) -> None:
         """An upstream connect to `server` failed (refused, reset, timeout, TLS)."""
         self._counters["srv_connect_errors"].labels(pool, server).inc()
+
+    def connection_reused(self, pool: str, server: str) -> None:
+        """A request took an idle upstream connection to `server` another client left."""
+        self._counters["srv_reuses"].labels(pool, server).inc()
+
+    def idle_changed(self, pool: str, server: str, delta: int) -> None:
+        """The parked upstream connections to `server` changed by `delta`."""
+        self._srv_idle.labels(pool, server).inc(delta)
 
     def retried(self, pool: str, server: str, reason: str = "") -> None:
         """An attempt on `server` failed (`reason`: connect, upstream_error, ...) and is retried."""

@@ -75,6 +75,10 @@ COUNTERS: Mapping[str, SeriesSpec] = {
         "server_redispatches", "Connections moved elsewhere.", SRV),
     "srv_first_response_timeouts": SeriesSpec(
         "server_first_response_timeouts", "Attempts abandoned for silence (L4).", SRV),
+    "srv_reuses": SeriesSpec(
+        "server_connection_reuses",
+        "Requests that took an idle upstream connection another client connection left (L7).",
+        SRV),
     "srv_replays": SeriesSpec(
         "server_replays", "First flights replayed onto this server (L4).", SRV),
     "srv_ejections": SeriesSpec(
@@ -121,6 +125,9 @@ GAUGES: Mapping[str, SeriesSpec] = {
     # Opened minus closed, counted as the events happen: a worker process ships
     # it with its counters, and the supervisor adds the workers' up.
     "fe_current": SeriesSpec("frontend_current_connections", "Open client connections.", FE),
+    "srv_idle": SeriesSpec(
+        "server_idle_connections",
+        "Upstream connections parked idle for any client connection (L7).", SRV),
 }
 """Gauges moved by events (state read from its owner lives in lb/metrics/collectors.py)."""
 

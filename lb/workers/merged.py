@@ -11,6 +11,8 @@ from lb.metrics import PREFIX
 from lb.workers.messages import Family, SampleKey
 
 CURRENT_CONNECTIONS = PREFIX + "frontend_current_connections"
+SUMMED_GAUGES = frozenset({CURRENT_CONNECTIONS, PREFIX + "server_idle_connections"})
+"""Gauges moved by a worker's own traffic: the supervisor adds its workers' up."""
 PER_WORKER: Mapping[str, tuple[str, str]] = {
     PREFIX + "frontend_connections": (
         PREFIX + "worker_frontend_connections",
@@ -24,13 +26,13 @@ PER_WORKER: Mapping[str, tuple[str, str]] = {
 
 
 def traffic_families(registry: CollectorRegistry) -> dict[str, Family]:
-    """The samples a worker ships: counters, histograms and current connections.
+    """The samples a worker ships: counters, histograms and `SUMMED_GAUGES`.
 
     Pool-state gauges are the supervisor's own; `_created` timestamps do not add up.
     """
     families: dict[str, Family] = {}
     for metric in registry.collect():
-        if metric.type not in ("counter", "histogram") and metric.name != CURRENT_CONNECTIONS:
+        if metric.type not in ("counter", "histogram") and metric.name not in SUMMED_GAUGES:
             continue
         if not metric.name.startswith(PREFIX):
             continue  # process_* is each process's own; the supervisor exports its own

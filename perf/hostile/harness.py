@@ -43,7 +43,8 @@ def format_soak(result: SoakResult) -> str:
     lines = [
         f"Soak: {result.seconds:g} s, {result.rounds} attack rounds, {result.reloads} reloads.",
         f"Balancer fds {result.before.fds} before, {result.peak.fds} at peak, "
-        f"{result.after.fds} after ({'back to baseline' if result.fds_returned else 'LEAKED'}); "
+        f"{result.after.fds} after, {result.parked_after} of them upstream connections parked "
+        f"for other clients ({'back to baseline' if result.fds_returned else 'LEAKED'}); "
         f"RSS {result.before.rss_kib} / {result.peak.rss_kib} / {result.after.rss_kib} KiB.",
         f"Good clients: {cells}.",
         *[f"problem: {p[:200]}" for p in result.problems],

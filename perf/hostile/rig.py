@@ -4,7 +4,8 @@
 frontend routing `/owa` to the backend's plain ports, a tcp and an sni frontend
 passing TLS through to its TLS ports, and the admin API. What the harness reads
 of the balancer comes from outside: its fds and RSS from /proc, its servers'
-state from `GET /status`, its log from the file its stderr goes to.
+state from `GET /status`, its parked upstream connections from `GET /metrics`,
+its log from the file its stderr goes to.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from perf.idle import rss_kib
 from perf.net import free_port
 
 NAME = "hostile.test"
+IDLE_SERIES = "caslb_server_idle_connections"
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,12 @@ class Balancer:
         """Log lines at ERROR or with a traceback: each is a failed boundary."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [ln for ln in text.splitlines() if " ERROR " in ln or "Traceback" in ln]
+
+    async def parked_upstreams(self) -> int:
+        """L7 upstream connections parked for other clients now (one fd each), from /metrics."""
+        text = (await http_get(self.ports.admin, "/metrics")).decode()
+        return round(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith(IDLE_SERIES + "{")))
 
     async def eligible(self) -> dict[tuple[str, str], bool]:
         """(pool, server) → eligible, from the admin API."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from lb.l7.frontend import HttpFrontend
+from lb.l7.idle import Reuse
 from lb.l7.routing import RouteTable
 from lb.l7.settings import HttpFrontendSettings
 from lb.l7.upstream import UpstreamSettings
@@ -81,7 +82,12 @@ async def hostile_front(
         frontend = HttpFrontend(
             HttpFrontendSettings(name="hostile", routes=routes),
             pools,  # type: ignore[arg-type]
-            upstream=UpstreamSettings(connect_timeout=2, response_timeout=response_timeout),
+            # Each client's upstream connections its own (reuse = "never"): `settle`
+            # reads a test's forwarded bytes as complete once every upstream connection
+            # has ended, which a connection parked for other clients does only after
+            # lb.l7.idle.IDLE_LIFE. Sharing is tested in tests/smoke/test_l7_idle_sharing.py.
+            upstream=UpstreamSettings(connect_timeout=2, response_timeout=response_timeout,
+                                      reuse=Reuse.NEVER),
         )
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         await nursery.start(frontend.serve, listeners)

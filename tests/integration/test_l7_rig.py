@@ -52,6 +52,7 @@ class FakeMember:
 class FakeLease:
     member: FakeMember
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    idle: bool = False
 
 
 class FakePool:
@@ -87,8 +88,13 @@ class FakePool:
         try:
             yield lease
         finally:
-            member.active -= 1
+            member.active -= not lease.idle
             self.live.remove(lease)
+
+    def set_idle(self, lease: FakeLease, idle: bool = True) -> None:
+        """An idle lease is not load (as the real pool counts it)."""
+        if lease.idle is not idle:
+            lease.idle, lease.member.active = idle, lease.member.active + (-1 if idle else 1)
 
     def reset(self, server: str) -> None:
         """Cancel every lease on `server` (as the real pool does on DOWN)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 
 from lb.config.model import PoolConfig, ServerConfig
-from lb.pool import Pool
+from lb.pool import Held, Lease, Pool
 from probes.state import AdminState, CheckState
 
 SERVERS = tuple(ServerConfig(f"cas{i}", f"127.0.0.{10 + i}", 443, f"cas{i}") for i in (1, 2, 3))
@@ -115,3 +117,60 @@ async def test_reload_gives_removed_servers_their_grace(autojump_clock: trio.abc
         assert pool.member("cas1").eligible
     assert ended == {"a": 22.0}
     assert pool.member("cas1").up_since is None  # kept servers do not ramp again
+
+
+class _Watcher:
+    """Stands for a parked L4 relay: holds the lease outside its scope."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.seen: list[tuple[bool, float]] = []  # (cancelled, deadline) at each call
+
+    def lease_changed(self) -> None:
+        self.seen.append((self.lease.scope.cancel_called, self.lease.scope.deadline))
+
+
+def _kept(pool: Pool, server: str) -> tuple[Held, _Watcher]:
+    held = pool.lease(pool.member(server))
+    with held as lease:
+        held.keep()
+    watcher = _Watcher(lease)
+    lease.watcher = watcher
+    return held, watcher
+
+
+async def test_a_kept_lease_is_counted_until_released(autojump_clock: trio.abc.Clock) -> None:
+    pool = Pool(PoolConfig("imap", SERVERS))
+    held, _ = _kept(pool, "cas1")
+    assert pool.member("cas1").active == 1  # past its `with` block
+    idle = trio.Event()
+
+    async def wait_idle() -> None:
+        await pool.idle()
+        idle.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_idle)
+        await trio.sleep(1)
+        assert not idle.is_set()  # a graceful stop still waits for the kept connection
+        held.release()
+        await trio.sleep(0)
+    assert idle.is_set() and pool.member("cas1").active == 0
+
+
+async def test_the_pool_tells_a_lease_watcher_of_resets_and_drains(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pool = Pool(PoolConfig("imap", SERVERS, reset_on_down=True, drain_grace=30.0))
+    _, drained = _kept(pool, "cas1")
+    _, downed = _kept(pool, "cas2")
+    _, removed = _kept(pool, "cas3")
+    pool.set_admin("cas1", AdminState.DRAIN, 10.0)
+    pool.set_admin("cas1", AdminState.READY, 12.0)
+    assert drained.seen == [(False, 40.0), (False, math.inf)]
+    pool.set_check_state("cas2", CheckState.DOWN, 10.0)
+    assert downed.seen == [(True, math.inf)]
+    pool.set_admin("cas1", AdminState.MAINT, 13.0)
+    assert drained.seen[2:] == [(True, math.inf), (True, 13.0)]
+    pool.reconfigure(PoolConfig("imap", SERVERS[:2], drain_grace=30.0), 20.0)
+    assert removed.seen == [(False, 50.0)]

@@ -50,9 +50,12 @@ def test_one_missed_request_or_one_error_line_fails_an_attack() -> None:
 
 
 def test_the_soak_fails_when_fds_stay_above_their_baseline() -> None:
-    def soaked(after: int) -> SoakResult:
+    def soaked(after: int, parked: int = 0) -> SoakResult:
         return SoakResult(10, 2, 3, Sample(20, 1000), Sample(200, 2000), Sample(after, 1500),
-                          {"plain": _channel(50, 0)}, [])
+                          {"plain": _channel(50, 0)}, [], parked)
 
     assert soaked(22).passed
     assert not soaked(60).fds_returned and not soaked(60).passed
+    # an upstream connection parked for other clients holds its fd until its idle life ends
+    assert soaked(30, parked=6).passed
+    assert not soaked(31, parked=6).passed

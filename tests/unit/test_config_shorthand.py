@@ -144,6 +144,12 @@ def test_per_pool_overrides() -> None:
     assert owa.drain_grace == 30.0 and owa.check is not None and owa.check.timing.rise == 2
 
 
+def test_reuse_may_be_overridden_per_pool() -> None:
+    config = _farm("l7", '[exchange.overrides.owa]\nreuse = "never"\n')
+    assert config.pools["owa"].reuse.value == "never"
+    assert config.pools["ews"].reuse.value == "safe"
+
+
 def test_ca_file_and_verify_reach_checks_and_reencryption() -> None:
     config = _farm("l7", 'ca_file = "lab-ca.pem"\n')
     owa = config.pools["owa"]
