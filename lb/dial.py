@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import trio
 
+from lb.l7.tlsstream import TlsStream
 from lb.proxy_protocol import encode
 from probes.wire import literal_family
 
@@ -184,6 +185,6 @@ async def _resolve(host: str, port: int) -> tuple[str, socket.AddressFamily]:
 def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     """The socket under `stream` (through TLS layers), or None when it has none."""
     inner: object = stream
-    while isinstance(inner, trio.SSLStream):
+    while isinstance(inner, trio.SSLStream | TlsStream):
         inner = inner.transport_stream
     return inner.socket if isinstance(inner, trio.SocketStream) else None

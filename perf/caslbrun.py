@@ -26,14 +26,48 @@ from perf.failover.procs import REPO_ROOT
 from perf.net import wait_listening
 
 # cProfile wants a script file; this one is the `caslb` console script.
-# A profiled caslb: cProfile off until SIGUSR1, off again and written at SIGUSR2,
+# A profiled caslb: cProfile off until SIGUSR1 (a new profile each time), off
+# again and written at SIGUSR2,
 # so that a profile holds one load round and none of the start-up (imports,
 # regex compiles, TLS contexts), which in a round of seconds outweighs it.
 _PROFILED_ENTRY = """import cProfile, signal, sys
 from lb.cli import main
-profile, out = cProfile.Profile(), sys.argv.pop(1)
-signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
-signal.signal(signal.SIGUSR2, lambda *_: (profile.disable(), profile.dump_stats(out)))
+profile, out = [cProfile.Profile()], sys.argv.pop(1)
+def start(*_):  # a new profile each time: one dump per round
+    profile[0] = cProfile.Profile()
+    profile[0].enable()
+signal.signal(signal.SIGUSR1, start)
+signal.signal(signal.SIGUSR2, lambda *_: (profile[0].disable(), profile[0].dump_stats(out)))
+main()
+"""
+
+# A caslb whose cyclic collector is timed: gc.callbacks around every collection,
+# the counts and seconds per generation reset at SIGUSR1 and written as JSON at
+# SIGUSR2 (with the thresholds in force), so a round's gc share can be read
+# beside its CPU from /proc. perf_counter, since the collector runs on the
+# interpreter's one thread and does no I/O: its wall time is its CPU time,
+# bar preemption.
+_GC_TIMED_ENTRY = """import gc, json, signal, sys, time
+from lb.cli import main
+out = sys.argv.pop(1)
+counts, seconds, freed, began = [0, 0, 0], [0.0, 0.0, 0.0], [0, 0, 0], [0.0]
+def timed(phase, info):
+    if phase == "start":
+        began[0] = time.perf_counter()
+    else:
+        counts[info["generation"]] += 1
+        seconds[info["generation"]] += time.perf_counter() - began[0]
+        freed[info["generation"]] += info["collected"]
+def reset(*_):
+    counts[:], seconds[:], freed[:] = [0, 0, 0], [0.0, 0.0, 0.0], [0, 0, 0]
+def write(*_):
+    with open(out + ".tmp", "w") as f:
+        json.dump({"collections": counts, "seconds": seconds, "collected": freed,
+                   "threshold": gc.get_threshold()}, f)
+    import os; os.replace(out + ".tmp", out)
+gc.callbacks.append(timed)
+signal.signal(signal.SIGUSR1, reset)
+signal.signal(signal.SIGUSR2, write)
 main()
 """
 
@@ -51,14 +85,20 @@ def servers_up(document: dict[str, Any]) -> bool:
 
 
 def argv(
-    config: Path, workers: int = 1, profile: Path | None = None, access_log: bool = False
+    config: Path, workers: int = 1, profile: Path | None = None, access_log: bool = False,
+    gc_timed: Path | None = None,
 ) -> list[str]:
     """The command line: the console script, or caslb with a profiler that
-    SIGUSR1 starts and SIGUSR2 stops, writing its stats to `profile`."""
+    SIGUSR1 starts and SIGUSR2 stops, writing its stats to `profile`, or with its
+    collections timed between SIGUSR1 and SIGUSR2 into `gc_timed` (JSON)."""
     # HAProxy runs without a log in the benches, so caslb does too unless asked
     args = ["run", str(config)] + ([] if access_log else ["--no-access-log"])
     if workers > 1:
         args += ["--workers", str(workers)]
+    if gc_timed is not None:
+        entry = gc_timed.with_suffix(".entry.py")
+        entry.write_text(_GC_TIMED_ENTRY)
+        return [sys.executable, str(entry), str(gc_timed), *args]
     if profile is None:
         return [*CASLB_COMMAND, *args]
     entry = profile.with_suffix(".entry.py")
@@ -77,10 +117,14 @@ def running(
     limit: float = 20.0,
     access_log: bool = False,
     prefix: Sequence[str] = (),
+    tree: Path | None = None,
+    gc_timed: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run caslb on `config` until the block ends; SIGTERM, then SIGKILL.
 
     `prefix` goes before the command line, e.g. `taskset -c 1` to pin it.
+    `tree` is the source tree caslb is imported from (default: this one), so
+    that a bench can run the code before a change beside the code after it.
 
     Yields once every port in `listen` accepts, every worker serves and the
     admin API on `admin` shows every server UP with a passed check.
@@ -90,10 +134,11 @@ def running(
             quoting its log.
     """
     log = config.with_suffix(".log")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    root = tree or REPO_ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)}
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [*prefix, *argv(config, workers, profile, access_log)], cwd=REPO_ROOT, env=env,
+            [*prefix, *argv(config, workers, profile, access_log, gc_timed)], cwd=root, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:

@@ -42,6 +42,17 @@ from lb.config.model import ADMIN_LISTENER
 
 log = logging.getLogger("caslb.run")
 
+# The cyclic collector's first threshold while serving (CPython's default: 700).
+# A gen0 collection walks every young object still alive, and under load those
+# are the requests in flight: at 256 kept-alive connections some 15,000 objects
+# (each request's coroutines, scopes, events), a walk of 1.5-3 ms that frees
+# nothing. The threshold counts allocations less deallocations, so at 700 the
+# walk came every ~120 requests: 6-7 % of the CPU. At 10,000 it comes 30 times
+# less often and costs 2-3 times more, 0.5 % in all (docs/benchmarks.md, "The
+# cyclic collector at 64 and 256 connections"). Cyclic garbage waits longer:
+# up to 10,000 container objects more, a few MiB.
+GEN0_THRESHOLD = 10_000
+
 
 async def apply_reload(balancer: Balancer, path: Path) -> None:
     """Re-read `path` and apply it; a bad config, or a certificate, key or CA file that
@@ -191,6 +202,7 @@ def start(main: Callable[..., Awaitable[object]], *args: object) -> int:
     # py-spy put gc at 7.5 % of an L4 new-connection load before, 2.4 % after.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
     try:
         run_or_exit(main, *args)
     except typer.Exit as exc:

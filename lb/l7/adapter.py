@@ -15,17 +15,21 @@ cancellation are kept: every call still checks for cancellation, and after
 that always has bytes ready cannot starve the other connections. For the
 same reason a deadline (a trio cancel scope, a few microseconds to arm and
 disarm) is armed only around a wait: bytes already on the socket are read
-without one, and the deadline is checked after the read.
+without one, and the deadline is checked after the read. TLS that the
+frontend terminates on a real socket (lb.l7.tlsstream) takes the same path:
+its reads ask the TLS object and the socket without waiting, and its writes
+encrypt and write the fd.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 
 import trio
 
+from lb.l7.sockio import open_fd, stream_error
+from lb.l7.tlsstream import TlsStream
 from lb.l7.wire.connection import WireConnection, send_all
 from lb.l7.wire.events import NEED_DATA, PAUSED, Event, Sentinel
 
@@ -73,9 +77,12 @@ class HttpStream:
         # Set once the peer's EOF reached the codec: tells a cut-short message (the peer
         # left) from a malformed one (the peer broke the protocol).
         self.peer_closed = False
-        # The trio socket under a plain SocketStream: the syscall-first path. TLS
-        # and in-memory streams go through their own methods.
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        # The trio socket under a plain SocketStream or caslb's own TLS stream: the
+        # syscall-first path. trio's SSLStream (upstream re-encryption) and in-memory
+        # streams go through their own methods.
+        self._tls = stream if isinstance(stream, TlsStream) else None
+        self._socket = (stream.socket if isinstance(stream, trio.SocketStream | TlsStream)
+                        else None)
         self._unyielded = 0
 
     def __repr__(self) -> str:
@@ -168,15 +175,22 @@ class HttpStream:
         if self._socket is None:
             return False
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._tls is not None:
+            got = self._tls.receive_now(self._read_size)
+            if got is None:
+                return False
+            self._take(got)
+            await self._maybe_yield()
+            return True
         # The fd is read afresh before each call: a pool reset closes the
         # socket from another task, and a stale number could be reused.
-        fd = _open_fd(self._socket)
+        fd = open_fd(self._socket)
         try:
             data = os.read(fd, self._read_size)
         except BlockingIOError:
             return False
         except OSError as exc:
-            raise _stream_error(exc) from exc
+            raise stream_error(exc) from exc
         self._take(data)
         await self._maybe_yield()
         return True
@@ -198,7 +212,11 @@ class HttpStream:
     async def write(self, data: bytes) -> None:
         """Write bytes already encoded by `encode`."""
         if data:
-            if self._socket is not None:
+            if self._tls is not None:
+                if await self._tls.send_unyielded(data):
+                    self._unyielded = 0
+                await self._maybe_yield()
+            elif self._socket is not None:
                 await self._socket_send_all(self._socket, data)
             else:
                 await self.stream.send_all(data)
@@ -210,14 +228,14 @@ class HttpStream:
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
         while view:
-            fd = _open_fd(sock)
+            fd = open_fd(sock)
             try:
                 view = view[os.write(fd, view) :]
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(sock)
                 self._unyielded = 0
             except OSError as exc:
-                raise _stream_error(exc) from exc
+                raise stream_error(exc) from exc
         await self._maybe_yield()
 
     async def _maybe_yield(self) -> None:
@@ -236,20 +254,6 @@ def next_read_size(asked: int, got: int, most: int) -> int:
     if got < FIRST_READ_SIZE:
         return min(FIRST_READ_SIZE, most)
     return asked
-
-
-def _open_fd(sock: trio.socket.SocketType) -> int:
-    fd = sock.fileno()
-    if fd < 0:
-        raise trio.ClosedResourceError("socket was already closed")
-    return fd
-
-
-def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
-    """The stream error trio's SocketStream raises for `exc`."""
-    if exc.errno == errno.EBADF:
-        return trio.ClosedResourceError("socket was already closed")
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 def deadline_after(seconds: float | None) -> float:

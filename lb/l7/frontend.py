@@ -27,6 +27,7 @@ import trio
 
 from lb.boundary import log_internal_error
 from lb.dial import Peer, socket_of
+from lb.l7 import tlsstream
 from lb.l7.backends import Ejector
 from lb.l7.events import L7Events, NullEvents, Report
 from lb.l7.poolview import Pool
@@ -202,8 +203,13 @@ class HttpFrontend:
 
     async def _handshake(
         self, stream: trio.abc.Stream, ctx: ssl.SSLContext
-    ) -> trio.SSLStream[trio.abc.Stream] | None:
-        tls = trio.SSLStream(stream, ctx, server_side=True, https_compatible=True)
+    ) -> trio.abc.Stream | None:
+        # caslb's own TLS on a real socket (lb/l7/tlsstream.py: the request path's
+        # syscall-first reads and writes); trio's for any other stream (tests'
+        # in-memory pairs).
+        tls: tlsstream.TlsStream | trio.SSLStream[trio.abc.Stream] = (
+            tlsstream.TlsStream(stream, ctx) if isinstance(stream, trio.SocketStream)
+            else trio.SSLStream(stream, ctx, server_side=True, https_compatible=True))
         reason = ""
         with trio.move_on_after(self.settings.handshake_timeout) as scope:
             try:

@@ -104,14 +104,18 @@ def _command(name: str, cfg: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _proxy(name: str, cfg: Path, text: str, ports: L7Ports | L4Ports,
-           listen: list[int]) -> Iterator[Proxy]:
-    """Write `text` to `cfg` and run `name` on it until the block ends."""
+           listen: list[int], tree: Path | None = None, gc_timed: Path | None = None,
+           profile: Path | None = None) -> Iterator[Proxy]:
+    """Write `text` to `cfg` and run `name` on it until the block ends (caslb from
+    `tree`, with its collections timed into `gc_timed` or under cProfile into
+    `profile`, when given: see perf.caslbrun)."""
     cfg.parent.mkdir(exist_ok=True)
     cfg.write_text(text)
     prefix = pin(CORES.get(name, PROXY_PIN))
     if name.startswith("caslb"):
         with caslbrun.running(cfg, listen, ports.admin, workers=2 if name == "caslb-2w" else 1,
-                              prefix=prefix, limit=60) as proc:
+                              prefix=prefix, limit=60, tree=tree, gc_timed=gc_timed,
+                              profile=profile) as proc:
             STARTED.append(proc.pid)
             yield Proxy(name, proc.pid, ports)
         return
@@ -120,10 +124,13 @@ def _proxy(name: str, cfg: Path, text: str, ports: L7Ports | L4Ports,
 
 
 @contextlib.contextmanager
-def l7_proxy(name: str, origin_: Origin, pem: Path, workdir: Path) -> Iterator[Proxy]:
+def l7_proxy(name: str, origin_: Origin, pem: Path, workdir: Path, *,
+             tree: Path | None = None, gc_timed: Path | None = None,
+             profile: Path | None = None) -> Iterator[Proxy]:
     """`name`'s L7 process: a plain and a TLS frontend in front of the origin.
 
     "direct" starts nothing: its rows go straight to the origin (plain only).
+    A caslb is imported from `tree` where given (perf.matrixrows' before/after).
     """
     if name == DIRECT:
         yield Proxy(name, origin_.pid, L7Ports(origin_.http, 0, origin_.http))
@@ -137,7 +144,8 @@ def l7_proxy(name: str, origin_: Origin, pem: Path, workdir: Path) -> Iterator[P
                               configs.mitmproxy_l7(ports, pem)),
     }
     cfg, text = texts["caslb" if name.startswith("caslb") else name]()
-    with _proxy(name, cfg, text, ports, [ports.plain, ports.tls]) as proxy:
+    with _proxy(name, cfg, text, ports, [ports.plain, ports.tls], tree, gc_timed,
+                profile) as proxy:
         yield proxy
 
 
