@@ -338,3 +338,38 @@ async def test_a_tls12_renegotiation_is_refused_with_an_alert(server_ctx: ssl.SS
         await listeners[0].aclose()
     assert b"RENEGOTIATING" in out
     assert b"no renegotiation" in out
+
+
+async def _turns_given(io: object, calls: int) -> int:
+    """How often another task ran while `io` made `calls` socket calls that did not wait."""
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()  # `other` has started and is in the run queue
+        ran = 0
+        for _ in range(calls):
+            await io._maybe_yield()  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
+    return ran
+
+
+async def test_a_tls_connection_yields_more_often_than_a_plain_one(
+    server_ctx: ssl.SSLContext,
+) -> None:
+    # a TLS call also encrypts or decrypts, so it gives the others a turn every second call
+    from lb.l7.adapter import HttpStream
+    from lb.l7.wire.connection import WireConnection
+
+    async with pair(server_ctx) as (server, client):
+        tls = HttpStream(server, WireConnection(server=True))
+        plain = HttpStream(client, WireConnection(server=True))  # type: ignore[arg-type]
+        # trio may run a batch of ready tasks in either order: a turn more or less
+        assert 7 <= await _turns_given(tls, 16) <= 9
+        assert 1 <= await _turns_given(plain, 16) <= 3
