@@ -44,7 +44,10 @@ def _answered_by(scenario: dict[str, Any], server: str, start: float, end: float
     return sum(
         1
         for r in rows
-        if r["server"] == server and r["error"] is None and start <= r["started"] < end
+        # answered within the window: a request started just before `end` (the clear
+        # is sent after `end` is stamped) may be served once the fault is gone
+        if r["server"] == server and r["error"] is None and start <= r["started"]
+        and r["finished"] < end
     )
 
 
