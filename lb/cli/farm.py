@@ -36,8 +36,10 @@ class TlsMax(enum.StrEnum):
     TLS12 = "1.2"
     TLS13 = "1.3"
 
-
-_TLS_VERSIONS = {TlsMax.TLS12: ssl.TLSVersion.TLSv1_2, TlsMax.TLS13: ssl.TLSVersion.TLSv1_3}
+    @property
+    def version(self) -> ssl.TLSVersion:
+        """The stdlib's name for it."""
+        return ssl.TLSVersion[f"TLSv{self.value.replace('.', '_')}"]
 DEFAULT_CERT_DIR = Path(tempfile.gettempdir()) / "casfarm-certs"
 LAB_USER_HINT = ", ".join(
     f"{casfarm.LAB_DOMAIN}\\{name} / {password}" for name, password in casfarm.LAB_USERS.items()
@@ -212,7 +214,7 @@ def farm(
     try:
         run_or_exit(_run_farm, servers, ephemeral, distinct_addresses, cert_dir, heartbeat,
                     pending_period, health_cache_delay, managed_availability, run_for, child,
-                    users, idle_close, _TLS_VERSIONS[tls_max])
+                    users, idle_close, tls_max.version)
     except KeyboardInterrupt:
         typer.echo("casfarm stopped.")
 
